@@ -1,0 +1,14 @@
+# The two commands of the README: `make demo` (closed-loop demo) and `make test` (the suite).
+# Both install what they need first (scripts/setup.sh, a no-op when already done).
+export MUJOCO_GL ?= egl
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+
+.PHONY: setup demo test bench
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	.venv/bin/spec-edge-cloud demo $(ARGS)
+
+test: setup
+	.venv/bin/python -m pytest -q tests $(ARGS)

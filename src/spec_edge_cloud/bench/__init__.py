@@ -1,0 +1,1 @@
+"""bench layer of spec_edge_cloud (see docs/architecture.md)."""

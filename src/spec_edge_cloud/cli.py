@@ -1,0 +1,35 @@
+"""`spec-edge-cloud` command line: one sub-command per module, heavy imports deferred to run time.
+
+Each command module exposes `add_arguments(parser)` and `run(args) -> int`; this file only lists them,
+so `spec-edge-cloud --help` stays fast (no torch import).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "smoke": ("spec_edge_cloud.ros.smoke", "check that rclpy and DDS work in this environment"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spec-edge-cloud", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""sim layer of spec_edge_cloud (see docs/architecture.md)."""

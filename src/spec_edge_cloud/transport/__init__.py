@@ -1,0 +1,1 @@
+"""transport layer of spec_edge_cloud (see docs/architecture.md)."""
