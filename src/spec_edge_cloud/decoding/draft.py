@@ -1,0 +1,78 @@
+"""The robot's draft engine: guesses the next tokens with a small model and rolls back on a miss."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..modeling.bundle import ModelBundle, Prompt
+from .sequence import CachedSequence
+from .verify import DRAFT, probabilities, sample
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    probs: torch.Tensor | None  # [len(tokens), V] draft distributions (sampling only)
+    seconds: float
+
+
+class DraftEngine:
+    """Greedy or sampled drafting over a KV cache; `rollback(n)` + `append(t)` follow the verdicts.
+
+    Drafting may stop early when the draft's own top-1 probability drops below `min_confidence`:
+    a token the draft itself doubts is likely to be rejected and only costs time.
+    """
+
+    def __init__(self, bundle: ModelBundle, temperature: float = 0.0, seed: int = 0,
+                 min_confidence: float = 0.0, pacer=None):
+        self.bundle = bundle
+        self.temperature = temperature
+        self.seed = seed
+        self.min_confidence = min_confidence
+        self.pacer = pacer
+        self.seq: CachedSequence | None = None
+
+    def prefill(self, prompt: Prompt) -> None:
+        self.seq = CachedSequence(self.bundle, self.bundle.attach_image(prompt) if prompt.image is not None
+                                  else prompt)
+        self.seq.prefill()
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.seq.tokens
+
+    def draft(self, n: int) -> Draft:
+        """Append up to n guessed tokens to the sequence (the last one stays uncached)."""
+        if n <= 0:
+            raise ValueError(f"draft length must be positive, got {n}")
+        start = time.perf_counter()
+        tokens, rows = [], []
+        for _ in range(n):
+            logits = self.seq.feed_tail()[-1]
+            if self.temperature > 0:
+                probs = probabilities(logits, self.temperature)
+                tok = sample(probs, self.seed, len(self.seq.tokens), DRAFT)
+                rows.append(probs)
+                conf = float(probs[tok])
+            else:
+                tok = int(logits.argmax())
+                conf = float(torch.softmax(logits, -1)[tok])
+            if tokens and conf < self.min_confidence:
+                rows = rows[: len(tokens)]
+                break
+            tokens.append(tok)
+            self.seq.tokens.append(tok)
+            if self.pacer is not None:
+                self.pacer.draft_token(start, len(tokens))
+            if tok in self.bundle.eos_ids:
+                break
+        probs = torch.stack(rows) if rows else None
+        return Draft(tokens, probs, time.perf_counter() - start)
+
+    def rollback(self, length: int) -> None:
+        self.seq.truncate(length)
+
+    def append(self, token: int) -> None:
+        self.seq.tokens.append(token)

@@ -1,0 +1,94 @@
+"""The robot's view of the cloud: send messages, receive replies. Interchangeable implementations.
+
+`InProcessLink` runs a `VerifierService` on a thread of this process and delivers every message
+after a one-way delay (half the round trip), so the whole protocol, early verdicts and pre-drafts
+included, runs without a network. The ZeroMQ link (`transport`) has the same two methods.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+import time
+from typing import Protocol
+
+from .messages import Cancel, End
+from .verifier import VerifierService
+
+
+class Link(Protocol):
+    def send(self, msg: object) -> None: ...
+
+    def recv(self, timeout: float) -> object | None: ...
+
+    def close(self) -> None: ...
+
+
+class _DelayLine:
+    """A queue whose items come out `delay` seconds after they were put in."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self._heap: list = []
+        self._count = itertools.count()
+        self._cv = threading.Condition()
+
+    def put(self, item: object) -> None:
+        with self._cv:
+            heapq.heappush(self._heap, (time.monotonic() + self.delay, next(self._count), item))
+            self._cv.notify_all()
+
+    def get(self, timeout: float | None) -> object | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    return heapq.heappop(self._heap)[2]
+                wait = (self._heap[0][0] - now) if self._heap else None
+                if deadline is not None:
+                    left = deadline - now
+                    if left <= 0:
+                        return None
+                    wait = left if wait is None else min(wait, left)
+                self._cv.wait(wait)
+
+    def peek_all(self) -> list:
+        with self._cv:
+            now = time.monotonic()
+            return [item for t, _, item in self._heap if t <= now]
+
+
+class InProcessLink:
+    def __init__(self, service: VerifierService, rtt_s: float = 0.0):
+        self.service = service
+        self.rtt_s = rtt_s
+        self._up = _DelayLine(rtt_s / 2)
+        self._down = _DelayLine(rtt_s / 2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="inprocess-verifier", daemon=True)
+        self._thread.start()
+
+    def send(self, msg: object) -> None:
+        self._up.put(msg)
+
+    def recv(self, timeout: float) -> object | None:
+        return self._down.get(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._up.put(None)
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            msg = self._up.get(timeout=0.5)
+            if msg is None:
+                continue
+            session = getattr(msg, "session", None)
+
+            def cancelled() -> bool:
+                return any(isinstance(m, (Cancel, End)) and m.session == session for m in self._up.peek_all())
+
+            self.service.handle(msg, self._down.put, cancelled)

@@ -1,0 +1,50 @@
+"""Per-response metrics, with the definitions of DESIGN.md (every benchmark reads these)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class ResponseMetrics:
+    mode: str
+    tokens: int = 0
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    predrafts: int = 0
+    hits: int = 0
+    early_messages: int = 0
+    exit_agree: dict = field(default_factory=lambda: defaultdict(int))   # layer -> verdicts equal to final
+    exit_total: dict = field(default_factory=lambda: defaultdict(int))
+    ttft_s: float | None = None       # first final token
+    ttc_s: float = 0.0                # last token final
+    draft_s: float = 0.0              # robot time spent drafting
+    target_compute_s: float = 0.0     # cloud compute reported by the verifier
+    unverified_from: int | None = None  # index of the first token produced without the cloud (fallback)
+    fallback_reason: str | None = None
+    switched_to_cloud_at: int | None = None  # adaptive: token index where it chose plain cloud decoding
+    gamma_used: list = field(default_factory=list)
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_round(self) -> float:
+        return self.tokens / self.rounds if self.rounds else 0.0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.predrafts if self.predrafts else 0.0
+
+    def exit_agreement(self) -> dict[int, float]:
+        return {k: self.exit_agree[k] / n for k, n in sorted(self.exit_total.items()) if n}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["exit_agree"], d["exit_total"] = dict(self.exit_agree), dict(self.exit_total)
+        d.update(acceptance=self.acceptance, tokens_per_round=self.tokens_per_round, hit_rate=self.hit_rate,
+                 exit_agreement=self.exit_agreement(),
+                 per_token_s=self.ttc_s / self.tokens if self.tokens else None)
+        return d

@@ -1,0 +1,76 @@
+"""Verification of a draft against target distributions: greedy and speculative sampling.
+
+`verdict(...)` takes the target's logits at the γ+1 positions of one pass (the last committed token
+and the γ drafted ones) and returns how many draft tokens are accepted and the token that follows.
+The same function serves exit heads (provisional verdicts) and the final layer.
+
+Randomness is a pure function of (seed, absolute position, purpose): an exit head and the final
+layer that see the same position draw the same uniforms, so a provisional verdict is a faithful
+preview, and a replay with the same seed gives the same tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: int       # number of draft tokens accepted (0..γ)
+    next_token: int     # the target's token after them (correction or bonus)
+    confidence: float   # lowest top-1 probability over the positions that decided the verdict
+
+
+def _generator(seed: int, position: int, purpose: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((seed * 1_000_003 + position * 97 + purpose) % (2**63 - 1))
+    return g
+
+
+def uniform(seed: int, position: int, purpose: int) -> float:
+    return float(torch.rand((), generator=_generator(seed, position, purpose)))
+
+
+def sample(probs: torch.Tensor, seed: int, position: int, purpose: int) -> int:
+    return int(torch.multinomial(probs, 1, generator=_generator(seed, position, purpose)))
+
+
+ACCEPT, RESIDUAL, BONUS, DRAFT = 1, 2, 3, 4  # purposes of the random draws
+
+
+def probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
+def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | None = None,
+            temperature: float = 0.0, seed: int = 0, start: int = 0) -> Verdict:
+    """Accept a prefix of `draft` given target `logits` [γ+1, V] at absolute positions start..start+γ.
+
+    Greedy (temperature 0): accept while the draft equals the target's argmax; next token is the
+    argmax after the accepted prefix. Sampling: accept d_i with probability min(1, p_i(d_i)/q_i(d_i)),
+    on rejection draw from normalise(max(0, p_i - q_i)), after a full accept draw from p_γ: the output
+    is distributed exactly as the target's own samples.
+    """
+    gamma = len(draft)
+    if logits.shape[0] != gamma + 1:
+        raise ValueError(f"need {gamma + 1} logit rows for a draft of {gamma}, got {logits.shape[0]}")
+    if temperature <= 0:
+        top = logits.argmax(-1)
+        conf_rows = torch.softmax(logits.float(), -1).amax(-1)
+        k = 0
+        while k < gamma and int(top[k]) == draft[k]:
+            k += 1
+        return Verdict(k, int(top[k]), float(conf_rows[: k + 1].min()))
+    if draft_probs is None or draft_probs.shape[0] != gamma:
+        raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
+    p = probabilities(logits, temperature)
+    q = draft_probs.float()
+    conf = float(p.amax(-1)[: gamma + 1].min())
+    for i, tok in enumerate(draft):
+        ratio = float(p[i, tok]) / max(float(q[i, tok]), 1e-30)
+        if uniform(seed, start + i, ACCEPT) >= min(1.0, ratio):
+            residual = torch.clamp(p[i] - q[i], min=0)
+            residual = residual / residual.sum() if float(residual.sum()) > 0 else p[i]
+            return Verdict(i, sample(residual, seed, start + i, RESIDUAL), float(p[: i + 1].amax(-1).min()))
+    return Verdict(gamma, sample(p[gamma], seed, start + gamma, BONUS), conf)

@@ -1,0 +1,41 @@
+"""Tiny real model pairs for decoding tests: a target and a draft that agrees with it only partly."""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from spec_edge_cloud.modeling.bundle import ModelBundle, Prompt
+from spec_edge_cloud.modeling.tiny import tiny_bundle
+
+
+def perturbed(bundle: ModelBundle, noise: float, seed: int) -> ModelBundle:
+    """A draft made from the target plus noise: same vocabulary, partial agreement."""
+    model = copy.deepcopy(bundle.model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * noise * p.std().clamp(min=1e-3))
+    return ModelBundle(model, bundle.tokenizer, bundle.image_processor)
+
+
+def pair(kind: str, seed: int, vocab: int = 60, noise: float = 0.3, layers: int = 4):
+    target = tiny_bundle(kind, vocab=vocab, seed=seed, layers=layers)
+    return target, perturbed(target, noise, seed + 100)
+
+
+def random_image(seed: int, size: int = 112) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def target_alone(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> list[int]:
+    """The reference: Hugging Face's own greedy generate() on the target, one token at a time."""
+    ids = torch.tensor([prompt.input_ids])
+    kw = {}
+    if prompt.vision:
+        kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int())
+    with torch.no_grad():
+        out = bundle.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                    eos_token_id=sorted(bundle.eos_ids), pad_token_id=0, **kw)
+    return out[0, ids.shape[1]:].tolist()

@@ -1,0 +1,80 @@
+"""Lossless property: every greedy mode returns token for token what the target alone produces."""
+import pytest
+
+from decoding_fixtures import pair, random_image, target_alone
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import GREEDY_LOSSLESS, DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.exit_heads import ExitHeads
+
+
+def run_all_modes(target, draft, prompt, max_new, gamma=4, threshold=0.0, rtt=0.0, heads_layers=(1, 2)):
+    engine = TargetEngine(target, ExitHeads(list(heads_layers), target.hidden_size, 16))
+    out = {}
+    for mode in GREEDY_LOSSLESS:
+        link = InProcessLink(VerifierService(engine), rtt_s=rtt)
+        try:
+            client = SpecClient(draft, link, DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new,
+                                                          exit_threshold=threshold))
+            out[mode] = client.generate(prompt)
+        finally:
+            link.close()
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("gamma", [1, 3, 5])
+def test_llama_pair_every_greedy_mode_equals_target(seed, gamma):
+    target, draft = pair("llama", seed)
+    prompt = target.encode(f"w{seed + 3} w{gamma + 7} w11 w2")
+    ref = target_alone(target, prompt, 24)
+    for mode, resp in run_all_modes(target, draft, prompt, 24, gamma=gamma).items():
+        assert resp.tokens == ref, f"{mode} (seed {seed}, gamma {gamma}) differs from the target alone"
+        assert resp.verified
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_small_vocab_pair_stops_at_eos_like_the_target(seed):
+    """A 12-word vocabulary makes EOS likely: stopping must match the target alone too."""
+    for s in range(seed * 10, seed * 10 + 10):
+        target, draft = pair("llama", s, vocab=5, noise=0.2)
+        prompt = target.encode("w1 w2")
+        ref = target_alone(target, prompt, 40)
+        if ref and ref[-1] in target.eos_ids and len(ref) < 40:
+            break
+    else:
+        pytest.fail("no seed produced an early EOS; the test lost its point")
+    for mode, resp in run_all_modes(target, draft, prompt, 40).items():
+        assert resp.tokens == ref, mode
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_qwen2vl_pair_on_random_images_equals_target(seed):
+    target, draft = pair("qwen", seed)
+    prompt = target.encode("w4 w9 w1", random_image(seed))
+    ref = target_alone(target, prompt, 20)
+    for mode, resp in run_all_modes(target, draft, prompt, 20, gamma=3).items():
+        assert resp.tokens == ref, f"{mode} differs from the target alone on image seed {seed}"
+
+
+@pytest.mark.parametrize("exit_layer,expect", [(4, "hits"), (2, "misses")])
+def test_lossless_with_link_delay_through_predraft_hits_and_misses(exit_layer, expect):
+    """With a round trip, pre-drafts race the final verdicts; output must not change.
+
+    An exit at the last layer always agrees with the final verdict (every pre-draft hits); an
+    untrained exit at layer 2 mostly disagrees (pre-drafts miss and both sides roll back).
+    """
+    target, draft = pair("llama", 5, noise=0.1)
+    prompt = target.encode("w3 w4 w5")
+    ref = target_alone(target, prompt, 24)
+    results = run_all_modes(target, draft, prompt, 24, rtt=0.02, heads_layers=(exit_layer,))
+    for mode, resp in results.items():
+        assert resp.tokens == ref, mode
+    pre = results["spec-ee-pre"].metrics
+    assert pre.predrafts > 0
+    if expect == "hits":
+        assert pre.hits == pre.predrafts and pre.exit_agreement() == {4: 1.0}
+    else:
+        assert pre.hits < pre.predrafts
