@@ -46,6 +46,16 @@ class TargetEngine:
         if pacer is not None:
             pacer.num_layers = self.parts.num_layers
 
+    @classmethod
+    def from_dir(cls, directory, exits_dir=None, exit_layers: list[int] | None = None, pacer=None) -> "TargetEngine":
+        """Load a target and its exit heads (beside it, or in `exits_dir`; untrained ones if none)."""
+        from ..modeling.bundle import load_bundle
+        from ..modeling.exit_heads import load_or_init_exit_heads
+        bundle = load_bundle(directory)
+        heads = load_or_init_exit_heads(exits_dir or directory, decoder_parts(bundle.model), bundle.hidden_size,
+                                        exit_layers)
+        return cls(bundle, heads, pacer)
+
     def start(self, prompt: Prompt, temperature: float = 0.0, seed: int = 0) -> "TargetSequence":
         prompt = self.bundle.attach_image(prompt) if prompt.image is not None else prompt
         return TargetSequence(self, CachedSequence(self.bundle, prompt), temperature, seed)

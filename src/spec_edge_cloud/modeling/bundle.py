@@ -116,6 +116,14 @@ class ModelBundle:
         """Each token's own text (what the command parser consumes)."""
         return [self.tokenizer.decode([i], skip_special_tokens=True).strip() for i in ids]
 
+    def save(self, directory: str | Path) -> None:
+        """save_pretrained for model, tokenizer and image processor (safetensors, no pickles)."""
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(directory)
+        self.path = Path(directory)
+
     # -- identity --------------------------------------------------------------------------------
     def tokenizer_fingerprint(self) -> str:
         vocab = sorted(self.tokenizer.get_vocab().items())
