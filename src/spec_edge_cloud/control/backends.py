@@ -47,6 +47,7 @@ class TwistBackend:
         pass  # a twist has no posture
 
     def close(self) -> None:
+        """Leave the robot with a zero twist."""
         self.stop()
 
 
@@ -156,7 +157,8 @@ class Go2SdkBackend:
         self._posture.submit(lambda: self._call("StandDown", self._client.StandDown))
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the lanes (a pending job is dropped; one in flight finishes within the SDK timeout)."""
+        """Stop moving, then end the lanes once their pending calls are done (each within the SDK timeout)."""
+        self.stop()
         for lane in (self._motion, self._posture, self._emergency):
             lane.close(timeout)
 
