@@ -9,7 +9,10 @@ unanswered so the test can watch the SDK time out without holding up the control
 """
 import argparse
 import json
+import queue
+import subprocess
 import sys
+import threading
 import time
 
 from unitree_sdk2py.core.channel import ChannelFactoryInitialize, ChannelPublisher, ChannelSubscriber
@@ -37,6 +40,30 @@ def main() -> None:
     requests.Init(on_request, 64)
     print("ready", flush=True)
     sys.stdin.read()  # run until the test closes our stdin
+
+
+class StandIn:
+    """Runs this file in a subprocess (the test's robot) and hands out the requests it reports."""
+
+    def __init__(self, domain: int, silent_apis: tuple[int, ...] = ()) -> None:
+        self.proc = subprocess.Popen([sys.executable, __file__, str(domain), "--silent-apis",
+                                      ",".join(map(str, silent_apis))],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self._lines.put(x) for x in self.proc.stdout], daemon=True).start()
+        if self._lines.get(timeout=30).strip() != "ready":
+            raise RuntimeError("the Go2 stand-in did not start")
+
+    def next_request(self, timeout: float = 5.0) -> dict:
+        """The next request received (raises queue.Empty after `timeout` s without one)."""
+        while True:
+            line = self._lines.get(timeout=timeout)
+            if line.startswith("{"):
+                return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The command node in its own process over real DDS: final token events make Twists appear on
 /cmd_vel, provisional ones never do, /estop zeroes the output at once and holds until released."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -132,3 +133,31 @@ def test_estop_zeroes_at_once_and_holds_until_released(h):
     assert all(tw[1:] == (0.0, 0.0, 0.0) for tw in h.since(t_release))  # released: still no plan
     h.answer("e3", "ball . back 0.5 .")
     assert h.spin_until(lambda: any(tw[1] < 0 for tw in h.since(t_release)), 5)
+
+
+def test_go2_sdk_backend_turns_final_tokens_into_sport_requests(h):
+    """backend go2_sdk: the node stands the robot up, then sends Move at rate_hz (loopback DDS)."""
+    from go2_sport_standin import StandIn
+
+    domain = 101 + (os.getpid() + 50) % 100  # not the domain of test_control_go2_backend.py
+    standin = StandIn(domain)
+    node = None
+    try:
+        node = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.ros.command_node", "--ros-args",
+                                 "-p", "backend:=go2_sdk", "-p", "go2_interface:=lo", "-p", f"go2_domain_id:={domain}"])
+        first = [standin.next_request(timeout=30)["api_id"], standin.next_request()["api_id"]]
+        assert first == [1004, 1002]  # StandUp, BalanceStand
+        assert h.spin_until(lambda: h.node.count_subscribers("/spec/tokens") > 1, 20)
+        h.answer("g1", "ball . turn right 45 .")
+        moves = []
+        while len(moves) < 5:
+            r = standin.next_request()
+            if r["api_id"] == 1008:
+                moves.append(json.loads(r["parameter"]))
+        assert all(m["x"] == 0.0 and m["y"] == 0.0 and -1.5 <= m["z"] < 0 for m in moves)
+        assert moves[-1]["z"] < moves[0]["z"]  # ramping up towards a right turn
+    finally:
+        if node is not None:
+            node.terminate()
+            node.wait(20)
+        standin.close()

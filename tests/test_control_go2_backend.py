@@ -3,11 +3,7 @@ SportClient requests the backend sends (API ids, JSON parameters), and no call b
 import json
 import os
 import queue
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,34 +12,22 @@ from unitree_sdk2py.go2.sport.sport_api import (  # noqa: E402
     SPORT_API_ID_BALANCESTAND, SPORT_API_ID_DAMP, SPORT_API_ID_MOVE, SPORT_API_ID_STANDDOWN,
     SPORT_API_ID_STANDUP, SPORT_API_ID_STOPMOVE)
 
+from go2_sport_standin import StandIn  # noqa: E402
 from spec_edge_cloud.control.backends import Go2SdkBackend  # noqa: E402
 
 DOMAIN = 101 + os.getpid() % 100  # apart from the ROS test domains (1..100) of conftest.py
-STANDIN = Path(__file__).with_name("go2_sport_standin.py")
 
 
 @pytest.fixture(scope="module")
 def robot():
-    """The stand-in robot: yields a queue of the requests it received. StandDown is never answered."""
-    proc = subprocess.Popen([sys.executable, str(STANDIN), str(DOMAIN), "--silent-apis",
-                             str(SPORT_API_ID_STANDDOWN)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    assert lines.get(timeout=30).strip() == "ready"
-    yield lines
-    proc.stdin.close()
-    proc.wait(10)
+    """The stand-in robot. StandDown is never answered."""
+    standin = StandIn(DOMAIN, silent_apis=(SPORT_API_ID_STANDDOWN,))
+    yield standin
+    standin.close()
 
 
-def next_request(lines, timeout=5.0):
-    while True:
-        line = lines.get(timeout=timeout)
-        if line.startswith("{"):
-            return json.loads(line)
-
-
-def expect(lines, api_id, timeout=5.0):
-    req = next_request(lines, timeout)
+def expect(robot, api_id, timeout=5.0):
+    req = robot.next_request(timeout)
     assert req["api_id"] == api_id, req
     return req
 
@@ -79,7 +63,7 @@ def test_backend_sends_sport_requests_without_blocking(robot):
         assert damp["t"] - t0 < 0.5  # Damp went out while StandDown was still waiting
         backend.estop()  # latched: no second Damp
         with pytest.raises(queue.Empty):
-            next_request(robot, timeout=1.5)
+            robot.next_request(timeout=1.5)
 
         codes = dict(backend.codes)
         assert codes["StandUp"] == codes["BalanceStand"] == codes["StopMove"] == codes["Damp"] == 0
@@ -97,7 +81,7 @@ def test_a_burst_of_moves_sends_the_newest_setpoint(robot):
         received = []
         try:
             while True:
-                received.append(json.loads(next_request(robot, timeout=0.5)["parameter"])["x"])
+                received.append(json.loads(robot.next_request(timeout=0.5)["parameter"])["x"])
         except queue.Empty:
             pass
         assert received and received[-1] == 0.199  # latest wins; a backlog never builds up
