@@ -17,20 +17,20 @@ from spec_edge_cloud.sim.vocab import COLOUR_RGBA, COLOURS, OBJECTS, check_goal
 
 ROBOT_PREFIX = "go2/"
 ROOM_HALF = 3.0          # the room is 6 m x 6 m, centred on the origin
-WALL_HEIGHT = 1.2
+WALL_HEIGHT = 2.0        # walls meet the ceiling: no gap onto the empty background
 WALL_THICKNESS = 0.1
-CEILING_HEIGHT = 2.4
+CEILING_HEIGHT = WALL_HEIGHT
 PARKED_Z = -5.0          # unused objects wait here, out of sight under the floor
-OBJECT_RADIUS = 0.18     # footprint of every object, for spacing and for the expert's detours
+OBJECT_RADIUS = 0.26     # bounds every footprint (the box corner), for spacing and detours
 
 # Shape sizes (MuJoCo geom sizes) and the height of each object's centre above the floor.
 _SHAPES = {
-    "ball": (mujoco.mjtGeom.mjGEOM_SPHERE, (0.15, 0.0, 0.0), 0.15),
-    "box": (mujoco.mjtGeom.mjGEOM_BOX, (0.15, 0.15, 0.15), 0.15),
+    "ball": (mujoco.mjtGeom.mjGEOM_SPHERE, (0.2, 0.0, 0.0), 0.2),
+    "box": (mujoco.mjtGeom.mjGEOM_BOX, (0.18, 0.18, 0.18), 0.18),
     "cone": (mujoco.mjtGeom.mjGEOM_MESH, (0.0, 0.0, 0.0), 0.0),
-    "cylinder": (mujoco.mjtGeom.mjGEOM_CYLINDER, (0.13, 0.18, 0.0), 0.18),
+    "cylinder": (mujoco.mjtGeom.mjGEOM_CYLINDER, (0.16, 0.22, 0.0), 0.22),
 }
-_CONE_RADIUS, _CONE_HEIGHT = 0.18, 0.42
+_CONE_RADIUS, _CONE_HEIGHT = 0.2, 0.5
 
 
 def object_geom_name(colour: str, shape: str) -> str:
@@ -121,9 +121,10 @@ def build_model() -> mujoco.MjModel:
     return spec.compile()
 
 
-def _material(spec: mujoco.MjSpec, name: str, rgba: tuple[float, ...]) -> str:
+def _material(spec: mujoco.MjSpec, name: str, rgba: tuple[float, ...], emission: float = 0.0) -> str:
     material = spec.add_material(name=name)
     material.rgba = list(rgba)
+    material.emission = emission
     material.specular = 0.1
     material.reflectance = 0.0
     return name
@@ -133,7 +134,7 @@ def _add_room(spec: mujoco.MjSpec) -> None:
     world = spec.worldbody
     floor = _material(spec, "floor", (0.42, 0.42, 0.44, 1.0))
     wall = _material(spec, "wall", (0.86, 0.84, 0.78, 1.0))
-    ceiling = _material(spec, "ceiling", (0.95, 0.95, 0.95, 1.0))
+    ceiling = _material(spec, "ceiling", (0.9, 0.9, 0.9, 1.0), emission=0.6)  # lit from above only
     world.add_geom(name="floor", type=mujoco.mjtGeom.mjGEOM_PLANE,
                    size=[ROOM_HALF + 1.0, ROOM_HALF + 1.0, 0.05], material=floor)
     half_len = ROOM_HALF + WALL_THICKNESS
@@ -144,8 +145,8 @@ def _add_room(spec: mujoco.MjSpec) -> None:
             ("wall_west", (-ROOM_HALF - WALL_THICKNESS / 2, 0.0, WALL_HEIGHT / 2), (WALL_THICKNESS / 2, half_len))):
         world.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, pos=pos,
                        size=[size[0], size[1], WALL_HEIGHT / 2], material=wall)
-    # A ceiling closes the view above the walls (there is no skybox to render).
-    world.add_geom(name="ceiling", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0, 0, CEILING_HEIGHT],
+    # A ceiling closes the room (there is no skybox to render).
+    world.add_geom(name="ceiling", type=mujoco.mjtGeom.mjGEOM_BOX, pos=[0, 0, CEILING_HEIGHT + 0.02],
                    size=[half_len, half_len, 0.02], material=ceiling, contype=0, conaffinity=0)
     world.add_light(name="sun", pos=[0, 0, CEILING_HEIGHT - 0.1], dir=[0.3, 0.2, -1.0],
                     diffuse=[0.6, 0.6, 0.6], castshadow=False,
