@@ -12,6 +12,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("spec_edge_cloud.ros.smoke", "check that rclpy and DDS work in this environment"),
+    "sim": ("spec_edge_cloud.sim.cli", "MuJoCo Go2 sim: `dataset` (expert training data), `run` (one episode)"),
 }
 
 
