@@ -114,6 +114,7 @@ def test_estop_clears_the_plan_and_refuses_actions_while_latched():
     ctl, sent = make_controller()
     ctl.on_event(ev("start"), 0.0, 0.0)
     ctl.on_event(ev("final", 0, "ball . walk 5.0 ."), 0.0, 0.0)
+    ctl.set_estop(False, 0.01)  # not latched: a release changes nothing
     ctl.tick(0.05), ctl.tick(0.1)
     assert sent[-1][0] > 0
     ctl.set_estop(True, 0.12)
@@ -124,7 +125,14 @@ def test_estop_clears_the_plan_and_refuses_actions_while_latched():
     _, rec = ctl.on_event(ev("final", 0, "ball . walk 1.0 .", response="r2"), 0.3, 0.3)
     assert rec.kind == "rejected" and "emergency stop" in rec.reason
     ctl.set_estop(False, 0.4)
-    assert all(v == (0.0, 0.0, 0.0) for v in (ctl.tick(0.45), ctl.tick(0.5)) and sent[-2:])
+    ctl.tick(0.45), ctl.tick(0.5)
+    assert sent[-2:] == [(0.0, 0.0, 0.0)] * 2
+    # the response that started while latched is dropped on release too
+    assert ctl.on_event(ev("final", 6, "walk 1.0 .", response="r2"), 0.6, 0.6) == []
+    ctl.on_event(ev("start", response="r3"), 0.7, 0.7)
+    _, rec = ctl.on_event(ev("final", 0, "ball . walk 1.0 .", response="r3"), 0.7, 0.7)
+    ctl.tick(0.75), ctl.tick(0.8)
+    assert rec.kind == "action" and sent[-1][0] > 0
 
 
 def test_token_events_schema():

@@ -62,18 +62,18 @@ class Controller:
             return []
         if event.kind == "end":
             return self._records(event, self.parser.finish(), now, wall)
-        if event.kind == "unverified" and not self.act_on_unverified:
-            return self._feed(event, verified=False, now=now, wall=wall)
-        return self._feed(event, verified=True, now=now, wall=wall)
+        return self._feed(event, event.kind == "final" or self.act_on_unverified, now, wall)
 
     def set_estop(self, on: bool, now: float) -> None:
-        """Latch or release the emergency stop. Latching drops the plan and the rest of the current
-        response: after a release the robot waits for a new one."""
+        """Latch or release the emergency stop. Either way the plan and the current response are
+        dropped (including one that started while latched): after a release the robot waits for a new
+        response. A repeated state (a late-joining node hearing the latched "released") changes nothing."""
+        if bool(on) == self.gate.estopped:
+            return
         self.gate.set_estop(on, now)
-        if on:
-            self.executor.clear()
-            self.parser.reset()
-            self._response = None
+        self.executor.clear()
+        self.parser.reset()
+        self._response = None
 
     def tick(self, now: float) -> GateOutput:
         """One control period: executor setpoint -> gate -> backend."""
@@ -95,6 +95,7 @@ class Controller:
         return out
 
     def _feed(self, event: TokenEvent, verified: bool, now: float, wall: float) -> list[ActionRecord]:
+        """Feed the words of a final/unverified event from the position the parser has reached."""
         if event.index > self._next_index:
             # a lost message: what follows cannot be parsed safely, so drop the rest of the response
             self._response = None

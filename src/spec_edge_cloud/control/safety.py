@@ -100,7 +100,10 @@ class SafetyGate:
 
     def set_estop(self, on: bool, now: float) -> None:
         """Latch (True) or release (False) the emergency stop. While latched every output is zero and
-        commands are ignored; after release the robot stays still until a command newer than `now`."""
+        commands are ignored; after release the robot stays still until a command newer than `now`.
+        Setting the state it already has changes nothing."""
+        if bool(on) == self._estop:
+            return
         self._estop = bool(on)
         self._target = (0.0, 0.0, 0.0)
         self._command_t = None
