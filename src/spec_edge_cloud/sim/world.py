@@ -132,11 +132,6 @@ class Go2World:
     def height(self) -> float:
         return float(self.data.qpos[self._base_q + 2])
 
-    def quaternion(self) -> np.ndarray:
-        """Trunk orientation (w, x, y, z)."""
-        q = self._base_q
-        return self.data.qpos[q + 3:q + 7].copy()
-
     def twist(self) -> np.ndarray:
         """(vx, vy) in the heading frame and the yaw rate: what a velocity command means."""
         v = self._base_v
@@ -147,10 +142,14 @@ class Go2World:
         yaw_rate = float(rotation[2] @ self.data.qvel[v + 3:v + 6])
         return np.array([c * vx_w + s * vy_w, -s * vx_w + c * vy_w, yaw_rate])
 
-    def world_velocity(self) -> np.ndarray:
-        """Linear (world frame) and angular (body frame) velocity of the trunk: 6 floats."""
-        v = self._base_v
-        return self.data.qvel[v:v + 6].copy()
+    def odometry(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Trunk position (world, m), orientation (w, x, y, z), and linear (m/s) and angular
+        (rad/s) velocity in the body frame: what nav_msgs/Odometry carries."""
+        q, v = self._base_q, self._base_v
+        rotation = self.data.xmat[self.trunk].reshape(3, 3)
+        linear = rotation.T @ self.data.qvel[v:v + 3]
+        return (self.data.qpos[q:q + 3].copy(), self.data.qpos[q + 3:q + 7].copy(), linear,
+                self.data.qvel[v + 3:v + 6].copy())
 
     def _gravity_in_body(self) -> np.ndarray:
         return -self.data.xmat[self.trunk].reshape(3, 3)[2].copy()
