@@ -12,6 +12,8 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("spec_edge_cloud.ros.smoke", "check that rclpy and DDS work in this environment"),
+    "decode": ("spec_edge_cloud.commands.decode", "one response from a draft/target pair in any mode"),
+    "exits": ("spec_edge_cloud.commands.exits", "train exit heads by self-distillation, or report agreement"),
     "sim": ("spec_edge_cloud.sim.cli", "MuJoCo Go2 sim: `dataset` (expert training data), `run` (one episode)"),
 }
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -42,8 +42,9 @@ class ResponseMetrics:
         return {k: self.exit_agree[k] / n for k, n in sorted(self.exit_total.items()) if n}
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["exit_agree"], d["exit_total"] = dict(self.exit_agree), dict(self.exit_total)
+        d["gamma_used"] = list(self.gamma_used)
         d.update(acceptance=self.acceptance, tokens_per_round=self.tokens_per_round, hit_rate=self.hit_rate,
                  exit_agreement=self.exit_agreement(),
                  per_token_s=self.ttc_s / self.tokens if self.tokens else None)

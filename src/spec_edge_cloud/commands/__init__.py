@@ -1,0 +1,1 @@
+"""CLI sub-commands (the top layer: may import every layer below). Registered in cli.COMMANDS."""

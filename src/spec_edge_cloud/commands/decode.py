@@ -1,0 +1,80 @@
+"""`spec-edge-cloud decode`: one response from a draft/target pair in any mode, printed or as JSON."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..decoding.modes import MODES
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=MODES, default="spec-ee-pre")
+    p.add_argument("--draft", default="models/draft", help="draft model directory (Hugging Face format)")
+    p.add_argument("--target", default="models/target", help="target model directory (in-process verifier)")
+    p.add_argument("--exits", default=None, help="exit-head directory (default: beside the target)")
+    p.add_argument("--prompt", required=True, help="instruction text")
+    p.add_argument("--image", default=None, help="image file (JPEG/PNG) for a VLM")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--gamma", type=int, default=4, help="draft length per round")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (lossless token for token)")
+    p.add_argument("--exit-threshold", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rtt-ms", type=float, default=0.0, help="in-process link: emulated round trip")
+    p.add_argument("--endpoint", default=None, help="tcp://HOST:PORT of a running verifier (else in-process)")
+    p.add_argument("--target-profile", default=None, help="timing profile for the in-process target (emulated)")
+    p.add_argument("--draft-profile", default=None, help="timing profile for the draft (emulated)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: tokens, text, metrics")
+
+
+def load_image(path: str):
+    import cv2
+    import numpy as np
+    data = np.fromfile(path, dtype=np.uint8) if path else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None:
+        raise ValueError(f"cannot read an image from {path!r} (not a JPEG/PNG file?)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..decoding.client import SpecClient
+    from ..decoding.link import InProcessLink
+    from ..decoding.modes import DecodeConfig
+    from ..decoding.target import TargetEngine
+    from ..decoding.timing import Pacer, TimingProfile
+    from ..decoding.verifier import VerifierService
+    from ..modeling.bundle import check_same_tokenizer, load_bundle
+
+    try:
+        config = DecodeConfig(mode=args.mode, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
+                              temperature=args.temperature, seed=args.seed, exit_threshold=args.exit_threshold)
+        draft = load_bundle(args.draft)
+        image = load_image(args.image) if args.image else None
+        prompt = draft.encode(args.prompt, image)
+        draft_pacer = Pacer(TimingProfile.load(args.draft_profile)) if args.draft_profile else None
+        link = None
+        if args.mode != "edge":
+            if args.endpoint:
+                from ..transport.client import connect
+                link = connect(args.endpoint)
+            else:
+                pacer = Pacer(TimingProfile.load(args.target_profile)) if args.target_profile else None
+                engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer)
+                check_same_tokenizer(draft, engine.bundle)
+                link = InProcessLink(VerifierService(engine), rtt_s=args.rtt_ms / 1000)
+        try:
+            response = SpecClient(draft, link, config, pacer=draft_pacer).generate(prompt)
+        finally:
+            if link is not None:
+                link.close()
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"spec-edge-cloud decode: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        emulated = bool(args.target_profile or args.draft_profile)
+        print(json.dumps({"tokens": response.tokens, "text": response.text, "verified": response.verified,
+                          "timings_emulated": emulated, "metrics": response.metrics.to_dict()}))
+    else:
+        print(response.text)
+    return 0
