@@ -31,6 +31,7 @@ from .modes import DecodeConfig
 
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
+# trace (optional list, for benchmark timelines): (seconds since start, "draft"|"send"|"recv", details)
 
 
 class CloudError(RuntimeError):
@@ -69,9 +70,10 @@ class SpecClient:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
 
     # -- public ----------------------------------------------------------------------------------
-    def generate(self, prompt: Prompt, on_tokens: TokenCallback | None = None) -> Response:
+    def generate(self, prompt: Prompt, on_tokens: TokenCallback | None = None,
+                 trace: list | None = None) -> Response:
         cfg = self.config
-        run = _Run(self, prompt, on_tokens or (lambda *a: None))
+        run = _Run(self, prompt, on_tokens or (lambda *a: None), trace)
         if cfg.mode == "edge":
             run.edge_finish("edge mode")
             run.m.unverified_from, run.m.fallback_reason = 0, None
@@ -91,8 +93,8 @@ class SpecClient:
 class _Run:
     """One response: committed tokens, the draft engine's state, the metrics."""
 
-    def __init__(self, client: SpecClient, prompt: Prompt, emit: TokenCallback):
-        self.c, self.cfg, self.emit = client, client.config, emit
+    def __init__(self, client: SpecClient, prompt: Prompt, emit: TokenCallback, trace: list | None = None):
+        self.c, self.cfg, self.emit, self.trace = client, client.config, emit, trace
         self.prompt = prompt
         self.committed: list[int] = list(prompt.input_ids)
         self.m = ResponseMetrics(client.config.mode)
@@ -131,8 +133,13 @@ class _Run:
                 self.m.ttft_s = time.perf_counter() - self.t0
             self.emit(kind, index, new)
 
+    def note(self, event: str, **details) -> None:
+        if self.trace is not None:
+            self.trace.append((time.perf_counter() - self.t0, event, details))
+
     def recv(self) -> object | None:
         msg = self.c.link.recv(self.cfg.deadline_s)
+        self.note("recv", msg=msg)
         if isinstance(msg, Error) and msg.session in (None, self.session):
             raise CloudError(f"{msg.code}: {msg.text}")
         return msg
@@ -203,6 +210,7 @@ class _Run:
             gamma = ad.gamma if cfg.mode == "adaptive" else cfg.gamma
             gamma = min(gamma, cfg.max_new_tokens - len(self.generated) - (1 if assumes else 0))
             base = len(eng.tokens)
+            self.note("draft", pre=assumes is not None)
             d_tokens, probs = [], None
             if gamma > 0:
                 d = eng.draft(gamma)
@@ -213,6 +221,7 @@ class _Run:
             link.send(DraftRequest(self.session, rnd, base, d_tokens, probs, assumes, exit_layers,
                                    ad.threshold if cfg.mode == "adaptive" else threshold))
             self.m.gamma_used.append(len(d_tokens))
+            self.note("send", round=rnd, tokens=len(d_tokens), pre=assumes is not None)
             return _Round(rnd, base, d_tokens, time.perf_counter(), assumes is not None)
 
         cur = send_draft()
