@@ -1,0 +1,84 @@
+"""`adaptive`: picks speculation where it pays and plain cloud decoding where it does not, losslessly."""
+import json
+
+import pytest
+
+from decoding_fixtures import pair, target_alone
+from spec_edge_cloud.decoding.adaptive import AdaptiveController, expected_tokens
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.exit_heads import ExitHeads
+
+
+def test_expected_tokens_per_round():
+    assert expected_tokens(0.0, 4) == pytest.approx(1.0)
+    assert expected_tokens(0.6, 4) == pytest.approx((1 - 0.6 ** 5) / 0.4)
+    assert expected_tokens(1.0, 4) == pytest.approx(5.0, rel=0.02)
+
+
+def feed(ad, step_s, pass_s, draft_s, rtt_s, acceptance, rounds=10):
+    ad.observe_step(step_s)
+    for _ in range(rounds):
+        ad.observe_draft(draft_s * 4, 4)
+        ad.observe_round(4, round(4 * acceptance), pass_s, 5, rtt_s)
+
+
+def test_cost_model_prefers_cloud_for_a_fast_target_behind_a_slow_link():
+    ad = AdaptiveController()
+    feed(ad, step_s=0.003, pass_s=0.004, draft_s=0.002, rtt_s=0.120, acceptance=0.75)
+    assert ad.choose_mode() == "cloud"
+
+
+def test_cost_model_prefers_speculation_for_a_slow_target():
+    """The paper's Go2 regime: verification 620 ms, drafting 72 ms/token, 120 ms round trip."""
+    ad = AdaptiveController()
+    feed(ad, step_s=0.60, pass_s=0.62, draft_s=0.072, rtt_s=0.120, acceptance=0.6)
+    assert ad.choose_mode() == "spec" and 1 <= ad.best_gamma() <= 8
+
+
+def profile_file(tmp_path, layers=8, pass_ms=60.0, draft_ms=3.0):
+    cum = [pass_ms * (i + 1) / layers for i in range(layers)]
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps({"name": "slow-target-test", "draft": {"per_token_ms": draft_ms},
+                                "target": {"cum_layer_ms": {"1": cum, "5": cum}}}))
+    return path
+
+
+def run_adaptive(target, draft, prompts, rtt_s, pacer=None, draft_pacer=None):
+    engine = TargetEngine(target, ExitHeads([target.model.config.num_hidden_layers], target.hidden_size, 8), pacer)
+    ad = AdaptiveController(gamma=4)
+    out = []
+    for prompt in prompts:
+        link = InProcessLink(VerifierService(engine), rtt_s=rtt_s)
+        try:
+            cfg = DecodeConfig(mode="adaptive", max_new_tokens=16, exit_threshold=0.0)
+            out.append(SpecClient(draft, link, cfg, adaptive=ad, pacer=draft_pacer).generate(prompt))
+        finally:
+            link.close()
+    return out, ad
+
+
+def test_adaptive_speculates_losslessly_when_the_target_is_slow(tmp_path):
+    target, draft = pair("llama", 8, noise=0.02, layers=8)
+    profile = TimingProfile.load(profile_file(tmp_path))
+    prompts = [target.encode(f"w{i} w{i + 6} w{i + 2}") for i in range(1, 4)]
+    results, ad = run_adaptive(target, draft, prompts, 0.02, Pacer(profile), Pacer(profile))
+    for prompt, r in zip(prompts, results):
+        assert r.tokens == target_alone(target, prompt, 16)
+        assert r.metrics.rounds > 0 and r.metrics.switched_to_cloud_at is None
+    assert ad.choose_mode() == "spec"
+
+
+def test_adaptive_switches_to_cloud_decoding_for_tiny_models_behind_a_slow_link():
+    target, draft = pair("llama", 9, noise=0.1, layers=4)
+    prompts = [target.encode(f"w{i} w{i + 3}") for i in range(1, 4)]
+    results, ad = run_adaptive(target, draft, prompts, 0.05)
+    for prompt, r in zip(prompts, results):
+        assert r.tokens == target_alone(target, prompt, 16)
+    first, later = results[0].metrics, results[-1].metrics
+    assert first.switched_to_cloud_at is not None, "it should leave speculation within the first response"
+    assert later.rounds == 0, "later responses should start in plain cloud decoding"
