@@ -60,11 +60,12 @@ def start(world: Go2World, seed: int, goal: tuple[str, str] | None = None) -> No
     world.advance(START_SETTLE_S)
 
 
-def run_with_expert(world: Go2World, camera: HeadCamera, replan_s: float = REPLAN_S,
+def run_with_expert(world: Go2World, camera: HeadCamera, replan_s: float | None = REPLAN_S,
                     timeout_s: float = DEFAULT_TIMEOUT_S, on_tick: Tick | None = None,
                     on_answer: Callable[[str], None] | None = None) -> Outcome:
-    """Closed loop from the world's current state: the expert answers from the current view, the
-    answer is parsed as the robot would parse it and executed for up to `replan_s`, repeat."""
+    """From the world's current state: the expert answers from the current view, the answer is
+    parsed as the robot would parse it and executed, repeat. Closed loop re-plans after
+    `replan_s` of sim time; `replan_s=None` runs every answer open-loop to its end."""
     judge = Judge(world, timeout_s)
     outcome = judge.check()
     while outcome is None:

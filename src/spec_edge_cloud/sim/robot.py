@@ -49,20 +49,24 @@ HEAD_CAMERA_PITCH_DEG = 10.0
 HEAD_CAMERA_FOVY_DEG = 75.0
 
 
-def go2_spec() -> mujoco.MjSpec:
-    """The Go2 MJCF with the fitted physics and a head camera, ready to attach to a scene."""
+def go2_spec(fitted: bool = True) -> mujoco.MjSpec:
+    """The Go2 MJCF with a head camera, ready to attach to a scene; with the fitted physics unless
+    `fitted` is False (the MJCF's own values: only for measuring what the fit changes)."""
     xml = assets.go2_xml()
     spec = mujoco.MjSpec.from_file(str(xml))
     spec.meshdir = str(xml.parent / "assets")
     for key in list(spec.keys):  # the keyframe's qpos would not fit once attached to a scene
         spec.delete(key)
+    trunk = spec.body(TRUNK)
+    _add_head_camera(trunk)
+    if not fitted:
+        return spec
     p = FITTED
     for name in POLICY_JOINTS:
         joint = spec.joint(name)
         joint.armature = p["armature"]
         joint.frictionloss = p["frictionloss"]
         joint.damping = [p["damping"], 0.0, 0.0]
-    trunk = spec.body(TRUNK)
     trunk.mass *= p["trunk_mass_scale"]
     trunk.inertia = np.asarray(trunk.inertia) * p["trunk_inertia_scale"]
     trunk.ipos = np.asarray(trunk.ipos) + np.array([p["trunk_com_x"], 0.0, 0.0])
@@ -73,7 +77,6 @@ def go2_spec() -> mujoco.MjSpec:
             body.inertia = np.asarray(body.inertia) * p["leg_mass_scale"]
         foot = spec.geom(leg)
         foot.friction = [p["foot_friction"], p["foot_friction_torsional"], foot.friction[2]]
-    _add_head_camera(trunk)
     return spec
 
 

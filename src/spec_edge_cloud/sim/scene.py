@@ -98,8 +98,9 @@ def random_layout(seed: int, goal: tuple[str, str] | None = None, n_objects: int
 MAX_IMAGE_SIZE = 512      # offscreen buffer: head-camera images up to this many pixels a side
 
 
-def build_model() -> mujoco.MjModel:
-    """The room with the Go2 attached under ROBOT_PREFIX and every object parked."""
+def build_model(fitted: bool = True) -> mujoco.MjModel:
+    """The room with the Go2 (robot.go2_spec(fitted)) attached under ROBOT_PREFIX and every
+    object parked."""
     spec = mujoco.MjSpec()
     spec.modelname = "spec_edge_cloud_room"
     spec.option.timestep = robot.PHYSICS_DT
@@ -114,7 +115,7 @@ def build_model() -> mujoco.MjModel:
     spec.visual.headlight.specular = [0.0, 0.0, 0.0]
     _add_room(spec)
     _add_objects(spec)
-    go2 = robot.go2_spec()
+    go2 = robot.go2_spec(fitted)
     for option in ("integrator", "cone", "impratio", "timestep"):
         setattr(go2.option, option, getattr(spec.option, option))
     spec.attach(go2, prefix=ROBOT_PREFIX, frame=spec.worldbody.add_frame())

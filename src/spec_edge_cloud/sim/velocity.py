@@ -27,7 +27,8 @@ TRIM_LIMITS = np.array([0.4, 0.3, 0.6])
 class VelocityInterface:
     """Command in, policy command out: hold, clamp, ramp and trim (all in the heading frame)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trim: bool = True) -> None:
+        self.trim_gain = TRIM_GAIN if trim else np.zeros(3)  # no trim: the bare policy, for measuring
         self.reset()
 
     def reset(self) -> None:
@@ -58,6 +59,6 @@ class VelocityInterface:
         desired = self.desired(now)
         step = ACCELERATION_LIMITS * dt
         self._ramped += np.clip(desired - self._ramped, -step, step)
-        self._trim = np.clip(self._trim + TRIM_GAIN * (desired - measured) * dt,
+        self._trim = np.clip(self._trim + self.trim_gain * (desired - measured) * dt,
                              -TRIM_LIMITS, TRIM_LIMITS)
         return self._ramped + self._trim

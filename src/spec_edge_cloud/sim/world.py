@@ -23,11 +23,13 @@ FALLEN_TILT_COS = 0.5       # body z axis more than 60 deg from vertical means t
 class Go2World:
     """Physics, walking policy and velocity interface for one room, reset per episode."""
 
-    def __init__(self, layout: scene.Layout | None = None) -> None:
-        self.model = scene.build_model()
+    def __init__(self, layout: scene.Layout | None = None, fitted: bool = True, trim: bool = True) -> None:
+        """`fitted=False` (the MJCF's own physics) and `trim=False` (the policy without the
+        velocity trim) exist to measure what each fix does (benchmarks/bench_sim.py --variants)."""
+        self.model = scene.build_model(fitted)
         self.data = mujoco.MjData(self.model)
         self.policy = WalkingPolicy()
-        self.velocity = VelocityInterface()
+        self.velocity = VelocityInterface(trim)
         m = self.model
         # PD runs in MuJoCo's actuator order over contiguous slices (no gathers per physics step);
         # the policy's order is mapped once per tick through _to_mujoco / _to_policy.
@@ -50,7 +52,8 @@ class Go2World:
         self._floor = m.geom("floor").id
         self._robot_bodies = {b for b in range(m.nbody) if m.body(b).name.startswith(scene.ROBOT_PREFIX)}
         self._substeps = round(robot.CONTROL_DT / m.opt.timestep)
-        self._lag = m.opt.timestep / (robot.TORQUE_LAG + m.opt.timestep)
+        # the torque lag is part of the fit: without it, torques apply at once
+        self._lag = m.opt.timestep / (robot.TORQUE_LAG + m.opt.timestep) if fitted else 1.0
         self._torque = np.zeros(m.nu)
         self._buffer = np.zeros(m.nu)
         self.layout: scene.Layout | None = None
