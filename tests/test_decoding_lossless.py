@@ -78,3 +78,19 @@ def test_lossless_with_link_delay_through_predraft_hits_and_misses(exit_layer, e
         assert pre.hits == pre.predrafts and pre.exit_agreement() == {4: 1.0}
     else:
         assert pre.hits < pre.predrafts
+
+
+def test_stop_string_ends_every_mode_where_the_target_would():
+    target, draft = pair("llama", 3)
+    prompt = target.encode("w7 w9 w13")
+    ref = target_alone(target, prompt, 24)
+    stop_word = target.decode([ref[6]])
+    cut = next(i for i in range(len(ref)) if stop_word in target.decode(ref[: i + 1]))
+    engine = TargetEngine(target, ExitHeads([2], target.hidden_size, 8))
+    for mode in GREEDY_LOSSLESS:
+        link = InProcessLink(VerifierService(engine))
+        try:
+            cfg = DecodeConfig(mode=mode, max_new_tokens=24, stop=[stop_word], exit_threshold=0.0)
+            assert SpecClient(draft, link, cfg).generate(prompt).tokens == ref[: cut + 1], mode
+        finally:
+            link.close()

@@ -1,0 +1,59 @@
+"""Speculative sampling through the whole client: output follows the target's own distribution."""
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from decoding_fixtures import pair
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.exit_heads import ExitHeads
+
+TEMPERATURE = 2.0
+
+
+def target_joint(bundle, prompt_ids):
+    """Exact p(t1, t2) of the target's own sampling at TEMPERATURE."""
+    with torch.no_grad():
+        p1 = torch.softmax(bundle.model(input_ids=torch.tensor([prompt_ids])).logits[0, -1] / TEMPERATURE, -1)
+        ids = torch.tensor([[*prompt_ids, t] for t in range(p1.shape[0])])
+        p2 = torch.softmax(bundle.model(input_ids=ids).logits[:, -1] / TEMPERATURE, -1)
+    return (p1[:, None] * p2).double().numpy()
+
+
+@pytest.mark.parametrize("mode", ["spec-ee-pre"])
+def test_sampled_pairs_of_tokens_follow_the_target(mode):
+    target, draft = pair("llama", 21, vocab=4, noise=0.5)
+    prompt = target.encode("w1 w2")
+    joint = target_joint(target, prompt.input_ids)
+    engine = TargetEngine(target, ExitHeads([2], target.hidden_size, 8))
+    link = InProcessLink(VerifierService(engine))
+    counts = np.zeros_like(joint)
+    n = 400
+    try:
+        for seed in range(n):
+            cfg = DecodeConfig(mode=mode, gamma=2, max_new_tokens=2, temperature=TEMPERATURE, seed=seed,
+                               exit_threshold=0.0)
+            tokens = SpecClient(draft, link, cfg).generate(prompt).tokens
+            if len(tokens) == 2:
+                counts[tokens[0], tokens[1]] += 1
+            else:  # EOS first: count it in the t1 row, column of EOS
+                counts[tokens[0], tokens[0]] += 1
+    finally:
+        link.close()
+    eos = next(iter(target.eos_ids))
+    expected = joint.copy()
+    expected[eos, :] = 0
+    expected[eos, eos] = joint[eos].sum()
+    expected = expected.ravel() * n
+    observed = counts.ravel()
+    big = expected >= 5
+    obs = np.append(observed[big], observed[~big].sum())
+    exp = np.append(expected[big], expected[~big].sum())
+    if exp[-1] == 0:
+        obs, exp = obs[:-1], exp[:-1]
+    assert big.sum() >= 4, "distribution too peaked for a meaningful test"
+    assert chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-3
