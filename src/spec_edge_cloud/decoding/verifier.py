@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong, Start, Token
 from .target import ExitVerdict, TargetEngine, TargetSequence
@@ -39,6 +39,14 @@ class VerifierService:
 
     # -- dispatch --------------------------------------------------------------------------------
     def handle(self, msg: object, reply: Reply, should_stop: Callable[[], bool] = lambda: False) -> None:
+        for _ in self.steps(msg, reply):
+            if should_stop():
+                return
+
+    def steps(self, msg: object, reply: Reply) -> Iterator[None]:
+        """`handle` in slices: yields before each token of cloud decoding, so a server shared by several
+        robots can run other robots' rounds in between (and stop a cancelled stream) instead of
+        running one stream to its end."""
         try:
             if isinstance(msg, Ping):
                 reply(Pong(msg.sent))
@@ -47,7 +55,7 @@ class VerifierService:
             elif isinstance(msg, DraftRequest):
                 self._draft(msg, reply)
             elif isinstance(msg, Generate):
-                self._generate(msg, reply, should_stop)
+                yield from self._generate(msg, reply)
             elif isinstance(msg, (End, Cancel)):
                 self.sessions.pop(msg.session, None)
             else:
@@ -115,13 +123,14 @@ class VerifierService:
         reply(Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
                     [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits]))
 
-    def _generate(self, msg: Generate, reply: Reply, should_stop: Callable[[], bool]) -> None:
+    def _generate(self, msg: Generate, reply: Reply) -> Iterator[None]:
         s = self._session(msg.session, reply)
         if s is None or not self._accept_round(s, msg.round, msg.base):
             return
         stop = set(msg.stop_ids)
         for i in range(msg.max_new_tokens):
-            if should_stop() or msg.session not in self.sessions:
+            yield
+            if msg.session not in self.sessions:
                 return
             result = s.seq.verify([], exit_layers=[])
             s.compute_s += result.seconds
