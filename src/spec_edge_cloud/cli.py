@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "smoke": ("spec_edge_cloud.ros.smoke", "check that rclpy and DDS work in this environment"),
     "decode": ("spec_edge_cloud.commands.decode", "one response from a draft/target pair in any mode"),
     "exits": ("spec_edge_cloud.commands.exits", "train exit heads by self-distillation, or report agreement"),
+    "verifier": ("spec_edge_cloud.commands.verifier", "serve a target model to robots over ZeroMQ (the cloud side)"),
+    "keys": ("spec_edge_cloud.commands.keys", "generate CurveZMQ key pairs for the verifier and robots"),
+    "link": ("spec_edge_cloud.commands.link", "emulate a network link (delay, jitter, bandwidth, loss) on loopback"),
+    "up": ("spec_edge_cloud.commands.up", "start a scenario's nodes, one process each, from a YAML list (no ros2 launch)"),
     "sim": ("spec_edge_cloud.sim.cli", "MuJoCo Go2 sim: `dataset` (expert training data), `run` (one episode)"),
 }
 

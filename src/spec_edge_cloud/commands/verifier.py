@@ -1,0 +1,92 @@
+"""`spec-edge-cloud verifier`: serve a target model (with its exit heads) to robots over ZeroMQ.
+
+Parameters come from a ROS parameter file (`verifier_node: ros__parameters: {...}`, the file the
+future ROS verifier node reads too), and command-line flags override them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+NODE = "verifier_node"
+# parameters that choose the model; every other key of the file is a transport.server.ServerConfig field
+MODEL_KEYS = ("target_dir", "exits_dir", "exit_layers", "target_profile")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="ROS parameter file, e.g. config/cloud.yaml")
+    p.add_argument("--target", default=None, help="target model directory (target_dir)")
+    p.add_argument("--exits", default=None, help="exit-head directory (exits_dir; default: beside the target)")
+    p.add_argument("--exit-layers", default=None, help="comma-separated exit layers (exit_layers)")
+    p.add_argument("--bind", default=None, help="ROUTER endpoint, e.g. tcp://0.0.0.0:5555 (bind)")
+    p.add_argument("--target-profile", default=None,
+                   help="timing profile (name or JSON file): pad every pass to its times; timings are EMULATED")
+    p.add_argument("--server-key", default=None, help="server key pair NAME.key_secret (server_secret_key)")
+    p.add_argument("--clients", default=None, help="directory of admitted robot public keys (authorized_clients_dir)")
+    p.add_argument("--insecure", action="store_true", default=None, help="allow plaintext on a non-loopback bind")
+    p.add_argument("--idle-timeout", type=float, default=None, help="seconds (idle_timeout_s)")
+    p.add_argument("--max-sessions", type=int, default=None)
+    p.add_argument("--quiet-rounds", action="store_true", help="do not log every round (log_rounds: false)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def read_params(path: str | None) -> dict:
+    """The verifier_node parameters of a ROS parameter file ({} without a file)."""
+    if path is None:
+        return {}
+    import yaml
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"parameter file {file} not found")
+    doc = yaml.safe_load(file.read_text()) or {}
+    params = (doc.get(NODE) or {}).get("ros__parameters")
+    if not isinstance(params, dict):
+        raise ValueError(f"{file}: expected `{NODE}: ros__parameters: {{...}}`")
+    return dict(params)
+
+
+def merge(params: dict, args: argparse.Namespace) -> dict:
+    flags = {"target_dir": args.target, "exits_dir": args.exits, "bind": args.bind,
+             "target_profile": args.target_profile, "server_secret_key": args.server_key,
+             "authorized_clients_dir": args.clients, "insecure": args.insecure,
+             "idle_timeout_s": args.idle_timeout, "max_sessions": args.max_sessions,
+             "log_rounds": False if args.quiet_rounds else None,
+             "exit_layers": [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None}
+    return {**params, **{k: v for k, v in flags.items() if v is not None}}
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        params = merge(read_params(args.config), args)
+        model = {k: params.pop(k, None) for k in MODEL_KEYS}
+        if not model["target_dir"]:
+            raise ValueError("no target model: pass --target DIR or set target_dir in the parameter file")
+        from ..transport.server import ServerConfig
+        config = ServerConfig.from_params(params)
+        from ..decoding.target import TargetEngine
+        from ..decoding.timing import Pacer, TimingProfile
+        from ..transport.server import VerifierServer
+        pacer = Pacer(TimingProfile.load(model["target_profile"])) if model["target_profile"] else None
+        engine = TargetEngine.from_dir(model["target_dir"], model["exits_dir"] or None,
+                                       model["exit_layers"] or None, pacer)
+        server = VerifierServer(engine, config)
+        endpoint = server.start()
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"spec-edge-cloud verifier: error: {exc}", file=sys.stderr)
+        return 2
+    secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
+        "PLAINTEXT, insecure"
+    emulated = f"; timings EMULATED with profile {pacer.profile.name}" if pacer else ""
+    print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path}, exits "
+          f"{engine.heads.layers if engine.heads else []}{emulated})", flush=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    return 0

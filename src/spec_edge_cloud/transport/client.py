@@ -1,0 +1,420 @@
+"""The robot's `Link` to a verifier over ZeroMQ: a DEALER with heartbeats, retries and reconnection.
+
+One I/O thread owns the socket (ZeroMQ sockets are not thread-safe). `send` packs the message in
+the caller's thread and hands it over an inproc pipe; `recv` reads what the I/O thread delivered.
+
+Liveness. The link is *up* from the cloud's WELCOME until nothing (reply or heartbeat answer) has
+come back for `dead_after_s`; then it is *down*: messages sent are dropped, `recv` returns None at
+once, so the decoding client finishes the response on the robot (edge mode, tokens marked
+unverified). While down, the link opens a fresh socket and says HELLO every `reconnect_s`; the
+first WELCOME brings it back up, and the next response goes to the cloud again. A cloud that is up
+but slower than the client's deadline is the client's business (`DecodeConfig.deadline_s`).
+
+Loss. The link emulator (and a reconnecting socket) can lose whole messages. Frames carry sequence
+numbers (`ordering.InOrder` drops duplicates and restores order); for each session the link keeps
+the PREFILL and the DRAFTs still waiting for their FINAL, and re-sends them when nothing about the
+session has come back for `retry_s` (or twice the recent round time, if longer). The server never
+verifies a round twice: it answers a re-sent DRAFT with the FINAL it already computed. A PREFILL
+that never arrived is re-sent when the server answers `unknown-session`. Cloud decoding (GENERATE)
+streams tokens and is not retried: a lost TOKEN ends in the client's deadline fallback.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, fields
+
+import msgpack
+import zmq
+
+from ..decoding.messages import Cancel, DraftRequest, Early, End, Error, Final, Ping, Pong, Start, Token
+from . import protocol, security
+from .ordering import InOrder
+from .protocol import Hello, ProtocolError, Welcome, WireOptions
+
+log = logging.getLogger(__name__)
+
+_DOWN = object()  # wakes a waiting recv when the link goes down
+
+
+class HandshakeError(ValueError):
+    """The cloud refused this robot (different tokenizer, unexpected target, other protocol version)."""
+
+
+@dataclass
+class LinkOptions:
+    """The robot side's knobs (all have working defaults on loopback)."""
+    client_secret_key: str = ""     # NAME.key_secret of this robot's key pair ("" = no CURVE)
+    server_public_key: str = ""     # the server's NAME.key
+    insecure: bool = False          # allow plaintext to a non-loopback endpoint
+    expect_model: str = ""          # the target's model fingerprint to insist on ("" = any)
+    draft_model: str = ""           # this robot's draft fingerprint, for the cloud's logs
+    name: str = field(default_factory=socket.gethostname)
+    heartbeat_s: float = 0.5
+    dead_after_s: float = 2.0
+    reconnect_s: float = 1.0
+    retry_s: float = 1.0
+    handshake_timeout_s: float = 5.0
+    reorder_wait_s: float = 0.02
+    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
+    jpeg_quality: int = 90
+    probs_dtype: str = "float32"
+
+    @classmethod
+    def from_params(cls, params: dict) -> "LinkOptions":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(f"unknown link parameters {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+@dataclass
+class RoundTiming:
+    """When a round's DRAFT left and its verdicts came back (perf_counter seconds)."""
+    session: str
+    round: int
+    sent: float
+    early: list[tuple[int, float]] = field(default_factory=list)   # (exit layer, arrival)
+    final: float | None = None
+    compute_s: float = 0.0
+    tokens_in_pass: int = 0
+
+
+@dataclass
+class LinkStats:
+    frames_out: int = 0
+    frames_in: int = 0
+    bytes_out: int = 0
+    bytes_in: int = 0
+    dropped_while_down: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    retries: int = 0
+    restarts: int = 0            # PREFILLs re-sent after `unknown-session`
+    reconnects: int = 0
+    bad_frames: int = 0
+    heartbeat_rtt_s: float | None = None
+    rounds: deque = field(default_factory=lambda: deque(maxlen=10000))   # RoundTiming
+
+
+@dataclass
+class _Pending:
+    start: bytes | None = None                 # packed PREFILL body
+    drafts: OrderedDict = field(default_factory=OrderedDict)   # round -> packed DRAFT body
+    heard: float = 0.0                         # last time anything about the session moved
+    restarted: bool = False
+
+
+class ZmqLink:
+    """`Link` over a DEALER socket (see the module docstring for liveness and loss)."""
+
+    def __init__(self, endpoint: str, tokenizer_fingerprint: str, options: LinkOptions | None = None):
+        self.options = opt = options or LinkOptions()
+        have_keys = bool(opt.client_secret_key and opt.server_public_key)
+        if bool(opt.client_secret_key) != bool(opt.server_public_key):
+            raise ValueError("CURVE needs both client_secret_key and server_public_key")
+        security.require_security(endpoint, have_keys, opt.insecure, "cloud")
+        if have_keys:  # fail now on unreadable keys, not in the I/O thread
+            security.load_pair(opt.client_secret_key)
+            security.load_public(opt.server_public_key)
+        self.endpoint = endpoint
+        self.hello = Hello(tokenizer_fingerprint, opt.draft_model, opt.expect_model, opt.name[:128])
+        self.wire = WireOptions(opt.jpeg_quality, opt.probs_dtype)
+        self.welcome: Welcome | None = None
+        self.refused: str | None = None
+        self.stats = LinkStats()
+        self.sender = os.urandom(protocol.SENDER_BYTES)
+        self._inbox: queue.Queue = queue.Queue()
+        self._up = threading.Event()
+        self._closed = threading.Event()
+        self._ctx = zmq.Context()
+        self._pipe_addr = f"inproc://link-{id(self)}"
+        self._pipe_in = self._ctx.socket(zmq.PULL)
+        self._pipe_in.bind(self._pipe_addr)
+        self._pipe_out = self._ctx.socket(zmq.PUSH)
+        self._pipe_out.connect(self._pipe_addr)
+        self._pipe_lock = threading.Lock()
+        self._dealer: zmq.Socket | None = None
+        self._pending: dict[str, _Pending] = {}
+        self._timings: dict[tuple[str, int], RoundTiming] = {}
+        self._round_s: float | None = None
+        self._thread = threading.Thread(target=self._loop, name="zmq-link", daemon=True)
+        self._thread.start()
+
+    # -- the Link interface (caller's thread) ----------------------------------------------------
+    def send(self, msg: object) -> None:
+        if self._closed.is_set():
+            raise RuntimeError("link is closed")
+        kind, body = protocol.pack_body(msg, self.wire)
+        meta = msgpack.packb([kind, getattr(msg, "session", None), getattr(msg, "round", None),
+                              getattr(msg, "assumes", None) is not None])
+        with self._pipe_lock:
+            self._pipe_out.send_multipart([meta, body])
+
+    def recv(self, timeout: float) -> object | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._inbox.get_nowait() if not self._up.is_set() else \
+                    self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return None
+            if item is not _DOWN:
+                return item
+            if not self._up.is_set() or time.monotonic() >= deadline:
+                return None
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._thread.join(timeout=5)
+        self._pipe_out.close(linger=0)
+        self._ctx.term()
+
+    # -- extras ----------------------------------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        return self._up.is_set()
+
+    def wait_up(self, timeout: float) -> bool:
+        """Block until the cloud has welcomed this robot (or `timeout`, or a refusal)."""
+        deadline = time.monotonic() + timeout
+        while not self._up.wait(timeout=min(0.05, max(0.0, deadline - time.monotonic()))):
+            if self.refused or time.monotonic() >= deadline:
+                return False
+        return True
+
+    # -- I/O thread ------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        self._poller = zmq.Poller()
+        self._poller.register(self._pipe_in, zmq.POLLIN)
+        self._reconnect()
+        last_ping = time.monotonic()
+        while not self._closed.is_set():
+            self._poller.poll(self._poll_ms())
+            while True:
+                try:
+                    meta, body = self._pipe_in.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._outgoing(*msgpack.unpackb(meta), body)
+            while self._dealer is not None:
+                try:
+                    data = self._dealer.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._incoming(data)
+            now = time.monotonic()
+            for msg in self._order.expire(now):
+                self._dispatch(msg, now)
+            opt = self.options
+            if self._up.is_set():
+                if now - self._heard > opt.dead_after_s:
+                    self._go_down(f"no reply from the cloud for {opt.dead_after_s:g} s")
+                elif now - last_ping >= opt.heartbeat_s:
+                    self._send_frame(*protocol.pack_body(Ping(time.time())))
+                    last_ping = now
+                self._retry(now)
+            elif now - self._hello_at >= opt.reconnect_s:
+                self._reconnect()
+        if self._dealer is not None:
+            self._dealer.close(linger=0)
+        self._pipe_in.close(linger=0)
+
+    def _poll_ms(self) -> int:
+        wait = min(self.options.heartbeat_s, self.options.reconnect_s, self.options.retry_s) / 2
+        gap = self._order.deadline()
+        if gap is not None:
+            wait = min(wait, gap - time.monotonic())
+        return max(0, int(wait * 1000) + 1)
+
+    def _reconnect(self) -> None:
+        """A fresh socket (nothing stale queued in it) and a HELLO; the WELCOME will bring the link up."""
+        if self._dealer is not None:
+            self._poller.unregister(self._dealer)
+            self._dealer.close(linger=0)
+            self.stats.reconnects += 1
+        opt = self.options
+        s = self._ctx.socket(zmq.DEALER)
+        s.linger = 0
+        s.maxmsgsize = 4 * opt.max_frame_bytes
+        s.reconnect_ivl = 100
+        s.reconnect_ivl_max = 1000
+        s.sndhwm = s.rcvhwm = 1000
+        if opt.client_secret_key:
+            security.secure_client(s, opt.client_secret_key, opt.server_public_key)
+        s.connect(self.endpoint)
+        self._dealer = s
+        self._poller.register(s, zmq.POLLIN)
+        self._seq = 0
+        self._order = InOrder(opt.reorder_wait_s)
+        self._server: bytes | None = None
+        self._heard = time.monotonic()
+        self._hello_at = time.monotonic()
+        self._send_frame(*protocol.pack_body(self.hello))
+
+    def _go_down(self, reason: str) -> None:
+        if self._up.is_set():
+            log.warning("cloud link down: %s; decoding on the robot alone until it answers again", reason)
+        self._up.clear()
+        self._pending.clear()
+        self._timings.clear()
+        self._inbox.put(_DOWN)
+        self._hello_at = float("-inf")  # reconnect at once
+
+    def _send_frame(self, kind: str, body: bytes) -> None:
+        data = protocol.frame(kind, body, self._seq, self.sender)
+        self._seq += 1
+        try:
+            self._dealer.send(data, zmq.NOBLOCK)
+            self.stats.frames_out += 1
+            self.stats.bytes_out += len(data)
+        except zmq.Again:  # the socket's queue is full (the connection is stuck): lost; retries cover it
+            self.stats.dropped_while_down += 1
+
+    def _outgoing(self, kind: str, session: str | None, rnd: int | None, predraft: bool, body: bytes) -> None:
+        if not self._up.is_set():
+            self.stats.dropped_while_down += 1
+            return
+        now = time.monotonic()
+        if kind == "PREFILL":
+            self._pending[session] = _Pending(start=body, heard=now)
+        elif kind == "DRAFT":
+            p = self._pending.setdefault(session, _Pending(heard=now))
+            if not predraft:
+                p.drafts.clear()  # a fresh draft means every earlier round has its FINAL
+            p.drafts[rnd] = body
+            p.heard = now
+            self._timings[(session, rnd)] = RoundTiming(session, rnd, time.perf_counter())
+        elif kind in ("END", "CANCEL"):
+            self._pending.pop(session, None)
+            for key in [k for k in self._timings if k[0] == session]:
+                del self._timings[key]
+        self._send_frame(kind, body)
+
+    def _retry(self, now: float) -> None:
+        wait = max(self.options.retry_s, 2 * self._round_s if self._round_s else 0.0)
+        for session, p in self._pending.items():
+            if p.drafts and now - p.heard > wait:
+                for body in p.drafts.values():
+                    self._send_frame("DRAFT", body)
+                p.heard = now
+                self.stats.retries += 1
+
+    def _incoming(self, data: bytes) -> None:
+        self.stats.frames_in += 1
+        self.stats.bytes_in += len(data)
+        try:
+            env = protocol.unpack(data, self.options.max_frame_bytes)
+        except ProtocolError as exc:
+            self.stats.bad_frames += 1
+            log.warning("bad frame from the cloud dropped: %s", exc)
+            return
+        now = time.monotonic()
+        if env.sender != self._server:  # the first frame of this server instance on this socket
+            if self._server is not None and self._up.is_set():
+                self._go_down("the cloud restarted")
+                return
+            self._server = env.sender
+            self._order = InOrder(self.options.reorder_wait_s)
+        before = (self._order.dropped, self._order.reordered)
+        for msg in self._order.push(env.seq, env.msg, now):
+            self._dispatch(msg, now)
+        self.stats.duplicates += self._order.dropped - before[0]
+        self.stats.reordered += self._order.reordered - before[1]
+
+    def _dispatch(self, msg: object, now: float) -> None:
+        self._heard = now
+        if isinstance(msg, Welcome):
+            return self._welcomed(msg)
+        if isinstance(msg, Pong):
+            self.stats.heartbeat_rtt_s = time.time() - msg.sent
+            return
+        if isinstance(msg, Error) and self._transport_error(msg):
+            return
+        if not self._up.is_set():
+            return  # a late reply from before the link went down: that response is already over
+        session = getattr(msg, "session", None)
+        p = self._pending.get(session)
+        if p is not None:
+            p.heard = now
+        if isinstance(msg, (Early, Final)):
+            self._time_round(msg)
+            if isinstance(msg, Final) and p is not None:
+                for rnd in [r for r in p.drafts if r <= msg.round]:
+                    del p.drafts[rnd]
+        self._inbox.put(msg)
+
+    def _transport_error(self, err: Error) -> bool:
+        """Handle what the link itself caused or can repair; True if the client need not see it."""
+        if err.code in ("hello-mismatch", "bad-version"):
+            self.refused = f"{err.code}: {err.text}"
+            log.error("the cloud refused this robot: %s", self.refused)
+            self._up.clear()
+            return True
+        if err.code == "hello-required":
+            self._go_down("the cloud forgot this robot (restarted?)")
+            return True
+        p = self._pending.get(err.session)
+        if err.code == "unknown-session" and p is not None and p.start is not None and not p.restarted:
+            p.restarted = True  # its PREFILL was lost: send it again, then the drafts waiting on it
+            self.stats.restarts += 1
+            self._send_frame("PREFILL", p.start)
+            for body in p.drafts.values():
+                self._send_frame("DRAFT", body)
+            return True
+        return False
+
+    def _welcomed(self, w: Welcome) -> None:
+        if self.hello.expect_model and w.model != self.hello.expect_model:
+            self.refused = f"the cloud serves target {w.model}, this robot expects {self.hello.expect_model}"
+            return
+        if w.tokenizer != self.hello.tokenizer:
+            self.refused = f"the cloud's tokenizer {w.tokenizer} differs from this robot's {self.hello.tokenizer}"
+            return
+        was_up = self._up.is_set()
+        self.welcome, self.refused = w, None
+        self._up.set()
+        if not was_up:
+            log.info("cloud link up: %s (target %s, %d layers, exits %s%s)", self.endpoint, w.model, w.layers,
+                     w.exit_layers, f", timings EMULATED with profile {w.emulated}" if w.emulated else "")
+
+    def _time_round(self, msg: Early | Final) -> None:
+        t = self._timings.get((msg.session, msg.round))
+        if t is None:
+            return
+        arrival = time.perf_counter()
+        if isinstance(msg, Early):
+            t.early.append((msg.layer, arrival))
+            return
+        if t.final is None:
+            t.final, t.compute_s, t.tokens_in_pass = arrival, msg.compute_s, msg.tokens_in_pass
+            self.stats.rounds.append(t)
+            elapsed = arrival - t.sent
+            self._round_s = elapsed if self._round_s is None else 0.8 * self._round_s + 0.2 * elapsed
+        del self._timings[(msg.session, msg.round)]
+
+
+def connect(endpoint: str, tokenizer_fingerprint: str, options: LinkOptions | None = None) -> ZmqLink:
+    """Open a link to the verifier at `endpoint` and wait (up to handshake_timeout_s) for its WELCOME.
+
+    Raises HandshakeError if the cloud refuses this robot, ValueError for a non-loopback endpoint
+    without CURVE keys. A cloud that does not answer yet is not an error: the link keeps trying in
+    the background and the robot decodes alone until then.
+    """
+    link = ZmqLink(endpoint, tokenizer_fingerprint, options)
+    if not link.wait_up(link.options.handshake_timeout_s):
+        if link.refused:
+            reason = link.refused
+            link.close()
+            raise HandshakeError(f"{endpoint}: {reason}")
+        log.warning("no answer from the cloud at %s yet: decoding on the robot alone until it answers",
+                    endpoint)
+    return link

@@ -1,0 +1,356 @@
+"""The cloud's verifier server: a ZeroMQ ROUTER in front of one `VerifierService`.
+
+Two threads:
+- the I/O thread owns the ROUTER socket. It decodes and checks every frame (`protocol`), answers
+  HELLO, PING and every malformed frame itself, drops duplicate rounds (answering a retried DRAFT
+  with the FINAL it already sent), and forwards each reply to its robot as soon as it appears;
+- the compute thread runs the service one step at a time, fairly across robots (`FairScheduler`).
+  Its replies, an EARLY from inside a forward pass included, leave through an inproc PUSH socket
+  that the I/O thread polls (ZeroMQ sockets are not thread-safe; the hand-off costs tens of
+  microseconds), so an EARLY is on the wire while the pass goes on.
+
+Sessions are named per robot connection (the ROUTER's identity for it), so no robot can touch
+another's. Memory is bounded: a session holds at most `max_session_tokens` tokens of KV cache, a
+robot at most `max_sessions_per_client` sessions, the server `max_sessions`; idle ones are evicted.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, fields, replace
+
+import msgpack
+import zmq
+
+from ..decoding.messages import Cancel, DraftRequest, End, Error, Generate, Ping, Pong, Start
+from ..decoding.target import TargetEngine
+from ..decoding.verifier import VerifierService
+from . import protocol, security
+from .ordering import InOrder
+from .protocol import Hello, ProtocolError, Welcome
+from .scheduler import FairScheduler, Work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerConfig:
+    """The server's knobs; the same names are the keys of config/cloud.yaml (verifier_node)."""
+    bind: str = "tcp://127.0.0.1:5555"
+    server_secret_key: str = ""          # NAME.key_secret of the server's key pair ("" = no CURVE)
+    authorized_clients_dir: str = ""     # directory of the admitted robots' public keys (*.key)
+    insecure: bool = False               # allow plaintext on a non-loopback bind
+    idle_timeout_s: float = 120.0
+    max_sessions: int = 64
+    max_sessions_per_client: int = 4
+    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
+    max_draft_tokens: int = 32
+    max_session_tokens: int = 4096       # capped by the model's context
+    max_new_tokens: int = 1024           # per GENERATE (cloud decoding)
+    reorder_wait_s: float = 0.02
+    log_rounds: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ServerConfig":
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ValueError(f"unknown verifier parameters {unknown}; known: {sorted(known)}")
+        return cls(**params)
+
+
+@dataclass
+class _WireSession:
+    max_round: int = -1
+    finals: deque = field(default_factory=lambda: deque(maxlen=4))  # (round, packed FINAL body)
+
+
+@dataclass
+class _Peer:
+    order: InOrder
+    seen: float
+    sender: bytes | None = None
+    welcomed: bool = False
+    out_seq: int = 0
+    name: str = ""
+    sessions: OrderedDict = field(default_factory=OrderedDict)  # robot session id -> _WireSession
+
+
+class Limits:
+    """What one request may ask of this target: ids in its vocabulary, bounded lengths."""
+
+    def __init__(self, engine: TargetEngine, config: ServerConfig):
+        self.vocab = int(engine.parts.lm_head.weight.shape[0])
+        self.max_tokens = min(config.max_session_tokens, engine.bundle.max_positions - 1)
+        self.max_draft = config.max_draft_tokens
+        self.max_new = config.max_new_tokens
+
+    def _ids(self, ids: list[int], what: str) -> None:
+        bad = [t for t in ids if t >= self.vocab]
+        if bad:
+            raise ProtocolError("bad-request", f"{what}: token ids {bad[:5]} outside the vocabulary of {self.vocab}")
+
+    def check(self, msg: object) -> None:
+        if isinstance(msg, Start):
+            if not 1 <= len(msg.input_ids) <= self.max_tokens:
+                raise ProtocolError("bad-request", f"prompt of {len(msg.input_ids)} tokens: 1..{self.max_tokens} allowed")
+            self._ids(msg.input_ids, "prompt")
+        elif isinstance(msg, DraftRequest):
+            if len(msg.tokens) > self.max_draft:
+                raise ProtocolError("bad-request", f"draft of {len(msg.tokens)} tokens: at most {self.max_draft}")
+            if msg.base + len(msg.tokens) + 1 > self.max_tokens:
+                raise ProtocolError("bad-request", f"session would exceed {self.max_tokens} tokens")
+            self._ids(msg.tokens, "draft")
+            if msg.probs is not None and tuple(msg.probs.shape) != (len(msg.tokens), self.vocab):
+                raise ProtocolError("bad-request", f"draft probabilities of shape {tuple(msg.probs.shape)}, "
+                                                   f"expected {(len(msg.tokens), self.vocab)}")
+        elif isinstance(msg, Generate):
+            if msg.max_new_tokens > self.max_new or msg.base + msg.max_new_tokens > self.max_tokens:
+                raise ProtocolError("bad-request", f"cloud decoding of {msg.max_new_tokens} tokens after {msg.base}: "
+                                                   f"at most {self.max_new}, within {self.max_tokens} in all")
+            self._ids(msg.stop_ids, "stop ids")
+
+
+class VerifierServer:
+    def __init__(self, engine: TargetEngine, config: ServerConfig = ServerConfig()):
+        security.require_security(config.bind, bool(config.server_secret_key), config.insecure, "verifier bind")
+        self.engine = engine
+        self.config = config
+        self.service = VerifierService(engine, config.idle_timeout_s, config.max_sessions)
+        self.limits = Limits(engine, config)
+        self.scheduler = FairScheduler(self._on_step_error)
+        self.sender = os.urandom(protocol.SENDER_BYTES)
+        bundle = engine.bundle
+        pacer = engine.pacer
+        self.welcome = Welcome(bundle.tokenizer_fingerprint(), bundle.model_fingerprint(), engine.parts.num_layers,
+                               list(engine.heads.layers) if engine.heads is not None else [], self.limits.vocab,
+                               config.max_frame_bytes, pacer.profile.name if pacer is not None else "")
+        self.counters: dict[str, int] = {"frames_in": 0, "frames_out": 0, "rounds": 0, "dropped_out": 0}
+        self.endpoint = ""
+        self._peers: dict[bytes, _Peer] = {}
+        self._stop = threading.Event()
+        self._ctx = zmq.Context()
+        self._auth = None
+        self._threads: list[threading.Thread] = []
+
+    # -- life ------------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Bind and start serving; returns the bound endpoint (a tcp port 0 is resolved)."""
+        cfg = self.config
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router.linger = 0
+        self._router.maxmsgsize = 4 * cfg.max_frame_bytes  # beyond this libzmq drops the connection
+        self._router.sndhwm = self._router.rcvhwm = 10000
+        if cfg.server_secret_key:
+            self._auth = security.secure_server(self._ctx, self._router, cfg.server_secret_key,
+                                                cfg.authorized_clients_dir)
+        self._router.bind(cfg.bind)
+        self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._outbox_addr = f"inproc://verifier-outbox-{id(self)}"
+        self._outbox_pull = self._ctx.socket(zmq.PULL)
+        self._outbox_pull.bind(self._outbox_addr)
+        self._outbox_push = self._ctx.socket(zmq.PUSH)
+        self._outbox_push.connect(self._outbox_addr)
+        self._log_limits()
+        self._threads = [threading.Thread(target=self._io_loop, name="verifier-io", daemon=True),
+                         threading.Thread(target=self._compute_loop, name="verifier-compute", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=10)
+        for s in (self._router, self._outbox_pull, self._outbox_push):
+            s.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        self._ctx.term()
+
+    def _log_limits(self) -> None:
+        text_cfg = self.engine.bundle.model.config.get_text_config()
+        heads = text_cfg.num_attention_heads
+        kv_heads = getattr(text_cfg, "num_key_value_heads", None) or heads
+        head_dim = getattr(text_cfg, "head_dim", None) or text_cfg.hidden_size // heads
+        dtype_bytes = next(self.engine.bundle.model.parameters()).element_size()
+        per_token = 2 * text_cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+        per_session = per_token * self.limits.max_tokens / 2**20
+        log.info("sessions hold at most %d tokens (KV cache <= %.1f MiB each, <= %.1f MiB for %d sessions); "
+                 "idle sessions evicted after %.0f s", self.limits.max_tokens, per_session,
+                 per_session * self.config.max_sessions, self.config.max_sessions, self.config.idle_timeout_s)
+
+    # -- I/O thread ------------------------------------------------------------------------------
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._outbox_pull, zmq.POLLIN)
+        next_prune = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            poller.poll(self._poll_timeout_ms())
+            self._forward_replies()
+            for _ in range(256):
+                try:
+                    parts = self._router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_frame(parts)
+                self._forward_replies()  # an EARLY must not wait behind a burst of incoming frames
+            now = time.monotonic()
+            for peer, st in list(self._peers.items()):
+                if st.order.held:
+                    for msg in st.order.expire(now):
+                        self._on_message(peer, st, msg)
+            if now >= next_prune:
+                self._prune_peers(now)
+                next_prune = now + 1.0
+
+    def _poll_timeout_ms(self) -> int:
+        deadlines = [d for st in self._peers.values() if (d := st.order.deadline()) is not None]
+        if not deadlines:
+            return 200
+        return max(0, min(200, int((min(deadlines) - time.monotonic()) * 1000) + 1))
+
+    def _prune_peers(self, now: float) -> None:
+        for peer in [p for p, st in self._peers.items() if now - st.seen > self.config.idle_timeout_s]:
+            del self._peers[peer]
+
+    def _send(self, peer: bytes, st: _Peer, kind: str, body: bytes) -> None:
+        data = protocol.frame(kind, body, st.out_seq, self.sender)
+        st.out_seq += 1
+        try:
+            self._router.send_multipart([peer, data], zmq.NOBLOCK)
+            self.counters["frames_out"] += 1
+        except zmq.Again:  # the robot is not reading: its queue is full, it will time out and retry
+            self.counters["dropped_out"] += 1
+
+    def _send_msg(self, peer: bytes, st: _Peer, msg: object) -> None:
+        self._send(peer, st, *protocol.pack_body(msg))
+
+    def _error(self, peer: bytes, st: _Peer, code: str, text: str, session: str | None = None) -> None:
+        self.counters[f"error:{code}"] = self.counters.get(f"error:{code}", 0) + 1
+        log.debug("error to %s: %s: %s", peer.hex(), code, text)
+        self._send_msg(peer, st, Error(code, text, session))
+
+    def _forward_replies(self) -> None:
+        while True:
+            try:
+                peer, kind, body, meta = self._outbox_pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            st = self._peers.get(peer)
+            if st is None:
+                continue  # the robot went away
+            kind = kind.decode()
+            self._send(peer, st, kind, body)
+            if kind == "FINAL":
+                session, rnd = msgpack.unpackb(meta)
+                wire = st.sessions.get(session)
+                if wire is not None:
+                    wire.finals.append((rnd, body))
+
+    def _on_frame(self, parts: list[bytes]) -> None:
+        now = time.monotonic()
+        peer = parts[0]
+        st = self._peers.get(peer)
+        if st is None:
+            st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now)
+        st.seen = now
+        self.counters["frames_in"] += 1
+        if len(parts) != 2:
+            return self._error(peer, st, "bad-frame", f"a frame is one ZeroMQ part, got {len(parts) - 1}")
+        try:
+            env = protocol.unpack(parts[1], self.config.max_frame_bytes)
+        except ProtocolError as exc:
+            return self._error(peer, st, exc.code, str(exc))
+        if env.kind not in protocol.ROBOT_TO_CLOUD:
+            return self._error(peer, st, "bad-message", f"{env.kind} is sent by the cloud, not to it")
+        if env.sender != st.sender:  # the first frame of this robot's link (or a new link on the same socket)
+            st.sender, st.order = env.sender, InOrder(self.config.reorder_wait_s)
+        for msg in st.order.push(env.seq, env.msg, now):
+            self._on_message(peer, st, msg)
+
+    def _on_message(self, peer: bytes, st: _Peer, msg: object) -> None:
+        if isinstance(msg, Hello):
+            return self._hello(peer, st, msg)
+        if not st.welcomed:
+            return self._error(peer, st, "hello-required", "send HELLO first (or again: the server restarted)")
+        if isinstance(msg, Ping):
+            return self._send_msg(peer, st, Pong(msg.sent))
+        sid = msg.session
+        try:
+            self.limits.check(msg)
+        except ProtocolError as exc:
+            return self._error(peer, st, exc.code, str(exc), sid)
+        if isinstance(msg, Start):
+            if sid not in st.sessions and len(st.sessions) >= self.config.max_sessions_per_client:
+                oldest = next(iter(st.sessions))
+                del st.sessions[oldest]
+                self._submit(peer, End(oldest))
+            st.sessions[sid] = _WireSession()  # a new (or re-sent) PREFILL starts the session afresh
+        elif isinstance(msg, (DraftRequest, Generate)):
+            wire = st.sessions.get(sid)
+            if wire is not None:
+                if msg.round <= wire.max_round:  # a retry or a duplicate: never verify a round twice
+                    for rnd, body in wire.finals:
+                        if rnd == msg.round:
+                            self._send(peer, st, "FINAL", body)
+                    return
+                wire.max_round = msg.round
+                st.sessions.move_to_end(sid)
+        elif isinstance(msg, (End, Cancel)):
+            st.sessions.pop(sid, None)
+        self._submit(peer, msg)
+
+    def _submit(self, peer: bytes, msg: object) -> None:
+        ns = f"{peer.hex()}/{msg.session}"
+        if isinstance(msg, (End, Cancel)):
+            self.scheduler.cancel(peer, ns)
+        self.scheduler.submit(Work(peer, ns, self.service.steps(replace(msg, session=ns), self._replier(peer))))
+
+    def _hello(self, peer: bytes, st: _Peer, hello: Hello) -> None:
+        w = self.welcome
+        if hello.tokenizer != w.tokenizer:
+            st.welcomed = False
+            return self._error(peer, st, "hello-mismatch", f"robot tokenizer {hello.tokenizer} differs from the "
+                               f"cloud's {w.tokenizer}: speculative decoding needs one vocabulary")
+        if hello.expect_model and hello.expect_model != w.model:
+            st.welcomed = False
+            return self._error(peer, st, "hello-mismatch", f"robot expects target {hello.expect_model}, "
+                               f"this cloud serves {w.model}")
+        st.welcomed, st.name = True, hello.name
+        log.info("robot %r connected (%s)", hello.name, peer.hex())
+        self._send_msg(peer, st, w)
+
+    # -- compute thread --------------------------------------------------------------------------
+    def _compute_loop(self) -> None:
+        next_evict = time.monotonic() + 1.0
+        while not self._stop.is_set():
+            self.scheduler.run_once(0.2)
+            if time.monotonic() >= next_evict:
+                for sid in self.service.evict_idle():
+                    log.info("session %s evicted after %.0f s idle", sid, self.config.idle_timeout_s)
+                next_evict = time.monotonic() + 1.0
+
+    def _replier(self, peer: bytes):
+        """The service's `reply` for one robot: strip our session prefix, pack, hand to the I/O thread."""
+        def reply(msg: object) -> None:
+            session = getattr(msg, "session", None)
+            if session is not None:
+                msg = replace(msg, session=session.split("/", 1)[1])
+            kind, body = protocol.pack_body(msg)
+            meta = msgpack.packb((msg.session, msg.round)) if kind == "FINAL" else b""
+            self._outbox_push.send_multipart([peer, kind.encode(), body, meta])
+            if kind == "FINAL":
+                self.counters["rounds"] += 1
+                if self.config.log_rounds:
+                    log.info("round %s/%d: %d tokens in the pass, %d accepted, compute %.1f ms", msg.session,
+                             msg.round, msg.tokens_in_pass, msg.accepted, msg.compute_s * 1000)
+        return reply
+
+    def _on_step_error(self, work: Work, exc: Exception) -> None:
+        log.exception("internal error in session %s", work.session, exc_info=exc)
+        self._replier(work.client)(Error("internal", f"{type(exc).__name__}: {exc}", work.session))
