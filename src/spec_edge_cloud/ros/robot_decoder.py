@@ -1,0 +1,149 @@
+"""The robot's side of decoding, as the draft node uses it: draft model + link + one SpecClient per
+response, with the bookkeeping the node reports (bytes on the wire, when the response ran).
+
+Plain Python (no rclpy), so the node stays a thin adapter. The link is the ZeroMQ client
+(`transport.client.connect`) when an endpoint is given, or an in-process verifier (tests, laptops).
+Over ZeroMQ the image travels as JPEG, so the draft sees the JPEG round trip of the frame: draft and
+target then look at the same pixels (transport/protocol.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from spec_edge_cloud.decoding.adaptive import AdaptiveController
+from spec_edge_cloud.decoding.client import Response, SpecClient
+from spec_edge_cloud.decoding.messages import Cancel, End, Start
+from spec_edge_cloud.decoding.modes import DecodeConfig
+from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
+from spec_edge_cloud.modeling.bundle import ModelBundle, check_same_tokenizer, load_bundle
+
+Emit = Callable[[str, int, list[int]], None]
+LINK_PARAMETERS = ("client_secret_key", "server_public_key", "insecure", "expect_model")
+
+
+@dataclass
+class DecodedResponse:
+    response: Response
+    started_t: float               # time.time() when decoding began
+    ended_t: float                 # time.time() when the last token was final
+    bytes_up: int | None           # frames robot -> cloud during the response (None: no wire)
+    bytes_down: int | None
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.response.tokens
+
+    @property
+    def text(self) -> str:
+        return self.response.text
+
+    @property
+    def metrics(self):
+        return self.response.metrics
+
+
+class _SessionLink:
+    """A link that remembers the session of the last PREFILL, so an abandoned response can be
+    cancelled on the cloud (which would otherwise go on verifying or streaming for nobody)."""
+
+    def __init__(self, link) -> None:
+        self.link = link
+        self.session: str | None = None
+
+    def send(self, msg: object) -> None:
+        if isinstance(msg, Start):
+            self.session = msg.session
+        self.link.send(msg)
+
+    def recv(self, timeout: float):
+        return self.link.recv(timeout)
+
+    def cancel(self) -> None:
+        if self.session is not None:
+            self.link.send(Cancel(self.session))
+            self.link.send(End(self.session))
+            self.session = None
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class RobotDecoder:
+    def __init__(self, bundle: ModelBundle, link, description: str, draft_pacer: Pacer | None = None,
+                 jpeg_quality: int | None = None) -> None:
+        self.bundle = bundle
+        self.link = _SessionLink(link) if link is not None else None
+        self.description = description
+        self.pacer = draft_pacer
+        self.jpeg_quality = jpeg_quality   # set: the image crosses the wire as JPEG
+        self.adaptive: AdaptiveController | None = None
+
+    def words(self, tokens: list[int]) -> list[str]:
+        return self.bundle.words(tokens)
+
+    def _stats(self) -> tuple[int | None, int | None]:
+        stats = getattr(self.link.link, "stats", None) if self.link is not None else None
+        return (stats.bytes_out, stats.bytes_in) if stats is not None else (None, None)
+
+    def generate(self, instruction: str, image: np.ndarray, settings: dict, emit: Emit) -> DecodedResponse:
+        """One response; `settings` holds the node's runtime parameters (mode, gamma, ...)."""
+        cfg = DecodeConfig(mode=settings["mode"], gamma=settings["gamma"], max_new_tokens=settings["max_new_tokens"],
+                           temperature=settings["temperature"], seed=settings["seed"],
+                           exit_threshold=settings["exit_threshold"], deadline_s=settings["deadline_s"])
+        if cfg.mode != "edge" and self.link is None:
+            raise ValueError(f"mode {cfg.mode} needs the cloud: set endpoint or inprocess_target")
+        if self.jpeg_quality is not None:
+            from spec_edge_cloud.transport.protocol import jpeg_roundtrip
+            image = jpeg_roundtrip(image, self.jpeg_quality)
+        prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None)
+        if cfg.mode == "adaptive" and self.adaptive is None:
+            self.adaptive = AdaptiveController(gamma=cfg.gamma, threshold=cfg.exit_threshold)
+        client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
+                            self.adaptive if cfg.mode == "adaptive" else None, self.pacer)
+        up0, down0 = self._stats()
+        started = time.time()
+        response = client.generate(prompt, emit)
+        ended = time.time()
+        up1, down1 = self._stats()
+        return DecodedResponse(response, started, ended, None if up0 is None else up1 - up0,
+                               None if down0 is None else down1 - down0)
+
+    def cancel(self) -> None:
+        if self.link is not None:
+            self.link.cancel()
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+
+
+def _pacer(profile: str) -> Pacer | None:
+    return Pacer(TimingProfile.load(profile)) if profile else None
+
+
+def open_robot_decoder(p: dict) -> RobotDecoder:
+    """Load the draft and connect to the cloud as the draft node's parameters say."""
+    bundle = load_bundle(p["draft_model"])
+    draft_pacer = _pacer(p["draft_profile"])
+    emulated = f", draft timings emulated ({p['draft_profile']})" if draft_pacer else ""
+    if p["endpoint"] and p["inprocess_target"]:
+        raise ValueError("give either endpoint or inprocess_target, not both")
+    if p["endpoint"]:
+        from spec_edge_cloud.transport.client import LinkOptions, connect
+        options = LinkOptions(**{k: p[k] for k in LINK_PARAMETERS}, draft_model=bundle.model_fingerprint())
+        link = connect(p["endpoint"], bundle.tokenizer_fingerprint(), options)
+        return RobotDecoder(bundle, link, f"cloud at {p['endpoint']}{emulated}", draft_pacer, options.jpeg_quality)
+    if p["inprocess_target"]:
+        from spec_edge_cloud.decoding.link import InProcessLink
+        from spec_edge_cloud.decoding.target import TargetEngine
+        from spec_edge_cloud.decoding.verifier import VerifierService
+        engine = TargetEngine.from_dir(p["inprocess_target"], pacer=_pacer(p["target_profile"]))
+        check_same_tokenizer(bundle, engine.bundle)
+        link = InProcessLink(VerifierService(engine), p["inprocess_rtt_ms"] / 1000.0)
+        return RobotDecoder(bundle, link, f"in-process target {p['inprocess_target']}, rtt "
+                            f"{p['inprocess_rtt_ms']:g} ms{emulated}", draft_pacer)
+    return RobotDecoder(bundle, None, f"no cloud (edge mode only){emulated}", draft_pacer)

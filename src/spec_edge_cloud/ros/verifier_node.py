@@ -1,0 +1,81 @@
+"""ROS verifier node (cloud): the ZeroMQ verifier server of transport/ as a node, with diagnostics.
+
+The robots talk to it over ZeroMQ, not DDS (DDS does not cross the internet well); the node only
+adds ROS parameters and a DiagnosticArray on /diagnostics once a second (endpoint, rounds, frames,
+errors, open sessions). Cloud hosts without ROS run the same server as `spec-edge-cloud verifier`;
+both read `verifier_node: ros__parameters` of config/cloud.yaml.
+
+Parameters: target_dir, exits_dir, exit_layers, target_profile (the model), and every field of
+transport.server.ServerConfig (bind, keys, limits).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
+
+MODEL_PARAMETERS = {
+    "target_dir": "models/target",   # the target model's directory
+    "exits_dir": "",                 # its exit heads ("": beside the target)
+    "target_profile": "",            # timing emulation (a profile name or JSON file); "" runs at real speed
+}
+# Every parameter of the node, with its default (mirrored in config/cloud.yaml, verifier_node);
+# exit_layers (integer array, unset: every trained exit) is declared apart: ROS cannot infer an empty list's type.
+PARAMETERS = {**MODEL_PARAMETERS, **{f.name: f.default for f in fields(ServerConfig)}}
+
+
+class VerifierNode(Node):
+    def __init__(self) -> None:
+        super().__init__("verifier_node")
+        p = {name: self.declare_parameter(name, default).value for name, default in PARAMETERS.items()}
+        exit_layers = self.declare_parameter("exit_layers", Parameter.Type.INTEGER_ARRAY).value
+        from spec_edge_cloud.decoding.target import TargetEngine
+        from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
+        pacer = Pacer(TimingProfile.load(p["target_profile"])) if p["target_profile"] else None
+        engine = TargetEngine.from_dir(p["target_dir"], p["exits_dir"] or None, list(exit_layers or []) or None, pacer)
+        self.server = VerifierServer(engine, ServerConfig(**{f.name: p[f.name] for f in fields(ServerConfig)}))
+        self.endpoint = self.server.start()
+        self.emulated = pacer.profile.name if pacer is not None else ""
+        self.target = str(p["target_dir"])
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
+        note = f", timings EMULATED with profile {self.emulated}" if self.emulated else ""
+        self.get_logger().info(f"verifier ready on {self.endpoint} (target {self.target}, exits "
+                               f"{engine.heads.layers if engine.heads else []}{note})")
+
+    def _publish_diagnostics(self) -> None:
+        values = {"endpoint": self.endpoint, "target": self.target, "emulated_profile": self.emulated,
+                  "sessions": len(self.server.service.sessions), "pending_steps": self.server.scheduler.pending(),
+                  **self.server.counters.copy()}
+        status = DiagnosticStatus(name="verifier_node", hardware_id="cloud", level=DiagnosticStatus.OK,
+                                  message=f"serving on {self.endpoint}",
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(array)
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = VerifierNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
