@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verifier": ("spec_edge_cloud.commands.verifier", "serve a target model to robots over ZeroMQ (the cloud side)"),
     "keys": ("spec_edge_cloud.commands.keys", "generate CurveZMQ key pairs for the verifier and robots"),
     "link": ("spec_edge_cloud.commands.link", "emulate a network link (delay, jitter, bandwidth, loss) on loopback"),
+    "demo": ("spec_edge_cloud.commands.demo", "closed-loop demo: sim + robot nodes + verifier, modes compared, report"),
     "up": ("spec_edge_cloud.commands.up", "start a scenario's nodes, one process each, from a YAML list (no ros2 launch)"),
     "sim": ("spec_edge_cloud.sim.cli", "MuJoCo Go2 sim: `dataset` (expert training data), `run` (one episode)"),
 }

@@ -14,7 +14,8 @@ learns as token events (control/token_events.py) on /spec/tokens:
     end          the response is complete
 
 Each event carries capture_t, the frame's stamp, so latency is measured from the camera. After each
-response a DiagnosticArray on /spec/metrics reports latency, acceptance, hit rate and bytes.
+response a DiagnosticArray on /spec/metrics reports latency, acceptance, hit rate and bytes; once a
+second /diagnostics says whether the cloud link is up, the mode, and the task.
 
 The task ends when the model says the goal is reached (an observation ending in "reached"), on an
 empty /instruction, or after `task_timeout_s`; the node then sends an empty response, which stops
@@ -35,7 +36,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
@@ -45,6 +46,7 @@ from spec_edge_cloud.decoding.modes import MODES
 
 from . import images
 from .command_node import TOKENS_QOS
+from .qos import INSTRUCTION_QOS
 from .robot_decoder import open_robot_decoder
 
 # Every parameter of the node, with its default (mirrored in config/robot.yaml, draft_node).
@@ -73,8 +75,6 @@ PARAMETERS = {
 }
 RUNTIME = ("mode", "gamma", "exit_threshold", "max_new_tokens", "temperature", "seed", "deadline_s",
            "replan_period_s", "task_timeout_s", "max_frame_age_s")
-INSTRUCTION_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class Cancelled(Exception):
@@ -107,6 +107,8 @@ class DraftNode(Node):
         self.decoder = open_robot_decoder(p)
         self.tokens_pub = self.create_publisher(String, "/spec/tokens", TOKENS_QOS)
         self.metrics_pub = self.create_publisher(DiagnosticArray, "/spec/metrics", 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.create_subscription(String, "/instruction", self._on_instruction, INSTRUCTION_QOS)
         self.create_subscription(Image, p["image_topic"], self._on_image, qos_profile_sensor_data)
         self._cv = threading.Condition()
@@ -268,6 +270,18 @@ class DraftNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         if self.context.ok():
             self.metrics_pub.publish(array)
+
+    def _publish_diagnostics(self) -> None:
+        link = self.decoder.link_state()
+        task = self._task
+        values = {"link": link, "mode": self.get_parameter("mode").value, "responses": str(self._responses),
+                  "task": task.instruction if task is not None else ""}
+        status = DiagnosticStatus(name="draft_node", hardware_id="robot", message=f"cloud link {link}",
+                                  level=DiagnosticStatus.WARN if link == "down" else DiagnosticStatus.OK,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics_pub.publish(array)
 
     def close(self) -> None:
         with self._cv:

@@ -174,6 +174,7 @@ class ProcessGroup:
         self.procs: dict[str, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
         self._echo_lock = threading.Lock()
+        self._interrupted = False
 
     def start(self) -> None:
         if self.log_dir is not None:
@@ -204,16 +205,29 @@ class ProcessGroup:
         """Processes that have exited, with their return codes."""
         return {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
 
+    def interrupt(self) -> None:
+        """SIGINT every running process (what Ctrl-C would do), without waiting; `stop` then waits
+        (a second SIGINT could break a node in the middle of its shutdown)."""
+        self._signal(signal.SIGINT)
+        self._interrupted = True
+
+    def _signal(self, sig: int) -> list[subprocess.Popen]:
+        running = [p for p in self.procs.values() if p.poll() is None]
+        for p in running:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+        return running
+
     def stop(self, grace_s: float = 10.0) -> dict[str, int]:
         """SIGINT every running process, escalate after `grace_s`; return codes by name (a process
         that had to be killed reports the negative signal number)."""
         for sig, wait_s in ((signal.SIGINT, grace_s), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            running = [p for p in self.procs.values() if p.poll() is None]
-            for p in running:
-                try:
-                    os.killpg(p.pid, sig)
-                except ProcessLookupError:
-                    pass
+            if sig == signal.SIGINT and self._interrupted:
+                running = [p for p in self.procs.values() if p.poll() is None]
+            else:
+                running = self._signal(sig)
             deadline = time.monotonic() + wait_s
             while running and time.monotonic() < deadline:
                 running = [p for p in running if p.poll() is None]

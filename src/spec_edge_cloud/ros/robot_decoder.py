@@ -82,6 +82,13 @@ class RobotDecoder:
         self.jpeg_quality = jpeg_quality   # set: the image crosses the wire as JPEG
         self.adaptive: AdaptiveController | None = None
 
+    def link_state(self) -> str:
+        """"up" or "down" for the ZeroMQ link, "in-process", or "none" (edge only)."""
+        if self.link is None:
+            return "none"
+        is_up = getattr(self.link.link, "is_up", None)
+        return "in-process" if is_up is None else "up" if is_up else "down"
+
     def words(self, tokens: list[int]) -> list[str]:
         return self.bundle.words(tokens)
 
