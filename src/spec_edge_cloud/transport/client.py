@@ -108,7 +108,7 @@ class _Pending:
     start: bytes | None = None                 # packed PREFILL body
     drafts: OrderedDict = field(default_factory=OrderedDict)   # round -> packed DRAFT body
     heard: float = 0.0                         # last time anything about the session moved
-    restarted: bool = False
+    restarts: int = 0                          # PREFILLs re-sent (bounded)
 
 
 class ZmqLink:
@@ -363,8 +363,8 @@ class ZmqLink:
             self._go_down("the cloud forgot this robot (restarted?)")
             return True
         p = self._pending.get(err.session)
-        if err.code == "unknown-session" and p is not None and p.start is not None and not p.restarted:
-            p.restarted = True  # its PREFILL was lost: send it again, then the drafts waiting on it
+        if err.code == "unknown-session" and p is not None and p.start is not None and p.restarts < 3:
+            p.restarts += 1  # its PREFILL was lost: send it again, then the drafts waiting on it
             self.stats.restarts += 1
             self._send_frame("PREFILL", p.start)
             for body in p.drafts.values():
