@@ -2,6 +2,7 @@
 
     spec-edge-cloud sim dataset --episodes N --seed S --out DIR [--image-size 128]
     spec-edge-cloud sim run --instruction "go to the red ball" --seed S [--video run.mp4]
+    spec-edge-cloud sim record --episodes N --out BAG [--frames 4] (camera + instruction bag, bench/sim_bag.py)
 """
 from __future__ import annotations
 
@@ -27,9 +28,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--replan", type=float, default=2.0, help="seconds of sim time between expert answers")
     r.add_argument("--video", type=Path, default=None, help="save head-camera frames (.mp4 or .avi)")
     r.add_argument("--video-fps", type=float, default=10.0, help="frames per second of sim time")
+    b = sub.add_parser("record", help="record expert episodes to a rosbag2 MCAP bag (camera + instruction)")
+    b.add_argument("--episodes", type=int, required=True)
+    b.add_argument("--out", type=Path, required=True, help="new bag directory")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--frames", type=int, default=4, help="frames per episode")
+    b.add_argument("--every", type=float, default=1.0, help="seconds of sim time between frames")
+    b.add_argument("--image-size", type=int, default=128)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sim_command == "record":
+        from spec_edge_cloud.bench.sim_bag import record_episodes  # the bag writer lives in bench
+        try:
+            n = record_episodes(args.out, args.episodes, args.seed, args.frames, args.every, args.image_size, True)
+        except ValueError as exc:
+            print(f"spec-edge-cloud sim record: error: {exc}")
+            return 2
+        print(f"{n} frames in {args.out}")
+        return 0
     return _dataset(args) if args.sim_command == "dataset" else _run(args)
 
 
