@@ -63,12 +63,12 @@ class BagSource:
     is replayed: that is when the robot would have captured it."""
 
     def __init__(self, path: str, topic: str, loop: bool = True) -> None:
-        from rosbags.highlevel import AnyReader
-        self._reader_cls = AnyReader
+        from rosbags.typesys import Stores, get_typestore
         self.path, self.topic, self.loop = Path(path), topic, loop
+        self._types = get_typestore(Stores.ROS2_KILTED)  # for bags that do not carry their message definitions
         if not self.path.exists():
             raise FileNotFoundError(f"camera source: bag {path!r} not found")
-        with AnyReader([self.path]) as reader:
+        with self._open() as reader:
             found = {c.topic: c.msgtype for c in reader.connections}
         if topic not in found:
             raise ValueError(f"camera source: bag {path} has no topic {topic!r} (it has {sorted(found)})")
@@ -76,10 +76,14 @@ class BagSource:
             raise ValueError(f"camera source: {topic} in {path} is {found[topic]}, not one of {IMAGE_TYPES}")
         self._messages = self._iterate()
 
+    def _open(self):
+        from rosbags.highlevel import AnyReader
+        return AnyReader([self.path], default_typestore=self._types)
+
     def _iterate(self) -> Iterator[Frame]:
         while True:
             count = 0
-            with self._reader_cls([self.path]) as reader:
+            with self._open() as reader:
                 connections = [c for c in reader.connections if c.topic == self.topic]
                 for connection, _, raw in reader.messages(connections=connections):
                     msg = reader.deserialize(raw, connection.msgtype)
