@@ -88,9 +88,13 @@ class ModeRun:
         return None if first is None else first["t"] - first["capture_t"]
 
     @property
+    def completed(self) -> list[ResponseLog]:
+        """Answers decoded to their end (the last one may have been cut off when the episode ended)."""
+        return [r for r in self.responses if r.ttc_s is not None]
+
+    @property
     def first_ttc_s(self) -> float | None:
-        done = [r for r in self.responses if r.ttc_s is not None]
-        return done[0].ttc_s if done else None
+        return self.completed[0].ttc_s if self.completed else None
 
     def mean(self, key: str) -> float | None:
         values = [r.metrics[key] for r in self.responses if r.metrics.get(key) is not None]

@@ -107,11 +107,11 @@ def write_report(out: Path, header: list[str], runs: list[ModeRun], setups: list
              "acceptance | pre-draft hits | first answer |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        first = r.responses[0].text if r.responses else ""
+        first = r.completed[0].text if r.completed else ""
         acceptance = r.mean("acceptance") if r.mean("drafted") else None
         hits = r.mean("hit_rate") if r.mean("predrafts") else None
         lines.append(f"| {r.seed} | {r.instruction} | {r.mode} | {r.result} | {fmt(r.task_s, 1)} | {fmt(r.ttfa_s)} | "
-                     f"{fmt(r.first_ttc_s)} | {len(r.responses)} | {fmt(acceptance)} | {fmt(hits)} | `{first}` |")
+                     f"{fmt(r.first_ttc_s)} | {len(r.completed)} | {fmt(acceptance)} | {fmt(hits)} | `{first}` |")
     lines += ["", "## Per mode", "",
               "| mode | successes | mean TTFA (s) | mean TTC (s) | TTC speedup vs cloud | mean task time, "
               "successes (s) | acceptance | pre-draft hit rate |",
