@@ -207,9 +207,9 @@ def test_up_config_errors_are_clear(tmp_path):
         load([{"name": "a", "executable": "command_node"}, {"name": "a", "executable": "sim_node"}])
     with pytest.raises(LaunchConfigError, match="no variable 'port'"):
         load([{"name": "a", "executable": "command_node"}], overrides={"port": 1})
+    params = {"rate_hz": "{rate}", "device": "{dev}", "frame_id": "cam{dev}"}
     (tmp_path / "v.yaml").write_text(yaml.safe_dump({"vars": {"rate": 20.0, "dev": "0"}, "processes": [
-        {"name": "a", "executable": "camera_node", "args": [], "parameters": {"rate_hz": "{rate}", "device": "{dev}",
-                                                                               "frame_id": "cam{dev}"}}]}, sort_keys=False))
+        {"name": "a", "executable": "camera_node", "parameters": params}]}, sort_keys=False))
     argv = load_up_config(tmp_path / "v.yaml", {"rate": 5.0}).processes[0].argv
     # a whole "{var}" keeps its type; JSON keeps "0" a string for rcl's YAML reader
     assert argv[-6:] == ("-p", "rate_hz:=5.0", "-p", 'device:="0"', "-p", 'frame_id:="cam0"')

@@ -96,14 +96,22 @@ class ModeRun:
     def first_ttc_s(self) -> float | None:
         return self.completed[0].ttc_s if self.completed else None
 
+    def decoded_as(self) -> str:
+        """How the answers were decoded: plain cloud streaming (nothing drafted), speculation, or
+        speculation that switched to cloud streaming part-way (what `adaptive` chose)."""
+        kinds = ["cloud" if not r.metrics.get("drafted") else
+                 "spec>cloud" if r.metrics.get("switched_to_cloud_at") is not None else "spec"
+                 for r in self.completed if r.metrics]
+        return ", ".join(f"{kinds.count(k)} {k}" for k in ("cloud", "spec", "spec>cloud") if k in kinds)
+
     def mean(self, key: str) -> float | None:
         values = [r.metrics[key] for r in self.responses if r.metrics.get(key) is not None]
         return sum(values) / len(values) if values else None
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "seed": self.seed, "instruction": self.instruction, "outcome": self.outcome,
-                "result": self.result, "task_s": self.task_s, "ttfa_s": self.ttfa_s, "first_ttc_s": self.first_ttc_s,
-                "wall_s": self.ended_t - self.started_t,
+                "result": self.result, "decoded_as": self.decoded_as(), "task_s": self.task_s,
+                "ttfa_s": self.ttfa_s, "first_ttc_s": self.first_ttc_s, "wall_s": self.ended_t - self.started_t,
                 "responses": [{"id": r.id, "text": r.text, "ttc_s": r.ttc_s, "provisional_events": r.provisional,
                                "rollbacks": r.rollbacks, "metrics": r.metrics} for r in self.responses],
                 "actions": self.actions, "trajectory": self.trajectory}

@@ -103,7 +103,7 @@ def write_report(out: Path, header: list[str], runs: list[ModeRun], setups: list
              "## Per episode", "",
              "TTFA: frame capture -> first motion command. TTC: frame capture -> last token of the first "
              "answer final. Task time: sim time from the episode's start to its end.", "",
-             "| seed | instruction | mode | result | task time (s) | TTFA (s) | TTC (s) | answers | "
+             "| seed | instruction | mode | result | task time (s) | TTFA (s) | TTC (s) | answers (decoded as) | "
              "acceptance | pre-draft hits | first answer |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
@@ -111,7 +111,8 @@ def write_report(out: Path, header: list[str], runs: list[ModeRun], setups: list
         acceptance = r.mean("acceptance") if r.mean("drafted") else None
         hits = r.mean("hit_rate") if r.mean("predrafts") else None
         lines.append(f"| {r.seed} | {r.instruction} | {r.mode} | {r.result} | {fmt(r.task_s, 1)} | {fmt(r.ttfa_s)} | "
-                     f"{fmt(r.first_ttc_s)} | {len(r.completed)} | {fmt(acceptance)} | {fmt(hits)} | `{first}` |")
+                     f"{fmt(r.first_ttc_s)} | {len(r.completed)} ({r.decoded_as()}) | {fmt(acceptance)} | {fmt(hits)} "
+                     f"| `{first}` |")
     lines += ["", "## Per mode", "",
               "| mode | successes | mean TTFA (s) | mean TTC (s) | TTC speedup vs cloud | mean task time, "
               "successes (s) | acceptance | pre-draft hit rate |",

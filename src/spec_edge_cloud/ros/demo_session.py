@@ -98,7 +98,7 @@ class DemoSession:
                     r = self._episode(setup, mode, max_time)
                     runs.append(r)
                     print(f"  {mode:12s} {r.result:22s} task {fmt(r.task_s, 1):>5} s   TTFA {fmt(r.ttfa_s):>5} s   "
-                          f"TTC {fmt(r.first_ttc_s):>5} s   answers {len(r.completed)}", flush=True)
+                          f"TTC {fmt(r.first_ttc_s):>5} s   answers {len(r.completed)} ({r.decoded_as()})", flush=True)
         except ProcessDied as e:
             print(f"demo: FAILED: {e}", flush=True)
             return 1

@@ -85,7 +85,8 @@ def find_config(name: str | Path) -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise FileNotFoundError(f"up config {str(name)!r} not found (looked in: {', '.join(map(str, [path] + candidates))})")
+    looked = ", ".join(map(str, [path] + candidates))
+    raise FileNotFoundError(f"up config {str(name)!r} not found (looked in: {looked})")
 
 
 def parameter_value(value: object) -> str:
