@@ -1,7 +1,11 @@
 """The robot's `Link` to a verifier over ZeroMQ: a DEALER with heartbeats, retries and reconnection.
 
-One I/O thread owns the socket (ZeroMQ sockets are not thread-safe). `send` packs the message in
-the caller's thread and hands it over an inproc pipe; `recv` reads what the I/O thread delivered.
+No thread hand-off on the way of a round: `send` writes to the socket from the caller's thread, and
+`recv` waits on the socket itself, so a reply reaches the decoding client the moment it arrives. A
+lock makes the socket one thread's at a time (ZeroMQ sockets are not thread-safe); a keeper thread
+takes it, without ever blocking while holding it, to answer for liveness (heartbeats, retries,
+reconnection, draining replies) while the client is busy drafting or idle between responses.
+Use one link from one decoding thread at a time (as `SpecClient` does).
 
 Liveness. The link is *up* from the cloud's WELCOME until nothing (reply or heartbeat answer) has
 come back for `dead_after_s`; then it is *down*: messages sent are dropped, `recv` returns None at
@@ -22,24 +26,20 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import socket
 import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 
-import msgpack
 import zmq
 
-from ..decoding.messages import Cancel, DraftRequest, Early, End, Error, Final, Ping, Pong, Start, Token
+from ..decoding.messages import Early, Error, Final, Ping, Pong
 from . import protocol, security
 from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome, WireOptions
 
 log = logging.getLogger(__name__)
-
-_DOWN = object()  # wakes a waiting recv when the link goes down
 
 
 class HandshakeError(ValueError):
@@ -120,7 +120,7 @@ class ZmqLink:
         if bool(opt.client_secret_key) != bool(opt.server_public_key):
             raise ValueError("CURVE needs both client_secret_key and server_public_key")
         security.require_security(endpoint, have_keys, opt.insecure, "cloud")
-        if have_keys:  # fail now on unreadable keys, not in the I/O thread
+        if have_keys:  # fail now on unreadable keys
             security.load_pair(opt.client_secret_key)
             security.load_public(opt.server_public_key)
         self.endpoint = endpoint
@@ -130,115 +130,112 @@ class ZmqLink:
         self.refused: str | None = None
         self.stats = LinkStats()
         self.sender = os.urandom(protocol.SENDER_BYTES)
-        self._inbox: queue.Queue = queue.Queue()
-        self._up = threading.Event()
+        self._lock = threading.Lock()       # the socket and every field below are one thread's at a time
         self._closed = threading.Event()
+        self._up = False
+        self._inbox: deque = deque()
         self._ctx = zmq.Context()
-        self._pipe_addr = f"inproc://link-{id(self)}"
-        self._pipe_in = self._ctx.socket(zmq.PULL)
-        self._pipe_in.bind(self._pipe_addr)
-        self._pipe_out = self._ctx.socket(zmq.PUSH)
-        self._pipe_out.connect(self._pipe_addr)
-        self._pipe_lock = threading.Lock()
         self._dealer: zmq.Socket | None = None
         self._pending: dict[str, _Pending] = {}
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
-        self._thread = threading.Thread(target=self._loop, name="zmq-link", daemon=True)
-        self._thread.start()
+        self._last_ping = 0.0
+        with self._lock:
+            self._reconnect()
+        self._keeper = threading.Thread(target=self._keep, name="zmq-link-keeper", daemon=True)
+        self._keeper.start()
 
-    # -- the Link interface (caller's thread) ----------------------------------------------------
+    # -- the Link interface ----------------------------------------------------------------------
     def send(self, msg: object) -> None:
         if self._closed.is_set():
             raise RuntimeError("link is closed")
         kind, body = protocol.pack_body(msg, self.wire)
-        meta = msgpack.packb([kind, getattr(msg, "session", None), getattr(msg, "round", None),
-                              getattr(msg, "assumes", None) is not None])
-        with self._pipe_lock:
-            self._pipe_out.send_multipart([meta, body])
+        with self._lock:
+            self._outgoing(kind, getattr(msg, "session", None), getattr(msg, "round", None),
+                           getattr(msg, "assumes", None) is not None, body)
 
     def recv(self, timeout: float) -> object | None:
+        """The next reply; None after `timeout`, or at once while the cloud is unreachable."""
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                item = self._inbox.get_nowait() if not self._up.is_set() else \
-                    self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                return None
-            if item is not _DOWN:
-                return item
-            if not self._up.is_set() or time.monotonic() >= deadline:
-                return None
+        with self._lock:
+            while True:
+                self._pump(0)
+                if self._inbox:
+                    return self._inbox.popleft()
+                left = deadline - time.monotonic()
+                if not self._up or left <= 0:
+                    return None
+                self._pump(min(left, self._next_chore()))
 
     def close(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._thread.join(timeout=5)
-        self._pipe_out.close(linger=0)
-        self._ctx.term()
+        self._keeper.join(timeout=5)
+        with self._lock:
+            if self._dealer is not None:
+                self._dealer.close(linger=0)
+            self._ctx.term()
 
     # -- extras ----------------------------------------------------------------------------------
     @property
     def is_up(self) -> bool:
-        return self._up.is_set()
+        return self._up
 
     def wait_up(self, timeout: float) -> bool:
         """Block until the cloud has welcomed this robot (or `timeout`, or a refusal)."""
         deadline = time.monotonic() + timeout
-        while not self._up.wait(timeout=min(0.05, max(0.0, deadline - time.monotonic()))):
-            if self.refused or time.monotonic() >= deadline:
-                return False
-        return True
-
-    # -- I/O thread ------------------------------------------------------------------------------
-    def _loop(self) -> None:
-        self._poller = zmq.Poller()
-        self._poller.register(self._pipe_in, zmq.POLLIN)
-        self._reconnect()
-        last_ping = time.monotonic()
-        while not self._closed.is_set():
-            self._poller.poll(self._poll_ms())
-            while True:
-                try:
-                    meta, body = self._pipe_in.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
+        with self._lock:
+            while not self._up and not self.refused:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     break
-                self._outgoing(*msgpack.unpackb(meta), body)
-            while self._dealer is not None:
+                self._pump(min(left, self._next_chore()))
+            return self._up
+
+    # -- socket work (caller holds the lock) -----------------------------------------------------
+    def _keep(self) -> None:
+        opt = self.options
+        tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
+        while not self._closed.wait(tick):
+            if self._lock.acquire(blocking=False):  # the decoding thread is in recv: it does the chores
+                try:
+                    self._pump(0)
+                finally:
+                    self._lock.release()
+
+    def _pump(self, wait: float) -> None:
+        """Take in every frame that has arrived (waiting up to `wait` s for one), then do the chores."""
+        if self._dealer.poll(max(0, int(wait * 1000))):
+            while True:
                 try:
                     data = self._dealer.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._incoming(data)
-            now = time.monotonic()
-            for msg in self._order.expire(now):
-                self._dispatch(msg, now)
-            opt = self.options
-            if self._up.is_set():
-                if now - self._heard > opt.dead_after_s:
-                    self._go_down(f"no reply from the cloud for {opt.dead_after_s:g} s")
-                elif now - last_ping >= opt.heartbeat_s:
-                    self._send_frame(*protocol.pack_body(Ping(time.time())))
-                    last_ping = now
-                self._retry(now)
-            elif now - self._hello_at >= opt.reconnect_s:
-                self._reconnect()
-        if self._dealer is not None:
-            self._dealer.close(linger=0)
-        self._pipe_in.close(linger=0)
+        now = time.monotonic()
+        for msg in self._order.expire(now):
+            self._dispatch(msg, now)
+        opt = self.options
+        if self._up:
+            if now - self._heard > opt.dead_after_s:
+                self._go_down(f"no reply from the cloud for {opt.dead_after_s:g} s")
+            elif now - self._last_ping >= opt.heartbeat_s:
+                self._send_frame(*protocol.pack_body(Ping(time.time())))
+                self._last_ping = now
+            self._retry(now)
+        if not self._up and not self.refused and now - self._hello_at >= opt.reconnect_s:
+            self._reconnect()
 
-    def _poll_ms(self) -> int:
-        wait = min(self.options.heartbeat_s, self.options.reconnect_s, self.options.retry_s) / 2
+    def _next_chore(self) -> float:
+        """Seconds until the next timer (heartbeat, liveness, retry, reorder gap) may need the socket."""
+        wait = min(self.options.heartbeat_s, self.options.reconnect_s, self.options.retry_s) / 4
         gap = self._order.deadline()
-        if gap is not None:
-            wait = min(wait, gap - time.monotonic())
-        return max(0, int(wait * 1000) + 1)
+        return max(0.0, min(wait, gap - time.monotonic()) if gap is not None else wait)
 
     def _reconnect(self) -> None:
         """A fresh socket (nothing stale queued in it) and a HELLO; the WELCOME will bring the link up."""
         if self._dealer is not None:
-            self._poller.unregister(self._dealer)
             self._dealer.close(linger=0)
             self.stats.reconnects += 1
         opt = self.options
@@ -252,21 +249,18 @@ class ZmqLink:
             security.secure_client(s, opt.client_secret_key, opt.server_public_key)
         s.connect(self.endpoint)
         self._dealer = s
-        self._poller.register(s, zmq.POLLIN)
         self._seq = 0
         self._order = InOrder(opt.reorder_wait_s)
         self._server: bytes | None = None
-        self._heard = time.monotonic()
-        self._hello_at = time.monotonic()
+        self._heard = self._hello_at = time.monotonic()
         self._send_frame(*protocol.pack_body(self.hello))
 
     def _go_down(self, reason: str) -> None:
-        if self._up.is_set():
+        if self._up:
             log.warning("cloud link down: %s; decoding on the robot alone until it answers again", reason)
-        self._up.clear()
+        self._up = False
         self._pending.clear()
         self._timings.clear()
-        self._inbox.put(_DOWN)
         self._hello_at = float("-inf")  # reconnect at once
 
     def _send_frame(self, kind: str, body: bytes) -> None:
@@ -280,7 +274,7 @@ class ZmqLink:
             self.stats.dropped_while_down += 1
 
     def _outgoing(self, kind: str, session: str | None, rnd: int | None, predraft: bool, body: bytes) -> None:
-        if not self._up.is_set():
+        if not self._up:
             self.stats.dropped_while_down += 1
             return
         now = time.monotonic()
@@ -301,7 +295,7 @@ class ZmqLink:
 
     def _retry(self, now: float) -> None:
         wait = max(self.options.retry_s, 2 * self._round_s if self._round_s else 0.0)
-        for session, p in self._pending.items():
+        for p in self._pending.values():
             if p.drafts and now - p.heard > wait:
                 for body in p.drafts.values():
                     self._send_frame("DRAFT", body)
@@ -319,7 +313,7 @@ class ZmqLink:
             return
         now = time.monotonic()
         if env.sender != self._server:  # the first frame of this server instance on this socket
-            if self._server is not None and self._up.is_set():
+            if self._server is not None and self._up:
                 self._go_down("the cloud restarted")
                 return
             self._server = env.sender
@@ -339,7 +333,7 @@ class ZmqLink:
             return
         if isinstance(msg, Error) and self._transport_error(msg):
             return
-        if not self._up.is_set():
+        if not self._up:
             return  # a late reply from before the link went down: that response is already over
         session = getattr(msg, "session", None)
         p = self._pending.get(session)
@@ -350,14 +344,14 @@ class ZmqLink:
             if isinstance(msg, Final) and p is not None:
                 for rnd in [r for r in p.drafts if r <= msg.round]:
                     del p.drafts[rnd]
-        self._inbox.put(msg)
+        self._inbox.append(msg)
 
     def _transport_error(self, err: Error) -> bool:
         """Handle what the link itself caused or can repair; True if the client need not see it."""
         if err.code in ("hello-mismatch", "bad-version"):
             self.refused = f"{err.code}: {err.text}"
             log.error("the cloud refused this robot: %s", self.refused)
-            self._up.clear()
+            self._up = False
             return True
         if err.code == "hello-required":
             self._go_down("the cloud forgot this robot (restarted?)")
@@ -379,9 +373,8 @@ class ZmqLink:
         if w.tokenizer != self.hello.tokenizer:
             self.refused = f"the cloud's tokenizer {w.tokenizer} differs from this robot's {self.hello.tokenizer}"
             return
-        was_up = self._up.is_set()
-        self.welcome, self.refused = w, None
-        self._up.set()
+        was_up = self._up
+        self.welcome, self.refused, self._up = w, None, True
         if not was_up:
             log.info("cloud link up: %s (target %s, %d layers, exits %s%s)", self.endpoint, w.model, w.layers,
                      w.exit_layers, f", timings EMULATED with profile {w.emulated}" if w.emulated else "")
@@ -394,11 +387,10 @@ class ZmqLink:
         if isinstance(msg, Early):
             t.early.append((msg.layer, arrival))
             return
-        if t.final is None:
-            t.final, t.compute_s, t.tokens_in_pass = arrival, msg.compute_s, msg.tokens_in_pass
-            self.stats.rounds.append(t)
-            elapsed = arrival - t.sent
-            self._round_s = elapsed if self._round_s is None else 0.8 * self._round_s + 0.2 * elapsed
+        t.final, t.compute_s, t.tokens_in_pass = arrival, msg.compute_s, msg.tokens_in_pass
+        self.stats.rounds.append(t)
+        elapsed = arrival - t.sent
+        self._round_s = elapsed if self._round_s is None else 0.8 * self._round_s + 0.2 * elapsed
         del self._timings[(msg.session, msg.round)]
 
 

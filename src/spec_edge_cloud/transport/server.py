@@ -1,13 +1,13 @@
-"""The cloud's verifier server: a ZeroMQ ROUTER in front of one `VerifierService`.
+"""The cloud's verifier server: a ZeroMQ ROUTER in front of one `VerifierService`, in one thread.
 
-Two threads:
-- the I/O thread owns the ROUTER socket. It decodes and checks every frame (`protocol`), answers
-  HELLO, PING and every malformed frame itself, drops duplicate rounds (answering a retried DRAFT
-  with the FINAL it already sent), and forwards each reply to its robot as soon as it appears;
-- the compute thread runs the service one step at a time, fairly across robots (`FairScheduler`).
-  Its replies, an EARLY from inside a forward pass included, leave through an inproc PUSH socket
-  that the I/O thread polls (ZeroMQ sockets are not thread-safe; the hand-off costs tens of
-  microseconds), so an EARLY is on the wire while the pass goes on.
+One thread owns the socket and the model, so a reply leaves the moment it exists, with no hand-off
+between threads (and no lock, no GIL contention): an EARLY is put on the wire from inside the forward
+pass by the layer hook that computed it, while the pass goes on. The same thread
+- decodes and checks every frame (`protocol`), answering HELLO, PING and every malformed frame
+  itself, and answering a retried DRAFT with the FINAL it already sent (no round is verified twice);
+- runs the service one step at a time, fairly across robots (`FairScheduler`);
+- services the socket between decoder layers during a pass (a forward hook, at most every
+  `io_interval_s`), so HELLOs, heartbeats and pre-drafts are taken in while a long pass runs.
 
 Sessions are named per robot connection (the ROUTER's identity for it), so no robot can touch
 another's. Memory is bounded: a session holds at most `max_session_tokens` tokens of KV cache, a
@@ -22,7 +22,6 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields, replace
 
-import msgpack
 import zmq
 
 from ..decoding.messages import Cancel, DraftRequest, End, Error, Generate, Ping, Pong, Start
@@ -51,6 +50,7 @@ class ServerConfig:
     max_session_tokens: int = 4096       # capped by the model's context
     max_new_tokens: int = 1024           # per GENERATE (cloud decoding)
     reorder_wait_s: float = 0.02
+    io_interval_s: float = 0.002         # during a pass, service the socket at most this often
     log_rounds: bool = True
 
     @classmethod
@@ -134,11 +134,13 @@ class VerifierServer:
         self._stop = threading.Event()
         self._ctx = zmq.Context()
         self._auth = None
-        self._threads: list[threading.Thread] = []
+        self._thread: threading.Thread | None = None
+        self._hooks: list = []
+        self._last_io = 0.0
 
     # -- life ------------------------------------------------------------------------------------
     def start(self) -> str:
-        """Bind and start serving; returns the bound endpoint (a tcp port 0 is resolved)."""
+        """Bind and start serving on a thread of its own; returns the bound endpoint (port 0 resolved)."""
         cfg = self.config
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.linger = 0
@@ -149,24 +151,19 @@ class VerifierServer:
                                                 cfg.authorized_clients_dir)
         self._router.bind(cfg.bind)
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._outbox_addr = f"inproc://verifier-outbox-{id(self)}"
-        self._outbox_pull = self._ctx.socket(zmq.PULL)
-        self._outbox_pull.bind(self._outbox_addr)
-        self._outbox_push = self._ctx.socket(zmq.PUSH)
-        self._outbox_push.connect(self._outbox_addr)
+        self._hooks = [layer.register_forward_hook(self._io_hook) for layer in self.engine.parts.layers]
         self._log_limits()
-        self._threads = [threading.Thread(target=self._io_loop, name="verifier-io", daemon=True),
-                         threading.Thread(target=self._compute_loop, name="verifier-compute", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
+        self._thread.start()
         return self.endpoint
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
-        for s in (self._router, self._outbox_pull, self._outbox_push):
-            s.close(linger=0)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for h in self._hooks:
+            h.remove()
+        self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
         self._ctx.term()
@@ -183,30 +180,44 @@ class VerifierServer:
                  "idle sessions evicted after %.0f s", self.limits.max_tokens, per_session,
                  per_session * self.config.max_sessions, self.config.max_sessions, self.config.idle_timeout_s)
 
-    # -- I/O thread ------------------------------------------------------------------------------
-    def _io_loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._outbox_pull, zmq.POLLIN)
-        next_prune = time.monotonic() + 1.0
+    # -- the loop --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        next_chores = time.monotonic() + 1.0
         while not self._stop.is_set():
-            poller.poll(self._poll_timeout_ms())
-            self._forward_replies()
+            self._pump(0 if self.scheduler.busy else self._poll_timeout_ms())
+            self.scheduler.run_once()
+            now = time.monotonic()
+            if now >= next_chores:
+                for sid in self.service.evict_idle():
+                    log.info("session %s evicted after %.0f s idle", sid, self.config.idle_timeout_s)
+                for peer in [p for p, st in self._peers.items() if now - st.seen > self.config.idle_timeout_s]:
+                    del self._peers[peer]
+                next_chores = now + 1.0
+
+    def _pump(self, timeout_ms: int) -> None:
+        """Take in what has arrived (waiting up to `timeout_ms` for the first frame); never computes."""
+        self._last_io = time.monotonic()
+        if self._router.poll(timeout_ms):
             for _ in range(256):
                 try:
                     parts = self._router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
                 self._on_frame(parts)
-                self._forward_replies()  # an EARLY must not wait behind a burst of incoming frames
-            now = time.monotonic()
-            for peer, st in list(self._peers.items()):
-                if st.order.held:
-                    for msg in st.order.expire(now):
-                        self._on_message(peer, st, msg)
-            if now >= next_prune:
-                self._prune_peers(now)
-                next_prune = now + 1.0
+        now = time.monotonic()
+        for peer, st in list(self._peers.items()):
+            if st.order.held:
+                for msg in st.order.expire(now):
+                    self._on_message(peer, st, msg)
+
+    def _io_hook(self, _module, _inputs, _output) -> None:
+        """Between decoder layers of a pass: service the socket if it has waited long enough.
+
+        Only on the server's own thread: whoever else runs the model (a test's reference) never
+        touches the socket."""
+        if threading.current_thread() is self._thread and \
+                time.monotonic() - self._last_io >= self.config.io_interval_s:
+            self._pump(0)
 
     def _poll_timeout_ms(self) -> int:
         deadlines = [d for st in self._peers.values() if (d := st.order.deadline()) is not None]
@@ -214,17 +225,14 @@ class VerifierServer:
             return 200
         return max(0, min(200, int((min(deadlines) - time.monotonic()) * 1000) + 1))
 
-    def _prune_peers(self, now: float) -> None:
-        for peer in [p for p, st in self._peers.items() if now - st.seen > self.config.idle_timeout_s]:
-            del self._peers[peer]
-
+    # -- sending ---------------------------------------------------------------------------------
     def _send(self, peer: bytes, st: _Peer, kind: str, body: bytes) -> None:
         data = protocol.frame(kind, body, st.out_seq, self.sender)
         st.out_seq += 1
         try:
             self._router.send_multipart([peer, data], zmq.NOBLOCK)
             self.counters["frames_out"] += 1
-        except zmq.Again:  # the robot is not reading: its queue is full, it will time out and retry
+        except zmq.Again:  # the robot is not reading: its queue is full; it will time out and retry
             self.counters["dropped_out"] += 1
 
     def _send_msg(self, peer: bytes, st: _Peer, msg: object) -> None:
@@ -235,23 +243,32 @@ class VerifierServer:
         log.debug("error to %s: %s: %s", peer.hex(), code, text)
         self._send_msg(peer, st, Error(code, text, session))
 
-    def _forward_replies(self) -> None:
-        while True:
-            try:
-                peer, kind, body, meta = self._outbox_pull.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+    def _replier(self, peer: bytes):
+        """The service's `reply` for one robot: strip our session prefix and put the frame on the wire."""
+        def reply(msg: object) -> None:
             st = self._peers.get(peer)
             if st is None:
-                continue  # the robot went away
-            kind = kind.decode()
+                return  # the robot went away
+            session = getattr(msg, "session", None)
+            if session is not None:
+                msg = replace(msg, session=session.split("/", 1)[1])
+            kind, body = protocol.pack_body(msg)
             self._send(peer, st, kind, body)
             if kind == "FINAL":
-                session, rnd = msgpack.unpackb(meta)
-                wire = st.sessions.get(session)
+                wire = st.sessions.get(msg.session)
                 if wire is not None:
-                    wire.finals.append((rnd, body))
+                    wire.finals.append((msg.round, body))
+                self.counters["rounds"] += 1
+                if self.config.log_rounds:
+                    log.info("round %s/%d: %d tokens in the pass, %d accepted, compute %.1f ms", msg.session,
+                             msg.round, msg.tokens_in_pass, msg.accepted, msg.compute_s * 1000)
+        return reply
 
+    def _on_step_error(self, work: Work, exc: Exception) -> None:
+        log.exception("internal error in session %s", work.session, exc_info=exc)
+        self._replier(work.client)(Error("internal", f"{type(exc).__name__}: {exc}", work.session))
+
+    # -- receiving -------------------------------------------------------------------------------
     def _on_frame(self, parts: list[bytes]) -> None:
         now = time.monotonic()
         peer = parts[0]
@@ -324,33 +341,3 @@ class VerifierServer:
         st.welcomed, st.name = True, hello.name
         log.info("robot %r connected (%s)", hello.name, peer.hex())
         self._send_msg(peer, st, w)
-
-    # -- compute thread --------------------------------------------------------------------------
-    def _compute_loop(self) -> None:
-        next_evict = time.monotonic() + 1.0
-        while not self._stop.is_set():
-            self.scheduler.run_once(0.2)
-            if time.monotonic() >= next_evict:
-                for sid in self.service.evict_idle():
-                    log.info("session %s evicted after %.0f s idle", sid, self.config.idle_timeout_s)
-                next_evict = time.monotonic() + 1.0
-
-    def _replier(self, peer: bytes):
-        """The service's `reply` for one robot: strip our session prefix, pack, hand to the I/O thread."""
-        def reply(msg: object) -> None:
-            session = getattr(msg, "session", None)
-            if session is not None:
-                msg = replace(msg, session=session.split("/", 1)[1])
-            kind, body = protocol.pack_body(msg)
-            meta = msgpack.packb((msg.session, msg.round)) if kind == "FINAL" else b""
-            self._outbox_push.send_multipart([peer, kind.encode(), body, meta])
-            if kind == "FINAL":
-                self.counters["rounds"] += 1
-                if self.config.log_rounds:
-                    log.info("round %s/%d: %d tokens in the pass, %d accepted, compute %.1f ms", msg.session,
-                             msg.round, msg.tokens_in_pass, msg.accepted, msg.compute_s * 1000)
-        return reply
-
-    def _on_step_error(self, work: Work, exc: Exception) -> None:
-        log.exception("internal error in session %s", work.session, exc_info=exc)
-        self._replier(work.client)(Error("internal", f"{type(exc).__name__}: {exc}", work.session))

@@ -1,0 +1,158 @@
+"""Cost of the ZeroMQ bridge: overhead per round beyond compute, and round latency with 1..16 robots.
+
+    .venv/bin/python benchmarks/bench_bridge.py [--rounds 300] [--robots 1,4,16] [--hidden 64 --layers 4]
+
+A verifier process (the real `spec-edge-cloud verifier`, plaintext on loopback, no emulated delay,
+one torch thread) serves a tiny random Llama target. Each robot is its own process with a real
+`ZmqLink`: it sends DRAFT rounds of 4 tokens and waits for each FINAL, restarting its session
+every 50 rounds. Overhead = the robot's wall time from `send(DRAFT)` to `recv() -> FINAL` minus the
+pass's compute time that FINAL reports (so it includes both sockets, both I/O threads, the
+server's decoding, checks and fair scheduler, and the service's bookkeeping around the pass). The
+same rounds through the in-process link (a thread, no sockets) give the baseline. All on this
+machine's 2 shared cores: robots and server compete for them.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from spec_edge_cloud.decoding.messages import DraftRequest, End, Final, Start
+from spec_edge_cloud.modeling.tiny import tiny_bundle
+
+SESSION_ROUNDS, GAMMA, PROMPT = 50, 4, [2, 10, 11, 12, 13]
+
+
+def robot(link, vocab: int, rounds: int, seed: int) -> list[tuple[float, float]]:
+    """(round wall time, reported compute) per round, through any Link."""
+    rng = random.Random(seed)
+    out = []
+    session, base = None, 0
+    for i in range(rounds):
+        if i % SESSION_ROUNDS == 0:
+            if session:
+                link.send(End(session))
+            session, base = f"r{seed}-{i}", len(PROMPT)
+            link.send(Start(session, PROMPT))
+        tokens = [rng.randrange(7, vocab) for _ in range(GAMMA)]
+        t0 = time.perf_counter()
+        link.send(DraftRequest(session, i, base, tokens, exit_layers=[]))
+        while True:
+            msg = link.recv(10.0)
+            if msg is None:
+                raise RuntimeError("no FINAL within 10 s")
+            if isinstance(msg, Final) and msg.session == session and msg.round == i:
+                break
+        out.append((time.perf_counter() - t0, msg.compute_s))
+        base += msg.accepted + 1
+    link.send(End(session))
+    return out
+
+
+def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: int, start, results) -> None:
+    from spec_edge_cloud.transport.client import LinkOptions, connect
+    link = connect(endpoint, tokenizer, LinkOptions(name=f"bench-{seed}"))
+    try:
+        start.wait()
+        results.put(robot(link, vocab, rounds, seed))
+    finally:
+        link.close()
+
+
+def start_server(target_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", "verifier", "--target", str(target_dir),
+                                 "--bind", "tcp://127.0.0.1:0", "--quiet-rounds", "--log-level", "WARNING"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        m = re.search(r"ready on (tcp://\S+)", log.read_text())
+        if m:
+            return proc, m.group(1)
+        time.sleep(0.1)
+    raise RuntimeError(f"verifier did not start:\n{log.read_text()[-2000:]}")
+
+
+def summary(samples: list[tuple[float, float]]) -> dict:
+    wall = [w * 1000 for w, _ in samples]
+    compute = [c * 1000 for _, c in samples]
+    over = [w - c for w, c in zip(wall, compute)]
+    q = lambda xs, p: statistics.quantiles(xs, n=20)[int(p * 20) - 1]  # noqa: E731
+    return dict(n=len(samples), round_ms=statistics.median(wall), round_p90=q(wall, 0.9),
+                compute_ms=statistics.median(compute), overhead_ms=statistics.median(over), overhead_p90=q(over, 0.9))
+
+
+def row(label: str, s: dict, extra: str = "") -> str:
+    return (f"{label:<28} {s['n']:>6} {s['round_ms']:>9.2f} {s['round_p90']:>9.2f} {s['compute_ms']:>9.2f} "
+            f"{s['overhead_ms']:>9.3f} {s['overhead_p90']:>9.3f}  {extra}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=300, help="rounds for the single-robot overhead")
+    ap.add_argument("--robots", default="1,4,16")
+    ap.add_argument("--rounds-per-robot", type=int, default=100)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=4)
+    args = ap.parse_args()
+
+    import torch
+    torch.set_num_threads(1)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_bridge_"))
+    bundle = tiny_bundle("llama", vocab=60, seed=0, layers=args.layers, hidden=args.hidden)
+    bundle.save(tmp / "target")
+    vocab, tokenizer = len(bundle.tokenizer), bundle.tokenizer_fingerprint()
+    print(f"target: tiny Llama, {args.layers} layers, width {args.hidden}; draft rounds of {GAMMA} tokens; "
+          f"loopback, no emulated delay; {os.cpu_count()} CPU cores shared by robots and server")
+    print(f"{'':<28} {'rounds':>6} {'round ms':>9} {'p90':>9} {'compute':>9} {'overhead':>9} {'p90':>9}")
+
+    # baseline: the same rounds through the in-process link (no sockets, no serialization)
+    from spec_edge_cloud.decoding.link import InProcessLink
+    from spec_edge_cloud.decoding.target import TargetEngine
+    from spec_edge_cloud.decoding.verifier import VerifierService
+    link = InProcessLink(VerifierService(TargetEngine.from_dir(tmp / "target", exit_layers=[1])))
+    robot(link, vocab, 30, 99)  # warm-up
+    print(row("in-process link (baseline)", summary(robot(link, vocab, args.rounds, 0))))
+    link.close()
+
+    server, endpoint = start_server(tmp / "target", tmp / "verifier.log")
+    ctx = mp.get_context("fork")
+    try:
+        def fleet(n: int, rounds: int) -> tuple[list, float]:
+            start, results = ctx.Event(), ctx.Queue()
+            procs = [ctx.Process(target=robot_process, args=(endpoint, tokenizer, vocab, rounds, 1000 + i, start,
+                                                              results)) for i in range(n)]
+            for p in procs:
+                p.start()
+            time.sleep(1.0 + 0.1 * n)  # every robot connected before the clock starts
+            t0 = time.perf_counter()
+            start.set()
+            samples = [s for _ in procs for s in results.get(timeout=600)]
+            elapsed = time.perf_counter() - t0
+            for p in procs:
+                p.join(10)
+            return samples, elapsed
+
+        fleet(1, 30)  # warm-up
+        samples, _ = fleet(1, args.rounds)
+        s = summary(samples)
+        print(row("ZeroMQ, 1 robot", s, f"goal: overhead <= 0.5 ms -> {'met' if s['overhead_ms'] <= 0.5 else 'NOT met'}"))
+        for n in [int(x) for x in args.robots.split(",")]:
+            samples, elapsed = fleet(n, args.rounds_per_robot)
+            print(row(f"ZeroMQ, {n} robots at once", summary(samples), f"{len(samples) / elapsed:.0f} rounds/s"))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
