@@ -1,0 +1,458 @@
+"""Profile simulator: a discrete-event model of exactly the protocol decoding/client.py implements.
+
+It predicts latency in regimes this machine cannot run (a Jetson drafting for an A100 behind a
+120 ms link) from timing profiles (draft time per token, target time per layer, link delay) and
+per-round traces (accepted count; whether an early verdict came and agreed with the final one),
+either recorded by the replay benchmark or drawn from a Bernoulli model at a given acceptance and
+agreement. Everything random comes from one seed: same seed, same predictions.
+
+What is modelled, as the client and the verifier do it:
+- robot: one thread. A response sends PREFILL; speculative modes prefill the draft, draft γ tokens
+  and send DRAFT; on the first EARLY of the round (spec-ee-pre, adaptive) it pre-drafts from the
+  provisional verdict and sends DRAFT(r+1, assumes) at once; on FINAL it commits accepted + 1
+  tokens; on a hit the next round is already under way, else it drafts again. Messages that arrive
+  while it drafts wait until it is done. `cloud` sends GENERATE and receives one TOKEN per step;
+  `edge` drafts alone. `adaptive` runs the real AdaptiveController on the simulated measurements.
+- link: per direction, delay RTT/2 plus jitter drawn uniformly in [-jitter/2, +jitter/2], messages
+  never overtake each other, store-and-forward at the bandwidth (the link emulator's semantics).
+- cloud: one GPU, requests in arrival order per robot; a pass of n tokens takes the profile's time
+  for n tokens and its EARLY leaves at the exit layer's cumulative time; a pre-draft waits behind
+  the round it assumes and runs the moment that round ends if the assumption held (server-side
+  queue), else it is dropped. Several robots: round-robin one pass at a time, or with `batched`
+  every runnable request of every robot joins one pass (cost: the profile at the total token
+  count; beyond the largest measured pass, `extra_ms_per_token` per token more).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from ..decoding.adaptive import AdaptiveController
+from ..decoding.modes import MODES
+from ..decoding.timing import TimingProfile
+
+
+# -- rounds: what the target says of each draft ------------------------------------------------------
+@dataclass(frozen=True)
+class Round:
+    drafted: int
+    accepted: int
+    early: bool = True              # an EARLY was sent (an exit was confident enough)
+    agreed: bool = True             # ... and equal to the FINAL: a pre-draft on it hits
+    exit_fraction: float | None = None   # where in the depth the EARLY left (None: the regime's)
+
+
+class BernoulliRounds:
+    """Each draft token accepted with probability `acceptance` (the run stops at the first miss);
+    the early verdict agrees with the final one with probability `agreement`."""
+
+    def __init__(self, acceptance: float, agreement: float, rng: random.Random, early: float = 1.0):
+        for name, p in (("acceptance", acceptance), ("agreement", agreement), ("early", early)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability, got {p}")
+        self.acceptance, self.agreement, self.early, self.rng = acceptance, agreement, early, rng
+
+    def next(self, gamma: int) -> Round:
+        k = 0
+        while k < gamma and self.rng.random() < self.acceptance:
+            k += 1
+        return Round(gamma, k, self.rng.random() < self.early, self.rng.random() < self.agreement)
+
+
+class RecordedRounds:
+    """Rounds recorded by the replay, in order. Asked for another draft length than recorded, the
+    accepted count is cut to it (shorter) or extended by `fallback` (longer, all accepted); past
+    the end of the record, rounds come from `fallback`."""
+
+    def __init__(self, rounds: Iterable[Round], fallback: BernoulliRounds):
+        self.rounds = deque(rounds)
+        self.fallback = fallback
+
+    def next(self, gamma: int) -> Round:
+        if not self.rounds:
+            return self.fallback.next(gamma)
+        r = self.rounds.popleft()
+        k = min(r.accepted, gamma)
+        if gamma > r.drafted and r.accepted == r.drafted:
+            k += self.fallback.next(gamma - r.drafted).accepted
+        return Round(gamma, k, r.early, r.agreed, r.exit_fraction)
+
+
+@dataclass
+class Job:
+    """One response: how many tokens it has, after which token the first action is complete."""
+    tokens: int
+    rounds: BernoulliRounds | RecordedRounds
+    first_action: int | None = None
+    frame: int | None = None
+    repeat: int | None = None
+
+
+# -- the regime ------------------------------------------------------------------------------------
+@dataclass
+class MessageSizes:
+    """Wire bytes per message (defaults: transport/protocol frames of a 128x128 JPEG and word tokens)."""
+    prefill: int = 6000
+    draft_fixed: int = 90
+    draft_per_token: int = 2
+    generate: int = 80
+    early: int = 80
+    final: int = 110
+    token: int = 70
+
+
+@dataclass
+class SimRegime:
+    name: str
+    profile: TimingProfile
+    rtt_s: float
+    jitter_s: float = 0.0
+    bandwidth_bps: float | None = None
+    exit_fraction: float = 0.5
+    extra_ms_per_token: float = 0.1
+    encode_s: float = 0.0           # robot: frame capture -> prompt ready (JPEG, image processor)
+    sizes: MessageSizes = field(default_factory=MessageSizes)
+
+    def pass_s(self, fraction: float, tokens: int) -> float:
+        p = self.profile
+        ms = p.target_ms(fraction, tokens)
+        largest = max(p.target_cum_layer_ms) if p.target_cum_layer_ms else tokens
+        if tokens > largest:
+            ms += fraction * (tokens - largest) * self.extra_ms_per_token
+        return ms / 1000
+
+    @property
+    def draft_s(self) -> float:
+        return self.profile.draft_per_token_ms / 1000
+
+
+# -- the event loop --------------------------------------------------------------------------------
+class Simulation:
+    def __init__(self, regime: SimRegime, seed: int = 0, batched: bool = False):
+        self.regime = regime
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self._heap: list = []
+        self._order = itertools.count()
+        self.server = _Server(self, batched)
+
+    def at(self, t: float, fn: Callable, *args) -> None:
+        heapq.heappush(self._heap, (t, next(self._order), fn, args))
+
+    def run(self) -> None:
+        while self._heap:
+            self.now, _, fn, args = heapq.heappop(self._heap)
+            fn(*args)
+
+
+class _Wire:
+    """One direction of one robot's link: delay + jitter, FIFO, store-and-forward bandwidth."""
+
+    def __init__(self, sim: Simulation):
+        self.sim, self.last, self.radio_free = sim, 0.0, 0.0
+
+    def carry(self, t_send: float, size: int, fn: Callable, *args) -> None:
+        reg = self.sim.regime
+        leave = t_send
+        if reg.bandwidth_bps:
+            leave = self.radio_free = max(t_send, self.radio_free) + size * 8 / reg.bandwidth_bps
+        delay = max(0.0, reg.rtt_s / 2 + self.sim.rng.uniform(-reg.jitter_s / 2, reg.jitter_s / 2))
+        self.last = max(leave + delay, self.last)
+        self.sim.at(self.last, fn, *args)
+
+
+@dataclass
+class _Request:
+    robot: "Robot"
+    kind: str                       # prefill | draft | generate
+    response: int
+    gamma: int = 0                  # draft: tokens drafted
+    assumes: "_Request | None" = None   # a pre-draft: runs only if that round's early verdict held
+    exits: bool = False             # early verdicts asked for
+    remaining: int = 0              # generate: tokens still to produce
+    sent: float = 0.0
+    draft: Round | None = None      # the verdict, drawn when the cloud verifies the round
+
+    def tokens(self) -> int:
+        return self.gamma + 1 if self.kind == "draft" else 1
+
+
+class _Server:
+    def __init__(self, sim: Simulation, batched: bool):
+        self.sim, self.batched = sim, batched
+        self.queues: dict[Robot, deque[_Request]] = {}
+        self.turns: deque[Robot] = deque()
+        self.busy = False
+        self.busy_s = 0.0
+
+    def arrive(self, req: _Request) -> None:
+        q = self.queues.setdefault(req.robot, deque())
+        if not q and req.robot not in self.turns:
+            self.turns.append(req.robot)
+        q.append(req)
+        self._next()
+
+    def _head(self, robot: "Robot") -> _Request | None:
+        """The robot's next runnable request; pre-drafts on a verdict that did not hold are dropped."""
+        q = self.queues.get(robot)
+        while q:
+            req = q[0]
+            if req.kind == "draft" and req.assumes is not None and not req.assumes.draft.agreed:
+                q.popleft()
+                continue
+            if req.response != robot.response:
+                q.popleft()         # left over from a finished response (the client cancelled it)
+                continue
+            return req
+        return None
+
+    def _next(self) -> None:
+        if self.busy:
+            return
+        batch: list[_Request] = []
+        for _ in range(len(self.turns)):
+            robot = self.turns[0]
+            self.turns.rotate(-1)
+            req = self._head(robot)
+            if req is None:
+                continue
+            if req.kind == "prefill":
+                if not batch:
+                    batch = [req]
+                break
+            batch.append(req)
+            if not self.batched:
+                break
+        self.turns = deque(r for r in self.turns if self.queues.get(r))
+        if batch:
+            self._run(batch)
+
+    def _run(self, batch: list[_Request]) -> None:
+        sim, reg = self.sim, self.sim.regime
+        start = sim.now
+        tokens = sum(r.tokens() for r in batch)
+        if batch[0].kind == "prefill":
+            duration = reg.profile.target_prefill_ms / 1000
+        else:
+            duration = reg.pass_s(1.0, tokens)
+        self.busy = True
+        self.busy_s += duration
+        share = duration / len(batch)
+        for req in batch:
+            robot = req.robot
+            robot.compute_s += share
+            if req.kind == "draft":
+                d = req.draft = robot.job.rounds.next(req.gamma)
+                if req.exits and d.early:
+                    frac = d.exit_fraction if d.exit_fraction is not None else reg.exit_fraction
+                    t_early = start + reg.pass_s(frac, tokens)
+                    robot.down.carry(t_early, reg.sizes.early, robot.on_early, req)
+                robot.down.carry(start + duration, reg.sizes.final, robot.on_final, req, share)
+            elif req.kind == "generate":
+                robot.down.carry(start + duration, reg.sizes.token, robot.on_token, req, share)
+        sim.at(start + duration, self._done, batch)
+
+    def _done(self, batch: list[_Request]) -> None:
+        for req in batch:
+            q = self.queues[req.robot]
+            if req.kind == "generate":
+                req.remaining -= 1
+                if req.remaining > 0:
+                    if req.robot not in self.turns:
+                        self.turns.append(req.robot)
+                    continue
+            if q and q[0] is req:
+                q.popleft()
+            if q and req.robot not in self.turns:
+                self.turns.append(req.robot)
+        self.busy = False
+        self._next()
+
+
+class Robot:
+    """One robot answering its jobs back to back, in one mode (the client's state machine)."""
+
+    def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
+                 start_s: float = 0.0, adaptive: AdaptiveController | None = None):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.sim, self.mode, self.jobs, self.gamma, self.max_new = sim, mode, deque(jobs), gamma, max_new_tokens
+        self.adaptive = adaptive or AdaptiveController(gamma=gamma)
+        self.up, self.down = _Wire(sim), _Wire(sim)
+        self.free = 0.0
+        self.inbox: deque = deque()
+        self.draining = False
+        self.response = -1
+        self.results: list[dict] = []
+        sim.at(start_s, self._begin)
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _work(self, seconds: float) -> float:
+        self.free = max(self.free, self.sim.now) + seconds
+        return self.free
+
+    def _send(self, t: float, size: int, req: _Request) -> None:
+        self.r["bytes_up"] += size
+        self.up.carry(t, size, self.sim.server.arrive, req)
+
+    def _deliver(self, handler: Callable, *args) -> None:
+        self.inbox.append((handler, args))
+        if not self.draining:
+            self.draining = True
+            self.sim.at(max(self.sim.now, self.free), self._drain)
+
+    def _drain(self) -> None:
+        while self.inbox and self.free <= self.sim.now:
+            handler, args = self.inbox.popleft()
+            handler(*args)
+        if self.inbox:
+            self.sim.at(self.free, self._drain)
+        else:
+            self.draining = False
+
+    # -- a response --------------------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self.jobs:
+            return
+        self.job = self.jobs.popleft()
+        self.response += 1
+        self.t0 = self.sim.now
+        self.free = max(self.free, self.t0)
+        self._work(self.sim.regime.encode_s)
+        self.committed = 0
+        self.cur: _Request | None = None
+        self.pre: _Request | None = None
+        self.done = False
+        self.r = {"mode": self.mode, "frame": self.job.frame, "repeat": self.job.repeat, "tokens": self.job.tokens,
+                  "ttfa_s": None, "ttc_s": None, "rounds": 0, "drafted": 0, "accepted": 0, "predrafts": 0,
+                  "hits": 0, "exit_agree": {}, "exit_total": {}, "target_compute_s": 0.0, "bytes_up": 0,
+                  "bytes_down": 0}
+        self.compute_s = 0.0
+        reg = self.sim.regime
+        if self.mode == "edge":
+            t = self._work(reg.profile.draft_prefill_ms / 1000)
+            self._commit_at(t, 0)
+            for _ in range(self.job.tokens):
+                self._commit_at(self._work(reg.draft_s), 1)
+            return
+        self._send(self.free, reg.sizes.prefill, _Request(self, "prefill", self.response))
+        mode = self.adaptive.start_response() if self.mode == "adaptive" else self.mode
+        if mode == "cloud":
+            self._generate()
+            return
+        self._work(reg.profile.draft_prefill_ms / 1000)
+        self.cur = self._send_draft()
+
+    def _commit_at(self, t: float, n: int) -> None:
+        """n more tokens are final at time t (edge mode and the bookkeeping of the others)."""
+        before = self.committed
+        self.committed = min(self.job.tokens, self.committed + n)
+        fa = self.job.first_action
+        if fa is not None and before < fa <= self.committed:
+            self.r["ttfa_s"] = t - self.t0
+        if self.committed >= self.job.tokens and not self.done:
+            self.done = True
+            self.r["ttc_s"] = t - self.t0
+            self.r["target_compute_s"] = self.compute_s
+            self.results.append(self.r)
+            self.sim.at(t, self._begin)
+
+    def _generate(self) -> None:
+        req = _Request(self, "generate", self.response, remaining=self.job.tokens - self.committed)
+        self.cur = req
+        self._send(max(self.free, self.sim.now), self.sim.regime.sizes.generate, req)
+
+    def _send_draft(self, assumes: _Request | None = None) -> _Request:
+        reg, ad = self.sim.regime, self.adaptive
+        gamma = ad.gamma if self.mode == "adaptive" else self.gamma
+        gamma = max(0, min(gamma, self.max_new - self.committed - (1 if assumes is not None else 0)))
+        t = self._work(gamma * reg.draft_s)
+        if gamma > 0:
+            ad.observe_draft(gamma * reg.draft_s, gamma)
+        req = _Request(self, "draft", self.response, gamma, assumes,
+                       exits=self.mode in ("spec-ee", "spec-ee-pre", "adaptive"), sent=t)
+        self._send(t, reg.sizes.draft_fixed + reg.sizes.draft_per_token * gamma, req)
+        return req
+
+    # -- messages from the cloud ---------------------------------------------------------------------
+    def on_early(self, req: _Request) -> None:
+        self.r["bytes_down"] += self.sim.regime.sizes.early
+        self._deliver(self._early, req)
+
+    def on_final(self, req: _Request, compute_s: float) -> None:
+        self.r["bytes_down"] += self.sim.regime.sizes.final
+        self._deliver(self._final, req, compute_s)
+
+    def on_token(self, req: _Request, compute_s: float) -> None:
+        self.r["bytes_down"] += self.sim.regime.sizes.token
+        self._deliver(self._token, req, compute_s)
+
+    def _early(self, req: _Request) -> None:
+        if self.done or req is not self.cur or self.pre is not None:
+            return
+        if self.mode not in ("spec-ee-pre", "adaptive") or not self.adaptive.use_predraft:
+            return
+        if self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new):
+            return  # the provisional verdict would finish the response: nothing to pre-draft
+        self.pre = self._send_draft(assumes=req)
+        self.r["predrafts"] += 1
+
+    def _final(self, req: _Request, compute_s: float) -> None:
+        if self.done or req is not self.cur:
+            return
+        d, ad = req.draft, self.adaptive
+        self.r["rounds"] += 1
+        self.r["drafted"] += d.drafted
+        self.r["accepted"] += d.accepted
+        if req.exits and d.early:
+            self.r["exit_total"]["exit"] = self.r["exit_total"].get("exit", 0) + 1
+            self.r["exit_agree"]["exit"] = self.r["exit_agree"].get("exit", 0) + int(d.agreed)
+        rtt = None if req.assumes is not None else self.sim.now - req.sent - compute_s
+        ad.observe_round(d.drafted, d.accepted, compute_s, d.drafted + 1, rtt)
+        self._commit_at(self.sim.now, d.accepted + 1)
+        if self.done:
+            return
+        pre, self.pre = self.pre, None
+        if pre is not None:
+            self.r["hits"] += int(d.agreed)
+            ad.observe_predraft(d.agreed)
+            if d.agreed:
+                self.cur = pre
+                return
+        if self.mode == "adaptive" and ad.choose_mode() == "cloud":
+            self._generate()
+            return
+        self.cur = self._send_draft()
+
+    def _token(self, req: _Request, compute_s: float) -> None:
+        if self.done or req is not self.cur:
+            return
+        self.adaptive.observe_step(compute_s)
+        self._commit_at(self.sim.now, 1)
+
+
+def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
+             seed: int = 0) -> list[dict]:
+    """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema)."""
+    sim = Simulation(regime, seed)
+    robot = Robot(sim, mode, jobs, gamma, max_new_tokens)
+    sim.run()
+    return robot.results
+
+
+def simulate_fleet(regime: SimRegime, mode: str, make_jobs: Callable[[int], list[Job]], robots: int,
+                   gamma: int = 4, max_new_tokens: int = 64, seed: int = 0, batched: bool = True,
+                   stagger_s: float | None = None) -> dict:
+    """`robots` robots sharing one verifier GPU; robot i answers make_jobs(i) back to back, starting
+    i x stagger_s in (default: one draft round apart). Returns records and GPU busy time."""
+    sim = Simulation(regime, seed, batched)
+    stagger = stagger_s if stagger_s is not None else gamma * regime.draft_s + regime.rtt_s / max(robots, 1)
+    fleet = [Robot(sim, mode, make_jobs(i), gamma, max_new_tokens, start_s=i * stagger) for i in range(robots)]
+    sim.run()
+    records = [r for robot in fleet for r in robot.results]
+    return {"records": records, "gpu_busy_s": sim.server.busy_s, "tokens": sum(r["tokens"] for r in records),
+            "makespan_s": sim.now}

@@ -1,0 +1,105 @@
+"""The profile simulator: exact protocol timings in hand-checkable cases, determinism, sensitivity, fleet."""
+import random
+
+import pytest
+
+from spec_edge_cloud.bench import predict
+from spec_edge_cloud.bench.profile_sim import BernoulliRounds, Job, RecordedRounds, Round, SimRegime, simulate, \
+    simulate_fleet
+from spec_edge_cloud.decoding.timing import TimingProfile
+
+D, P, T, V, R = 10.0, 30.0, 50.0, 60.0, 100.0   # ms: draft/token, target prefill, step, 5-token pass, RTT
+
+
+def regime(jitter_ms=0.0, **kw):
+    profile = TimingProfile("t", draft_per_token_ms=D, target_prefill_ms=P,
+                            target_cum_layer_ms={1: [T / 2, T], 5: [V / 2, V]})
+    return SimRegime("t", profile, R / 1000, jitter_ms / 1000, **kw)
+
+
+def jobs(n=1, tokens=10, acceptance=1.0, agreement=1.0, seed=0, first_action=None):
+    rng = random.Random(seed)
+    return [Job(tokens, BernoulliRounds(acceptance, agreement, rng), first_action, frame=i) for i in range(n)]
+
+
+def ttc_ms(mode, **kw):
+    (rec,) = simulate(regime(), mode, jobs(**kw), gamma=4, max_new_tokens=10)
+    return rec["ttc_s"] * 1000, rec
+
+
+def test_cloud_decoding_pays_the_round_trip_once_then_a_step_per_token():
+    t, rec = ttc_ms("cloud", first_action=3)
+    assert t == pytest.approx(R + P + 10 * T)
+    assert rec["ttfa_s"] * 1000 == pytest.approx(R + P + 3 * T)
+    assert rec["target_compute_s"] * 1000 == pytest.approx(P + 10 * T)
+
+
+def test_speculation_with_a_perfect_draft_costs_draft_rtt_and_one_pass_per_round():
+    t, rec = ttc_ms("spec")
+    assert t == pytest.approx(2 * (4 * D + R + V))        # two rounds of 4 accepted + 1
+    assert rec["rounds"] == 2 and rec["accepted"] == 8 and rec["drafted"] == 8
+
+
+def test_predraft_on_an_agreeing_early_verdict_is_verified_from_the_server_queue():
+    # round 0: sent at 4D, verified R/2 + 4D .. + V, EARLY at half the pass reaches the robot R/2 later;
+    # the pre-draft (4D) leaves then and round 1 runs the moment it arrives; its EARLY would finish
+    # the response, so no third pre-draft.
+    t, rec = ttc_ms("spec-ee-pre")
+    early0 = 4 * D + R / 2 + V / 2 + R / 2
+    assert t == pytest.approx(early0 + 4 * D + R / 2 + V + R / 2)
+    assert rec["predrafts"] == 1 and rec["hits"] == 1
+    assert t < ttc_ms("spec")[0]
+
+
+def test_a_missed_predraft_costs_its_drafting_time_and_is_dropped_by_the_server():
+    t, rec = ttc_ms("spec-ee-pre", agreement=0.0)
+    assert rec["predrafts"] >= 1 and rec["hits"] == 0
+    # the FINAL of round 0 arrives while the robot pre-drafts: it drafts again after that
+    final0 = 4 * D + R + V
+    assert t == pytest.approx(max(final0, 4 * D + R + V / 2 + 4 * D) + 4 * D + R + V)
+
+
+def test_edge_mode_is_the_draft_alone():
+    assert ttc_ms("edge")[0] == pytest.approx(10 * D)
+
+
+def test_predictions_are_deterministic_per_seed():
+    def run(seed):
+        return [simulate(regime(jitter_ms=20), m, jobs(5, 24, 0.6, 0.7, seed), 4, 24, seed)
+                for m in ("cloud", "spec-ee-pre", "adaptive")]
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+    a = predict.paper_comparison("go2-orin-a100", (0.575,), (0.5, 0.9), tokens=16, responses=4, seed=1)
+    b = predict.paper_comparison("go2-orin-a100", (0.575,), (0.5, 0.9), tokens=16, responses=4, seed=1)
+    assert a == b
+
+
+def test_recorded_rounds_replay_in_order_and_adapt_to_another_draft_length():
+    fallback = BernoulliRounds(1.0, 1.0, random.Random(0))
+    rec = RecordedRounds([Round(4, 2, True, False), Round(4, 4, True, True)], fallback)
+    assert rec.next(4) == Round(4, 2, True, False)
+    assert rec.next(6).accepted == 6              # all 4 accepted, 2 more from the fallback (acceptance 1)
+    assert rec.next(3).accepted == 3              # past the record: the fallback
+    with pytest.raises(ValueError, match="probability"):
+        BernoulliRounds(1.2, 0.5, random.Random(0))
+
+
+def test_more_agreement_means_more_hits_and_lower_latency():
+    def mean_ttc(agreement):
+        recs = simulate(regime(), "spec-ee-pre", jobs(20, 32, 0.6, agreement, 2), 4, 32)
+        return sum(r["ttc_s"] for r in recs), sum(r["hits"] for r in recs)
+    (low, low_hits), (high, high_hits) = mean_ttc(0.1), mean_ttc(0.9)
+    assert high < low and high_hits > low_hits
+
+
+def test_batched_verification_shares_the_gpu_among_robots():
+    reg = regime()
+    make = lambda i: jobs(4, 16, 0.6, 0.7, i)  # noqa: E731
+    one = simulate_fleet(reg, "spec-ee-pre", make, 1, 4, 16)
+    eight = simulate_fleet(reg, "spec-ee-pre", make, 8, 4, 16)
+    turns = simulate_fleet(reg, "spec-ee-pre", make, 8, 4, 16, batched=False)
+    assert len(eight["records"]) == 32
+    gpu = lambda out: out["gpu_busy_s"] / out["tokens"]  # noqa: E731
+    ttc = lambda out: sum(r["ttc_s"] for r in out["records"]) / len(out["records"])  # noqa: E731
+    assert gpu(eight) < 0.6 * gpu(one)
+    assert ttc(eight) < 1.3 * ttc(one) < ttc(turns)   # one pass at a time: robots queue behind each other
