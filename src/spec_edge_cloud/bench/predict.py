@@ -1,0 +1,165 @@
+"""What `bench profile` reports: predictions in the paper's regimes, their sensitivity, the fleet, and
+the calibration of the simulator against real replay runs.
+
+- paper comparison: at the acceptance the paper's Go2 figure implies (0.55 to 0.6 per token at
+  γ = 4), exit agreement swept from 0.5 to 0.9, every mode simulated on the same seeded jobs;
+  latency reduction against `cloud` printed beside the paper's figures;
+- adaptive against the best fixed mode, per regime and point (should be within 5%);
+- fleet: N robots sharing one verifier GPU, batched verification: latency and GPU s per token;
+- calibration: a replay result (its regime, link and recorded per-round traces) simulated and
+  compared mode by mode with what the replay measured (mean time to complete, 10% target).
+"""
+from __future__ import annotations
+
+import random
+import statistics
+
+from ..decoding.modes import MODES
+from ..decoding.timing import TimingProfile
+from ..transport.emulator import LinkSpec
+from .profile_sim import BernoulliRounds, Job, RecordedRounds, Round, SimRegime, simulate, simulate_fleet
+from .regimes import PAPER, load_regime
+from .summary import Bound, summarize
+
+FIXED = ("cloud", "spec", "spec-ee", "spec-ee-pre")
+
+
+def sim_regime(name: str, profile: TimingProfile, link: LinkSpec | None = None, exit_fraction: float = 0.5,
+               encode_s: float = 0.0) -> SimRegime:
+    link = link or LinkSpec((profile.rtt_ms or 0) / 1000, profile.jitter_ms / 1000)
+    return SimRegime(name, profile, link.rtt_s, link.jitter_s, link.bandwidth_bps, exit_fraction, encode_s=encode_s)
+
+
+def bernoulli_jobs(n: int, tokens: int, acceptance: float, agreement: float, seed: int,
+                   first_action: int | None = None) -> list[Job]:
+    rng = random.Random(seed)
+    return [Job(tokens, BernoulliRounds(acceptance, agreement, rng), first_action, frame=i, repeat=0)
+            for i in range(n)]
+
+
+def regime_bound(regime: SimRegime, gamma: int) -> Bound:
+    return Bound(regime.draft_s, regime.rtt_s, regime.pass_s(1.0, gamma + 1))
+
+
+def run_modes(regime: SimRegime, make_jobs, modes=MODES, gamma: int = 4, max_new_tokens: int = 64,
+              seed: int = 0) -> dict:
+    """Every mode on its own copy of the same jobs (same seeds), summarised."""
+    records = []
+    for mode in modes:
+        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed)
+    return summarize(records, regime_bound(regime, gamma))
+
+
+def reduction(summary: dict, mode: str, base: str = "cloud") -> float | None:
+    """Latency reduction of `mode` against `base` (1 - TTC(mode) / TTC(base), mean TTC)."""
+    if mode not in summary or base not in summary:
+        return None
+    return 1 - summary[mode]["ttc_s"]["mean"] / summary[base]["ttc_s"]["mean"]
+
+
+def adaptive_check(summary: dict) -> dict:
+    fixed = {m: summary[m]["ttc_s"]["mean"] for m in FIXED if m in summary}
+    best = min(fixed, key=fixed.get)
+    ratio = summary["adaptive"]["ttc_s"]["mean"] / fixed[best]
+    return {"best_fixed": best, "adaptive_over_best": ratio, "within_5pct": ratio <= 1.05}
+
+
+def paper_comparison(regime_name: str, acceptances=(0.55, 0.575, 0.6), agreements=(0.5, 0.6, 0.7, 0.8, 0.9),
+                     tokens: int = 32, responses: int = 40, gamma: int = 4, seed: int = 0,
+                     exit_fraction: float = 0.5) -> dict:
+    """The sensitivity grid for one regime: per (acceptance, agreement) every mode's summary."""
+    profile = load_regime(regime_name)
+    regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
+    grid = []
+    for a in acceptances:
+        for g in agreements:
+            s = run_modes(regime, lambda: bernoulli_jobs(responses, tokens, a, g, seed), gamma=gamma,
+                          max_new_tokens=tokens, seed=seed)
+            grid.append({"acceptance": a, "agreement": g, "summary": s,
+                         "reduction": {m: reduction(s, m) for m in s if m != "cloud"},
+                         "predraft_gain": 1 - s["spec-ee-pre"]["ttc_s"]["mean"] / s["spec-ee"]["ttc_s"]["mean"],
+                         "adaptive": adaptive_check(s)})
+    return {"regime": regime_name, "description": profile.description, "paper": PAPER.get(regime_name),
+            "tokens": tokens, "responses": responses, "gamma": gamma, "exit_fraction": exit_fraction,
+            "link": {"rtt_s": regime.rtt_s, "jitter_s": regime.jitter_s}, "grid": grid}
+
+
+def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), acceptance: float = 0.575, agreement: float = 0.7,
+          tokens: int = 32, responses: int = 10, gamma: int = 4, seed: int = 0,
+          modes=("cloud", "spec-ee-pre")) -> dict:
+    """N robots, one GPU, batched verification: mean TTC, per-token latency and GPU s per token."""
+    profile = load_regime(regime_name)
+    regime = sim_regime(regime_name, profile)
+    rows = []
+    for mode in modes:
+        for n in robots:
+            out = simulate_fleet(regime, mode, lambda i: bernoulli_jobs(responses, tokens, acceptance, agreement,
+                                                                         seed * 1000 + i),
+                                 n, gamma, tokens, seed, batched=True)
+            recs = out["records"]
+            rows.append({"mode": mode, "robots": n, "ttc_s": statistics.mean(r["ttc_s"] for r in recs),
+                         "per_token_s": statistics.mean(r["ttc_s"] / r["tokens"] for r in recs),
+                         "gpu_s_per_token": out["gpu_busy_s"] / out["tokens"],
+                         "gpu_utilisation": out["gpu_busy_s"] / out["makespan_s"]})
+    return {"regime": regime_name, "acceptance": acceptance, "agreement": agreement, "tokens": tokens,
+            "responses_per_robot": responses, "rows": rows}
+
+
+# -- calibration against a replay -------------------------------------------------------------------
+def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
+    return [Round(r["drafted"], r["accepted"], r["early_layer"] is not None, r["agreed"],
+                  r["early_layer"] / layers if r["early_layer"] is not None and layers else None) for r in trace]
+
+
+def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
+    """The replay's responses of `mode` as jobs, each with its own recorded rounds; extra rounds (a
+    different draft length) from a Bernoulli model at the run's own acceptance and agreement."""
+    recs = [r for r in result["records"] if r["mode"] == mode]
+    if not recs:
+        raise ValueError(f"the replay has no {mode} responses (modes: {sorted({r['mode'] for r in result['records']})})")
+    drafted = sum(r["drafted"] for r in result["records"])
+    acceptance = sum(r["accepted"] for r in result["records"]) / drafted if drafted else 0.0
+    trace = [x for r in result["records"] for x in r["round_trace"] if x["early_layer"] is not None]
+    agreement = sum(x["agreed"] for x in trace) / len(trace) if trace else 0.0
+    rng = random.Random(seed)
+    return [Job(r["tokens"], RecordedRounds(_rounds(r["round_trace"], result["target_layers"]),
+                                            BernoulliRounds(acceptance, agreement, rng)),
+                r["first_action_token"], r["frame"], r["repeat"]) for r in recs]
+
+
+def calibrate(result: dict, seed: int = 0) -> dict:
+    """Simulate a replay run (same regime, link, traces) and compare mean TTC mode by mode."""
+    cfg = result["config"]
+    profile = load_regime(cfg["regime"])
+    if profile is None:
+        raise ValueError("calibration needs a replay run under a named regime (timings emulated), not native")
+    link = LinkSpec(**cfg["link"])
+    encode = statistics.median(r["start_offset_s"] for r in result["records"])
+    regime = sim_regime(cfg["regime"], profile, link, encode_s=encode)
+    rows = []
+    for mode in dict.fromkeys(r["mode"] for r in result["records"]):
+        measured = [r["ttc_s"] for r in result["records"] if r["mode"] == mode]
+        predicted = [r["ttc_s"] for r in simulate(regime, mode, jobs_from_replay(result, mode, seed), cfg["gamma"],
+                                                   cfg["max_new_tokens"], seed)]
+        m, p = statistics.mean(measured), statistics.mean(predicted)
+        rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
+                     "within_10pct": abs(p / m - 1) <= 0.10})
+    return {"regime": cfg["regime"], "transport": result["transport"], "encode_s": encode, "rows": rows,
+            "all_within_10pct": all(r["within_10pct"] for r in rows)}
+
+
+def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit_fraction: float = 0.5) -> dict:
+    """Every mode in `regime_name`, on the frames and recorded rounds of a replay (its spec-ee-pre
+    responses, or the first speculative mode it ran): its acceptance and exits, another machine's timing."""
+    source = next((m for m in ("spec-ee-pre", "adaptive", "spec-ee", "spec")
+                   if any(r["mode"] == m for r in result["records"])), None)
+    if source is None:
+        raise ValueError("the replay has no speculative responses: no rounds to replay")
+    profile = load_regime(regime_name)
+    regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
+    max_new = result["config"]["max_new_tokens"]
+    summary = run_modes(regime, lambda: jobs_from_replay(result, source, seed), gamma=gamma, max_new_tokens=max_new,
+                        seed=seed)
+    return {"regime": regime_name, "source_mode": source, "replay_regime": result["regime"],
+            "responses": len(jobs_from_replay(result, source, seed)), "summary": summary,
+            "reduction": {m: reduction(summary, m) for m in summary if m != "cloud"}}

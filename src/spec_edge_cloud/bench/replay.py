@@ -1,0 +1,261 @@
+"""Replay benchmark: every recorded frame and instruction through every decoding mode, side by side.
+
+For each frame (and repeat) the modes answer one after another over the same link in the same run,
+so their figures compare like for like. The default path is the real one: verifier process, link
+emulator process and the robot's ZeroMQ DEALER (bench/bridge.py); `inprocess` swaps in the decoding
+core's in-process link with the same round trip (jitter and bandwidth are then not emulated).
+
+A named regime pads the real models' computation to a timing profile (draft and target pacers, the
+profile's link unless one is given): the real pipeline at the paper's speeds, timings EMULATED.
+`native` runs at this machine's own speed.
+
+Per response it records the figures of bench/summary.py, the token events and the client trace (a
+timeline), and the per-round trace the profile simulator replays. Time starts at frame capture:
+the frame is JPEG-round-tripped (what the cloud will decode), encoded into a prompt and decoded;
+TTFA is when the incremental parser, fed the final words, completes its first action. Greedy
+modes must return exactly the `cloud` mode's tokens: checked for every frame.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..control.parser import ActionReady, IncrementalParser
+from ..decoding.client import SpecClient
+from ..decoding.link import InProcessLink
+from ..decoding.messages import Start
+from ..decoding.modes import GREEDY_LOSSLESS, MODES, DecodeConfig
+from ..decoding.target import TargetEngine
+from ..decoding.timing import Pacer, TimingProfile
+from ..decoding.verifier import VerifierService
+from ..modeling.bundle import check_same_tokenizer, load_bundle
+from ..transport import protocol
+from ..transport.emulator import LinkSpec
+from . import timeline
+from .bags import Frame, read_frames
+from .regimes import NATIVE, load_regime
+from .summary import Bound, summarize
+
+
+@dataclass
+class ReplayConfig:
+    bag: Path
+    draft: Path = Path("models/draft")
+    target: Path = Path("models/target")
+    exits: Path | None = None
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    link: LinkSpec | None = None        # None: the regime's link (native: no delay)
+    regime: str = NATIVE
+    repeat: int = 1
+    frames: int | None = None           # replay only the first N frames
+    warmup: int = 1                     # unrecorded responses per mode before measuring
+    gamma: int = 4
+    max_new_tokens: int = 32
+    exit_threshold: float = 0.5
+    inprocess: bool = False
+    seed: int = 0
+    run_dir: Path = Path("runs")
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ValueError(f"unknown modes {bad}; choose from {', '.join(MODES)}")
+        if self.repeat < 1 or self.warmup < 0:
+            raise ValueError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
+
+
+class MeteredLink:
+    """Counts each message's wire size (transport/protocol frames) per session, after the fact,
+    so bytes per token mean the same in-process and over ZeroMQ and cost no time while decoding."""
+
+    def __init__(self, link):
+        self.link = link
+        self.session: str | None = None
+        self.sent: dict[str, list] = defaultdict(list)
+        self.received: dict[str, list] = defaultdict(list)
+
+    def send(self, msg: object) -> None:
+        if isinstance(msg, Start):
+            self.session = msg.session
+        self.sent[getattr(msg, "session", None)].append(msg)
+        self.link.send(msg)
+
+    def recv(self, timeout: float) -> object | None:
+        msg = self.link.recv(timeout)
+        if msg is not None:
+            self.received[getattr(msg, "session", None)].append(msg)
+        return msg
+
+    def close(self) -> None:
+        self.link.close()
+
+    def bytes(self, session: str) -> tuple[int, int]:
+        size = lambda m: len(protocol.pack(m, 0, b"\0" * protocol.SENDER_BYTES))  # noqa: E731
+        return sum(map(size, self.sent.pop(session, []))), sum(map(size, self.received.pop(session, [])))
+
+
+def _write_profile(profile: TimingProfile, path: Path) -> Path:
+    """A profile as a JSON file (TimingProfile.load's format), for the verifier process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "name": profile.name, "description": profile.description,
+        "draft": {"per_token_ms": profile.draft_per_token_ms, "prefill_ms": profile.draft_prefill_ms},
+        "target": {"prefill_ms": profile.target_prefill_ms,
+                   "cum_layer_ms": {str(k): v for k, v in profile.target_cum_layer_ms.items()}},
+        "link": {"rtt_ms": profile.rtt_ms or 0.0, "jitter_ms": profile.jitter_ms}}))
+    return path
+
+
+class Replay:
+    """Owns the models, the link and one client per mode for a whole run."""
+
+    def __init__(self, cfg: ReplayConfig):
+        self.cfg = cfg
+        self.profile = load_regime(cfg.regime)
+        p = self.profile
+        self.link_spec = cfg.link or (LinkSpec((p.rtt_ms or 0) / 1000, p.jitter_ms / 1000) if p else LinkSpec())
+        self.draft = load_bundle(cfg.draft)
+        self.target_layers: int | None = None
+
+    @contextlib.contextmanager
+    def _cloud(self):
+        cfg, spec = self.cfg, self.link_spec
+        if cfg.inprocess:
+            engine = TargetEngine.from_dir(cfg.target, cfg.exits, pacer=Pacer(self.profile) if self.profile else None)
+            check_same_tokenizer(self.draft, engine.bundle)
+            self.target_layers = engine.parts.num_layers
+            link = InProcessLink(VerifierService(engine), rtt_s=spec.rtt_s)
+            try:
+                yield link
+            finally:
+                link.close()
+            return
+        from .bridge import Bridge
+        profile_file = _write_profile(self.profile, cfg.run_dir / f"profile-{self.profile.name}.json") \
+            if self.profile else None
+        with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.seed) as link:
+            self.target_layers = link.welcome.layers
+            yield link
+
+    def run(self, progress: bool = True) -> dict:
+        cfg = self.cfg
+        frames = read_frames(cfg.bag, cfg.frames)
+        records: list[dict] = []
+        started = time.time()
+        with self._cloud() as raw:
+            link = MeteredLink(raw)
+            clients = {m: SpecClient(self.draft, link, DecodeConfig(
+                mode=m, gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, exit_threshold=cfg.exit_threshold,
+                seed=cfg.seed), pacer=Pacer(self.profile) if self.profile else None) for m in cfg.modes}
+            for _ in range(cfg.warmup):
+                for m in cfg.modes:
+                    self._respond(clients[m], link, frames[0])
+            bar = _progress(len(frames) * cfg.repeat * len(cfg.modes), progress)
+            for rep in range(cfg.repeat):
+                for i, frame in enumerate(frames):
+                    for m in cfg.modes:
+                        bar.set_description(f"frame {i + 1}/{len(frames)} {m}")
+                        rec = self._respond(clients[m], link, frame)
+                        rec.update(frame=i, repeat=rep)
+                        records.append(rec)
+                        bar.update()
+            bar.close()
+        return self._result(frames, records, time.time() - started)
+
+    def _respond(self, client: SpecClient, link: MeteredLink, frame: Frame) -> dict:
+        draft = self.draft
+        parser = IncrementalParser()
+        first: dict = {}
+        events: list[tuple[float, str, int, int]] = []
+        edge = client.config.mode == "edge"
+
+        def on_tokens(kind: str, index: int, tokens: list[int]) -> None:
+            t = time.perf_counter() - capture
+            events.append((t, kind, index, len(tokens)))
+            if kind not in ("final", "unverified") or first:
+                return
+            for j, word in enumerate(draft.words(tokens)):
+                if any(isinstance(e, ActionReady) for e in parser.feed(word, verified=kind == "final" or edge)):
+                    first.update(t=t, token=index + j + 1)
+                    return
+
+        capture = time.perf_counter()
+        image = protocol.jpeg_roundtrip(frame.image)
+        prompt = draft.encode(frame.instruction, image)
+        trace: list = []
+        offset = time.perf_counter() - capture
+        response = client.generate(prompt, on_tokens, trace)
+        m = response.metrics
+        finals = [t for t, kind, _, _ in events if kind in ("final", "unverified")]
+        up, down = link.bytes(link.session) if not edge else (0, 0)
+        tl = timeline.build(trace, link.session, offset, self.link_spec.rtt_s / 2) if not edge else None
+        return {
+            "mode": m.mode, "tokens": m.tokens, "token_ids": response.tokens, "text": response.text,
+            "ttfa_s": first.get("t"), "first_action_token": first.get("token"),
+            "ttc_s": finals[-1] if finals else offset + m.ttc_s, "ttft_s": finals[0] if finals else None,
+            "start_offset_s": offset,
+            "rounds": m.rounds, "drafted": m.drafted, "accepted": m.accepted, "predrafts": m.predrafts,
+            "hits": m.hits, "exit_agree": {str(k): v for k, v in m.exit_agree.items()},
+            "exit_total": {str(k): v for k, v in m.exit_total.items()}, "target_compute_s": m.target_compute_s,
+            "draft_s": m.draft_s, "bytes_up": up, "bytes_down": down, "verified": response.verified,
+            "fallback_reason": m.fallback_reason, "switched_to_cloud_at": m.switched_to_cloud_at,
+            "gamma_used": list(m.gamma_used), "events": events, "timeline": tl,
+            "round_trace": timeline.rounds(tl) if tl else [],
+        }
+
+    def _bound(self, records: list[dict]) -> Bound | None:
+        spec = [r for r in records if r["mode"] in ("spec", "spec-ee", "spec-ee-pre", "adaptive") and r["drafted"]]
+        if not spec:
+            return None
+        return Bound(sum(r["draft_s"] for r in spec) / sum(r["drafted"] for r in spec), self.link_spec.rtt_s,
+                     sum(r["target_compute_s"] for r in spec) / max(1, sum(r["rounds"] for r in spec)))
+
+    def _result(self, frames: list[Frame], records: list[dict], seconds: float) -> dict:
+        cfg = self.cfg
+        bound = self._bound(records)
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+        config["link"] = asdict(self.link_spec)
+        return {
+            "kind": "replay",
+            "regime": cfg.regime,
+            "emulated": self.profile is not None,
+            "regime_description": self.profile.description if self.profile else "this machine's own speed",
+            "transport": "in-process link (RTT only)" if cfg.inprocess else
+                         "ZeroMQ: verifier process + link emulator process + DEALER client",
+            "link": self.link_spec.describe(),
+            "config": config,
+            "frames": len(frames),
+            "target_layers": self.target_layers,
+            "seconds": seconds,
+            "bound": asdict(bound) if bound else None,
+            "lossless": check_lossless(records),
+            "summary": summarize(records, bound),
+            "records": records,
+        }
+
+
+def check_lossless(records: list[dict]) -> dict:
+    """Every greedy mode's tokens against the `cloud` mode's, frame by frame."""
+    ref = {(r["frame"], r["repeat"]): r["token_ids"] for r in records if r["mode"] == "cloud"}
+    if not ref:
+        return {"checked": False, "ok": None, "text": "not checked: the `cloud` mode was not run"}
+    checked, mismatches = 0, []
+    for r in records:
+        if r["mode"] in GREEDY_LOSSLESS and r["mode"] != "cloud" and (r["frame"], r["repeat"]) in ref:
+            checked += 1
+            if r["token_ids"] != ref[(r["frame"], r["repeat"])] or not r["verified"]:
+                mismatches.append({"mode": r["mode"], "frame": r["frame"], "repeat": r["repeat"],
+                                   "verified": r["verified"]})
+    ok = not mismatches
+    text = (f"lossless: every greedy mode returned exactly the cloud mode's tokens ({checked} responses)" if ok
+            else f"NOT lossless: {len(mismatches)} of {checked} greedy responses differ from the cloud mode's")
+    return {"checked": True, "ok": ok, "responses": checked, "mismatches": mismatches, "text": text}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+    return tqdm(total=total, disable=not enabled, unit="response", leave=False)

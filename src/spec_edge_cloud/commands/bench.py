@@ -1,0 +1,159 @@
+"""`spec-edge-cloud bench`: latency benchmarks.
+
+    bench replay BAG --modes edge,cloud,spec,spec-ee,spec-ee-pre,adaptive
+                     --link rtt=120ms,jitter=10ms,bandwidth=20mbit [--regime NAME|native] [--repeat N]
+                     [--inprocess] [--json FILE]
+        every frame and instruction of a bag through every mode over the real ZeroMQ bridge
+    bench profile --regime go2-orin-a100,nano-a100,h100 [--traces REPLAY.json] [--calibrate REPLAY.json]
+                  [--json FILE]
+        predicted latency in regimes this machine cannot run (discrete-event simulator)
+
+Reports (report.md, result.json, plots) go to --out (default runs/bench-<kind>-<time>/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..decoding.modes import MODES
+
+DEFAULT_REGIMES = "go2-orin-a100,nano-a100,h100"
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parse_link(text: str):
+    """'rtt=120ms,jitter=10ms,bandwidth=20mbit,loss=0.01' -> transport.emulator.LinkSpec."""
+    from ..transport.emulator import LinkSpec, parse_duration, parse_loss, parse_rate
+    fields = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in ("rtt", "jitter", "bandwidth", "loss"):
+            raise ValueError(f"link setting {part!r} is not one of rtt=, jitter=, bandwidth=, loss= "
+                             "(example: rtt=120ms,jitter=10ms,bandwidth=20mbit)")
+        fields[key] = value
+    return LinkSpec(parse_duration(fields.get("rtt", "0ms")), parse_duration(fields.get("jitter", "0ms")),
+                    parse_rate(fields.get("bandwidth")), parse_loss(fields.get("loss", "0")))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench_command", required=True)
+    r = sub.add_parser("replay", help="replay a bag through every decoding mode, side by side")
+    r.add_argument("bag", type=Path)
+    r.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
+    r.add_argument("--link", default=None,
+                   help="rtt=120ms,jitter=10ms,bandwidth=20mbit[,loss=0.01] (default: the regime's link)")
+    r.add_argument("--regime", default="native", help="timing profile name or file, `h100`, or `native`")
+    r.add_argument("--repeat", type=int, default=1)
+    r.add_argument("--frames", type=int, default=None, help="replay only the first N frames")
+    r.add_argument("--warmup", type=int, default=1, help="uncounted responses per mode first")
+    r.add_argument("--draft", type=Path, default=Path("models/draft"))
+    r.add_argument("--target", type=Path, default=Path("models/target"))
+    r.add_argument("--exits", type=Path, default=None, help="exit-head directory (default: beside the target)")
+    r.add_argument("--stand-in", type=Path, nargs="?", const=Path("runs/stand-in"), default=None,
+                   help="use the tiny stand-in pair (bench/stand_in.py), written to DIR on first use")
+    r.add_argument("--gamma", type=int, default=4)
+    r.add_argument("--max-new-tokens", type=int, default=32)
+    r.add_argument("--exit-threshold", type=float, default=0.5)
+    r.add_argument("--inprocess", action="store_true", help="in-process link instead of the ZeroMQ bridge")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", type=Path, default=None, help="also write the result JSON here")
+    r.add_argument("--out", type=Path, default=None, help="report directory")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
+    p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
+    p.add_argument("--acceptance", type=_floats, default=[0.55, 0.575, 0.6])
+    p.add_argument("--agreement", type=_floats, default=[0.5, 0.6, 0.7, 0.8, 0.9])
+    p.add_argument("--tokens", type=int, default=32, help="tokens per simulated response")
+    p.add_argument("--responses", type=int, default=40, help="simulated responses per mode and point")
+    p.add_argument("--gamma", type=int, default=4)
+    p.add_argument("--exit-fraction", type=float, default=0.5, help="depth of the first early exit")
+    p.add_argument("--fleet", type=_ints, default=[1, 2, 4, 8, 16], help="robot counts (empty: skip)")
+    p.add_argument("--traces", type=Path, default=None, help="replay result.json whose recorded rounds to replay")
+    p.add_argument("--calibrate", type=Path, action="append", default=[],
+                   help="replay result.json (emulated regime) to compare predictions with")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bench.bridge import BridgeError
+    try:
+        return _replay(args) if args.bench_command == "replay" else _profile(args)
+    except (ValueError, FileNotFoundError, BridgeError) as exc:
+        print(f"spec-edge-cloud bench {args.bench_command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or Path("runs") / f"bench-{args.bench_command}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ..bench.replay import Replay, ReplayConfig
+    from ..bench.report import write_replay
+    from ..bench.stand_in import stand_in_dirs
+    from ..modeling.bundle import ModelDirError
+
+    out = _out_dir(args)
+    draft, target = stand_in_dirs(args.stand_in) if args.stand_in else (args.draft, args.target)
+    cfg = ReplayConfig(args.bag, draft, target, args.exits, [m.strip() for m in args.modes.split(",")],
+                       parse_link(args.link) if args.link else None, args.regime, args.repeat, args.frames,
+                       args.warmup, args.gamma, args.max_new_tokens, args.exit_threshold, args.inprocess,
+                       args.seed, out)
+    try:
+        result = Replay(cfg).run(progress=not args.quiet)
+    except ModelDirError as exc:
+        raise FileNotFoundError(f"{exc}; train the default models, pass --draft/--target, or use --stand-in") from None
+    files = write_replay(result, out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(files["json"].read_text())
+    print(files["markdown"].read_text())
+    print(f"report: {files['markdown']}; JSON: {args.json or files['json']}")
+    return 0 if result["lossless"]["ok"] is not False else 1
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from ..bench import predict
+    from ..bench.report import write_profile
+
+    regimes = [r.strip() for r in args.regime.split(",") if r.strip()]
+    result = {"kind": "profile", "seed": args.seed, "regimes": regimes, "emulated": True, "paper": [],
+              "fleet": [], "calibration": [], "traces": []}
+    for name in regimes:
+        result["paper"].append(predict.paper_comparison(name, args.acceptance, args.agreement, args.tokens,
+                                                        args.responses, args.gamma, args.seed, args.exit_fraction))
+        if args.fleet:
+            result["fleet"].append(predict.fleet(name, args.fleet, tokens=args.tokens, gamma=args.gamma,
+                                                 seed=args.seed))
+        if args.traces:
+            result["traces"].append(predict.recorded(name, json.loads(args.traces.read_text()), args.gamma,
+                                                     args.seed, args.exit_fraction))
+    for path in args.calibrate:
+        result["calibration"].append(predict.calibrate(json.loads(path.read_text()), args.seed))
+    out = _out_dir(args)
+    files = write_profile(result, out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(files["json"].read_text())
+    print(files["markdown"].read_text())
+    print(f"report: {files['markdown']}; JSON: {args.json or files['json']}")
+    return 0

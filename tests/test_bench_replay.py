@@ -1,0 +1,81 @@
+"""Replay benchmark: the shipped bag through every mode over the real ZeroMQ bridge, and its report."""
+import copy
+import json
+
+import pytest
+
+from spec_edge_cloud.bench.replay import Replay, ReplayConfig, check_lossless
+from spec_edge_cloud.bench.report import write_replay
+from spec_edge_cloud.bench.stand_in import write_stand_in
+from spec_edge_cloud.cli import main
+from spec_edge_cloud.commands.bench import parse_link
+from spec_edge_cloud.decoding.modes import MODES
+
+BAG = "data/bags/sim_small"
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return write_stand_in(tmp_path_factory.mktemp("pair"))
+
+
+@pytest.fixture(scope="module")
+def bridge_run(pair, tmp_path_factory):
+    out = tmp_path_factory.mktemp("replay")
+    cfg = ReplayConfig(BAG, *pair, frames=2, warmup=0, max_new_tokens=12, exit_threshold=0.0,
+                       link=parse_link("rtt=20ms,jitter=2ms,bandwidth=50mbit"), run_dir=out)
+    result = Replay(cfg).run(progress=False)
+    return result, write_replay(result, out)
+
+
+def test_short_replay_over_the_bridge_produces_a_complete_report(bridge_run):
+    result, files = bridge_run
+    assert result["transport"].startswith("ZeroMQ") and not result["emulated"]
+    assert len(result["records"]) == 2 * len(MODES)
+    s = result["summary"]
+    assert list(s) == list(MODES)
+    assert s["cloud"]["speedup"] == pytest.approx(1.0)
+    for mode in MODES:
+        fig = s[mode]
+        assert fig["ttc_s"]["median"] > 0 and fig["per_token_s"]["p90"] >= fig["per_token_s"]["median"] > 0
+        assert fig["speedup"] > 0 and fig["ttc_over_bound"] > 0
+    for mode in ("spec", "spec-ee", "spec-ee-pre"):
+        assert 0 <= s[mode]["acceptance"] <= 1 and s[mode]["tokens_per_round"] >= 1
+        assert s[mode]["cloud_s_per_token"] > 0 and s[mode]["bytes_up_per_token"] > 0
+    assert set(s["spec-ee"]["exit_agreement"]) == {"3"} and s["spec"]["exit_agreement"] == {}
+    assert s["spec-ee-pre"]["hit_rate"] is not None            # threshold 0: every round pre-drafts
+    assert s["cloud"]["bytes_down_per_token"] > 0 and s["edge"]["bytes_up_per_token"] == 0
+    for r in result["records"]:
+        if r["mode"] in ("spec", "spec-ee", "spec-ee-pre"):
+            assert len(r["round_trace"]) == r["rounds"]
+            assert sum(x["accepted"] + 1 for x in r["round_trace"]) >= r["tokens"]
+            assert r["timeline"]["drafts"] and r["timeline"]["passes"]
+    md = files["markdown"].read_text()
+    assert "**Regime: `native`**" in md and "timings NOT emulated" in md
+    assert all(f"| {m} |" in md for m in MODES)
+    assert files["latency_cdf"].stat().st_size > 10_000 and files["timeline"].stat().st_size > 10_000
+    assert json.loads(files["json"].read_text())["summary"].keys() == s.keys()
+
+
+def test_the_lossless_check_runs_inside_the_replay(bridge_run):
+    result, files = bridge_run
+    assert result["lossless"]["ok"] and result["lossless"]["responses"] == 2 * 4
+    assert "every greedy mode returned exactly the cloud mode's tokens" in files["markdown"].read_text()
+    tampered = copy.deepcopy(result["records"])
+    victim = next(r for r in tampered if r["mode"] == "spec-ee-pre")
+    victim["token_ids"] = victim["token_ids"][:-1] + [victim["token_ids"][-1] + 1]
+    verdict = check_lossless(tampered)
+    assert not verdict["ok"] and verdict["mismatches"] == [{"mode": "spec-ee-pre", "frame": victim["frame"],
+                                                            "repeat": 0, "verified": True}]
+    assert not check_lossless([r for r in tampered if r["mode"] != "cloud"])["checked"]
+
+
+def test_bad_arguments_get_clear_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="rtt=, jitter="):
+        parse_link("delay=5ms")
+    with pytest.raises(ValueError, match="unknown modes"):
+        ReplayConfig(BAG, modes=["cloud", "fast"])
+    assert main(["bench", "replay", BAG, "--draft", str(tmp_path / "none"), "--inprocess"]) == 2
+    assert "--stand-in" in capsys.readouterr().err
+    assert main(["bench", "replay", str(tmp_path), "--stand-in", str(tmp_path / "pair"), "--inprocess"]) == 2
+    assert "not a rosbag2 directory" in capsys.readouterr().err
