@@ -178,6 +178,9 @@ class DraftNode(Node):
             with self._cv:
                 while not (self._closing or self._halt_reason or self._ready()):
                     self._cv.wait(0.05)
+                    if self._task is not None and self._expired(self._task):  # e.g. no frames arrive
+                        self._halt_reason = f"task {self._task.number} timed out"
+                        self._task = None
                 if self._closing:
                     return
                 reason, self._halt_reason = self._halt_reason, None
@@ -198,10 +201,13 @@ class DraftNode(Node):
                 if self._task is not task:
                     continue  # replaced or cancelled meanwhile
                 self._due = time.monotonic() + self.get_parameter("replan_period_s").value
-                timed_out = time.monotonic() - task.started > self.get_parameter("task_timeout_s").value
+                timed_out = self._expired(task)
                 if finished or timed_out:
                     self._task = None
                     self._halt_reason = f"task {task.number} {'timed out' if timed_out else 'done'}"
+
+    def _expired(self, task: Task) -> bool:
+        return time.monotonic() - task.started > self.get_parameter("task_timeout_s").value
 
     def _ready(self) -> bool:
         """A task is running, its next response is due, and a fresh enough frame is there."""
