@@ -130,6 +130,37 @@ def test_lossy_link_still_lossless_through_retries(world):
         link.close()
 
 
+def test_robots_share_the_server_fairly(world):
+    """A robot streaming a long cloud-decoding answer does not hold up another robot's rounds."""
+    target, draft = world["vlm_target"], world["vlm_draft"]
+    streamer = link_to(world["vlm"].endpoint, draft, world["robot"])
+    other = link_to(world["vlm"].endpoint, draft, world["robot"])
+    started, stream = threading.Event(), {}
+
+    def long_stream() -> None:
+        t0 = time.monotonic()
+        resp = decode(draft, streamer, draft.encode("w30 w31"), "cloud", 150,
+                      on_tokens=lambda *a: started.set())
+        stream.update(tokens=len(resp.tokens), seconds=time.monotonic() - t0)
+
+    try:
+        thread = threading.Thread(target=long_stream)
+        thread.start()
+        assert started.wait(20)
+        text = "w4 w9 w1"
+        ref = target_alone(target, target.encode(text), 16)
+        resp = decode(draft, other, draft.encode(text), "spec", 16)
+        thread.join()
+        assert resp.tokens == ref and resp.verified
+        assert stream["tokens"] >= 100, "the stream ended early: the test lost its point"
+        rounds = [t.final - t.sent for t in other.stats.rounds]
+        assert sum(rounds) < stream["seconds"] / 2, "the other robot's rounds waited for the whole stream"
+        assert max(rounds) < stream["seconds"] / 10, rounds
+    finally:
+        streamer.close()
+        other.close()
+
+
 # -- robot-side robustness -------------------------------------------------------------------------
 class Mischief(threading.Thread):
     """A man in the middle that duplicates, swaps, and replays old replies (verbatim or re-sequenced)."""

@@ -191,3 +191,12 @@ def test_server_parameters_are_checked():
     assert ServerConfig.from_params({"bind": "tcp://127.0.0.1:1", "max_sessions": 3}).max_sessions == 3
     with pytest.raises(ValueError, match="unknown verifier parameters"):
         ServerConfig.from_params({"bnid": "x"})
+
+
+def test_cloud_yaml_holds_exactly_the_verifier_parameters():
+    from pathlib import Path
+    from spec_edge_cloud.commands.verifier import MODEL_KEYS, read_params
+    params = read_params(Path(__file__).resolve().parents[1] / "config" / "cloud.yaml")
+    server = {k: v for k, v in params.items() if k not in MODEL_KEYS}
+    assert ServerConfig.from_params(server) == ServerConfig(**server)
+    assert set(server) == set(ServerConfig.__dataclass_fields__), "config/cloud.yaml and ServerConfig differ"

@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
         model = {k: params.pop(k, None) for k in MODEL_KEYS}
         if not model["target_dir"]:
             raise ValueError("no target model: pass --target DIR or set target_dir in the parameter file")
+        from ..transport.security import require_security
         from ..transport.server import ServerConfig
         config = ServerConfig.from_params(params)
+        require_security(config.bind, bool(config.server_secret_key), config.insecure, "verifier bind")  # before loading
         from ..decoding.target import TargetEngine
         from ..decoding.timing import Pacer, TimingProfile
         from ..transport.server import VerifierServer
