@@ -103,3 +103,15 @@ def test_batched_verification_shares_the_gpu_among_robots():
     ttc = lambda out: sum(r["ttc_s"] for r in out["records"]) / len(out["records"])  # noqa: E731
     assert gpu(eight) < 0.6 * gpu(one)
     assert ttc(eight) < 1.3 * ttc(one) < ttc(turns)   # one pass at a time: robots queue behind each other
+
+
+def test_the_server_side_queue_saves_a_round_trip_on_every_hit_over_client_only_predrafting():
+    profile = TimingProfile("slow", draft_per_token_ms=D, target_prefill_ms=P,
+                            target_cum_layer_ms={1: [T / 2, T], 5: [300.0, 600.0]})
+    reg = SimRegime("slow", profile, R / 1000)
+    (queued,) = simulate(reg, "spec-ee-pre", jobs(), 4, 10)
+    (client,) = simulate(reg, "spec-ee-pre", jobs(), 4, 10, server_queue=False)
+    assert queued["hits"] == client["hits"] == 1
+    # client-only: the pre-draft (ready long before) leaves when round 0's FINAL arrives, 4D + R + 600
+    assert client["ttc_s"] * 1000 == pytest.approx(4 * D + 2 * (R + 600))
+    assert (client["ttc_s"] - queued["ttc_s"]) * 1000 == pytest.approx(R)

@@ -3,7 +3,9 @@ the calibration of the simulator against real replay runs.
 
 - paper comparison: at the acceptance the paper's Go2 figure implies (0.55 to 0.6 per token at
   γ = 4), exit agreement swept from 0.5 to 0.9, every mode simulated on the same seeded jobs;
-  latency reduction against `cloud` printed beside the paper's figures;
+  latency reduction against `cloud` printed beside the paper's figures, for our pre-drafting (with
+  the server-side queue) and the paper's (client-only); and the acceptance at which the paper's
+  method would reach the paper's figure with this regime's timing;
 - adaptive against the best fixed mode, per regime and point (should be within 5%);
 - fleet: N robots sharing one verifier GPU, batched verification: latency and GPU s per token;
 - calibration: a replay result (its regime, link and recorded per-round traces) simulated and
@@ -64,24 +66,55 @@ def adaptive_check(summary: dict) -> dict:
     return {"best_fixed": best, "adaptive_over_best": ratio, "within_5pct": ratio <= 1.05}
 
 
+def client_only_reduction(regime: SimRegime, make_jobs, cloud_ttc: float, gamma: int, tokens: int,
+                          seed: int) -> float:
+    """Latency reduction of the paper's pre-drafting (client-only, no server-side queue)."""
+    recs = simulate(regime, "spec-ee-pre", make_jobs(), gamma, tokens, seed, server_queue=False)
+    return 1 - statistics.mean(r["ttc_s"] for r in recs) / cloud_ttc
+
+
+def implied_acceptance(regime: SimRegime, target: float, agreement: float, tokens: int, responses: int,
+                       gamma: int, seed: int) -> float | None:
+    """The acceptance at which the paper's method (client-only pre-drafting) reaches `target`
+    latency reduction; None if even 0.99 does not (bisection on seeded simulations)."""
+    def red(a: float) -> float:
+        make = lambda: bernoulli_jobs(responses, tokens, a, agreement, seed)  # noqa: E731
+        cloud = statistics.mean(r["ttc_s"] for r in simulate(regime, "cloud", make(), gamma, tokens, seed))
+        return client_only_reduction(regime, make, cloud, gamma, tokens, seed)
+    lo, hi = 0.0, 0.99
+    if red(hi) < target:
+        return None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if red(mid) < target else (lo, mid)
+    return (lo + hi) / 2
+
+
 def paper_comparison(regime_name: str, acceptances=(0.55, 0.575, 0.6), agreements=(0.5, 0.6, 0.7, 0.8, 0.9),
                      tokens: int = 32, responses: int = 40, gamma: int = 4, seed: int = 0,
                      exit_fraction: float = 0.5) -> dict:
-    """The sensitivity grid for one regime: per (acceptance, agreement) every mode's summary."""
+    """The sensitivity grid for one regime: per (acceptance, agreement) every mode's summary, the
+    paper's client-only pre-drafting beside ours, and the acceptance the paper's figure implies here."""
     profile = load_regime(regime_name)
     regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
     grid = []
     for a in acceptances:
         for g in agreements:
-            s = run_modes(regime, lambda: bernoulli_jobs(responses, tokens, a, g, seed), gamma=gamma,
-                          max_new_tokens=tokens, seed=seed)
+            make = lambda: bernoulli_jobs(responses, tokens, a, g, seed)  # noqa: E731
+            s = run_modes(regime, make, gamma=gamma, max_new_tokens=tokens, seed=seed)
             grid.append({"acceptance": a, "agreement": g, "summary": s,
                          "reduction": {m: reduction(s, m) for m in s if m != "cloud"},
+                         "client_only_reduction": client_only_reduction(regime, make, s["cloud"]["ttc_s"]["mean"],
+                                                                        gamma, tokens, seed),
                          "predraft_gain": 1 - s["spec-ee-pre"]["ttc_s"]["mean"] / s["spec-ee"]["ttc_s"]["mean"],
                          "adaptive": adaptive_check(s)})
+    paper = PAPER.get(regime_name) or {}
+    implied = implied_acceptance(regime, paper["spec-ee-pre"], 0.7, tokens, min(responses, 20), gamma, seed) \
+        if "spec-ee-pre" in paper else None
     return {"regime": regime_name, "description": profile.description, "paper": PAPER.get(regime_name),
             "tokens": tokens, "responses": responses, "gamma": gamma, "exit_fraction": exit_fraction,
-            "link": {"rtt_s": regime.rtt_s, "jitter_s": regime.jitter_s}, "grid": grid}
+            "link": {"rtt_s": regime.rtt_s, "jitter_s": regime.jitter_s}, "grid": grid,
+            "implied_acceptance": implied}
 
 
 def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), acceptance: float = 0.575, agreement: float = 0.7,

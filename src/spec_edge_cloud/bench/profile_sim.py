@@ -18,7 +18,8 @@ What is modelled, as the client and the verifier do it:
 - cloud: one GPU, requests in arrival order per robot; a pass of n tokens takes the profile's time
   for n tokens and its EARLY leaves at the exit layer's cumulative time; a pre-draft waits behind
   the round it assumes and runs the moment that round ends if the assumption held (server-side
-  queue), else it is dropped. Several robots: round-robin one pass at a time, or with `batched`
+  queue), else it is dropped (`server_queue=False`: the paper's client-only pre-drafting, where the
+  pre-draft waits on the robot for the FINAL). Several robots: round-robin one pass at a time, or with `batched`
   every runnable request of every robot joins one pass (cost: the profile at the total token
   count; beyond the largest measured pass, `extra_ms_per_token` per token more).
 """
@@ -277,11 +278,12 @@ class Robot:
     """One robot answering its jobs back to back, in one mode (the client's state machine)."""
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-                 start_s: float = 0.0, adaptive: AdaptiveController | None = None):
+                 start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.sim, self.mode, self.jobs, self.gamma, self.max_new = sim, mode, deque(jobs), gamma, max_new_tokens
         self.adaptive = adaptive or AdaptiveController(gamma=gamma)
+        self.server_queue = server_queue
         self.up, self.down = _Wire(sim), _Wire(sim)
         self.free = 0.0
         self.inbox: deque = deque()
@@ -366,17 +368,25 @@ class Robot:
         self.cur = req
         self._send(max(self.free, self.sim.now), self.sim.regime.sizes.generate, req)
 
-    def _send_draft(self, assumes: _Request | None = None) -> _Request:
+    def _draft(self, assumes: _Request | None = None) -> _Request:
+        """Draft a round (the robot is busy meanwhile); `sent` is when the draft is ready."""
         reg, ad = self.sim.regime, self.adaptive
         gamma = ad.gamma if self.mode == "adaptive" else self.gamma
         gamma = max(0, min(gamma, self.max_new - self.committed - (1 if assumes is not None else 0)))
         t = self._work(gamma * reg.draft_s)
         if gamma > 0:
             ad.observe_draft(gamma * reg.draft_s, gamma)
-        req = _Request(self, "draft", self.response, gamma, assumes,
-                       exits=self.mode in ("spec-ee", "spec-ee-pre", "adaptive"), sent=t)
-        self._send(t, reg.sizes.draft_fixed + reg.sizes.draft_per_token * gamma, req)
+        return _Request(self, "draft", self.response, gamma, assumes,
+                        exits=self.mode in ("spec-ee", "spec-ee-pre", "adaptive"), sent=t)
+
+    def _ship(self, req: _Request) -> _Request:
+        req.sent = max(req.sent, self.sim.now)
+        sizes = self.sim.regime.sizes
+        self._send(req.sent, sizes.draft_fixed + sizes.draft_per_token * req.gamma, req)
         return req
+
+    def _send_draft(self, assumes: _Request | None = None) -> _Request:
+        return self._ship(self._draft(assumes))
 
     # -- messages from the cloud ---------------------------------------------------------------------
     def on_early(self, req: _Request) -> None:
@@ -398,7 +408,9 @@ class Robot:
             return
         if self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new):
             return  # the provisional verdict would finish the response: nothing to pre-draft
-        self.pre = self._send_draft(assumes=req)
+        # with the server-side queue the pre-draft leaves at once; client-only (the paper's), it waits
+        # on the robot for the FINAL that confirms it
+        self.pre = self._send_draft(req) if self.server_queue else self._draft(req)
         self.r["predrafts"] += 1
 
     def _final(self, req: _Request, compute_s: float) -> None:
@@ -421,7 +433,7 @@ class Robot:
             self.r["hits"] += int(d.agreed)
             ad.observe_predraft(d.agreed)
             if d.agreed:
-                self.cur = pre
+                self.cur = pre if self.server_queue else self._ship(pre)
                 return
         if self.mode == "adaptive" and ad.choose_mode() == "cloud":
             self._generate()
@@ -436,10 +448,12 @@ class Robot:
 
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-             seed: int = 0) -> list[dict]:
-    """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema)."""
+             seed: int = 0, server_queue: bool = True) -> list[dict]:
+    """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
+    `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
+    only: the pre-draft leaves when the FINAL confirms it)."""
     sim = Simulation(regime, seed)
-    robot = Robot(sim, mode, jobs, gamma, max_new_tokens)
+    robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue)
     sim.run()
     return robot.results
 

@@ -120,6 +120,7 @@ class Replay:
         self.link_spec = cfg.link or (LinkSpec((p.rtt_ms or 0) / 1000, p.jitter_ms / 1000) if p else LinkSpec())
         self.draft = load_bundle(cfg.draft)
         self.target_layers: int | None = None
+        self.pacers: dict[str, Pacer] = {}
 
     @contextlib.contextmanager
     def _cloud(self):
@@ -148,9 +149,10 @@ class Replay:
         started = time.time()
         with self._cloud() as raw:
             link = MeteredLink(raw)
+            self.pacers = {m: Pacer(self.profile) for m in cfg.modes} if self.profile else {}
             clients = {m: SpecClient(self.draft, link, DecodeConfig(
                 mode=m, gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, exit_threshold=cfg.exit_threshold,
-                seed=cfg.seed), pacer=Pacer(self.profile) if self.profile else None) for m in cfg.modes}
+                seed=cfg.seed), pacer=self.pacers.get(m)) for m in cfg.modes}
             for _ in range(cfg.warmup):
                 for m in cfg.modes:
                     self._respond(clients[m], link, frames[0])
@@ -232,6 +234,8 @@ class Replay:
             "target_layers": self.target_layers,
             "seconds": seconds,
             "bound": asdict(bound) if bound else None,
+            # emulation cannot hide real compute slower than the profile: drafting time over it, per mode
+            "draft_late_s": {m: p.late_s for m, p in self.pacers.items()},
             "lossless": check_lossless(records),
             "summary": summarize(records, bound),
             "records": records,
