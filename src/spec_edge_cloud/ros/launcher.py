@@ -15,6 +15,7 @@
       - name: link
         executable: spec-edge-cloud
         args: [link, --listen, "tcp://127.0.0.1:{link_port}"]
+        env: {OMP_NUM_THREADS: "1"}   # extra environment variables (optional)
 
 ROS nodes (the node entry points) get `--ros-args --params-file ... -p ...`; other executables get
 `args` only. Each process runs in its own session, so a Ctrl-C reaches the launcher alone and it
