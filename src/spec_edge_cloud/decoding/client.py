@@ -103,6 +103,7 @@ class _Run:
         self.rounds = itertools.count()
         self.done = False
         self.bundle = client.bundle
+        client.engine.seq = None  # never draft on the previous response's cache (edge mode, fallback)
 
     # -- bookkeeping -----------------------------------------------------------------------------
     @property
