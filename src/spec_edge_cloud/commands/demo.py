@@ -49,9 +49,10 @@ def regime_lines(regime: str) -> tuple[list[str], dict]:
     """What the run will say about its timings, and the up-config vars that set them."""
     if regime == "native":
         return ([f"Regime: NATIVE. The models run at their own CPU speed (no timing emulation) behind a "
-                 f"{NATIVE_RTT_MS} ms round trip. With tiny models a verification pass costs about what a draft "
-                 "step does, so plain cloud decoding should win here (DESIGN.md, 'When speculation across a "
-                 "link pays'); adaptive should notice and switch to cloud decoding."],
+                 f"{NATIVE_RTT_MS} ms round trip. Speculation pays only when the target's time per token exceeds "
+                 "(draft length x draft time per token + round trip + one verification) / tokens committed per "
+                 "round (DESIGN.md, 'When speculation across a link pays'); small models behind a slow link are "
+                 "near or below that line, and adaptive picks whichever it measures faster."],
                 {"target_profile": "", "draft_profile": "", "rtt_ms": NATIVE_RTT_MS, "jitter_ms": 0})
     from spec_edge_cloud.decoding.timing import TimingProfile
     profile = TimingProfile.load(GO2_PROFILE)
