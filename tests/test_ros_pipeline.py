@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import Twist  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -64,7 +65,9 @@ class Recorder:
         rclpy.init()
         self.node = rclpy.create_node("pipeline_test")
         self.stamps, self.events, self.records, self.twists, self.odom = [], [], [], [], []
+        self.metrics: dict[str, dict] = {}
         n = self.node
+        n.create_subscription(DiagnosticArray, "/spec/metrics", self._on_metrics, 10)
         n.create_subscription(Image, "/camera/image_raw", lambda m: self.stamps.append(images.seconds(m.header.stamp)),
                               qos_profile_sensor_data)
         n.create_subscription(String, "/spec/tokens", lambda m: self.events.append(json.loads(m.data)), TOKENS_QOS)
@@ -73,6 +76,12 @@ class Recorder:
             (time.time(), m.linear.x, m.linear.y, m.angular.z)), 100)
         n.create_subscription(Odometry, "/odom", lambda m: self.odom.append(
             (m.pose.pose.position.x, m.pose.pose.position.y, m.pose.pose.orientation.z, m.pose.pose.orientation.w)), 10)
+
+    def _on_metrics(self, msg):
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            self.metrics[values["response"]] = {k: json.loads(v) if k not in ("response", "mode", "instruction", "text")
+                                                else v for k, v in values.items()}
 
     def spin_until(self, cond, timeout):
         end = time.monotonic() + timeout
@@ -155,6 +164,18 @@ def test_only_final_words_become_actions_and_provisional_ones_are_rolled_back(pi
     assert finals, "no final words at all"
     # the final plans only turn left and walk forward: a leaked provisional word could only add other motion
     assert all(vx >= -1e-6 and vy == 0 and vyaw >= -1e-6 for _, vx, vy, vyaw in rec.twists)
+
+
+def test_metrics_describe_each_answer(pipeline):
+    rec, _, _ = pipeline
+    for rid in rec.ended():
+        m, words = rec.metrics[rid], final_words(rec.events, rid)
+        assert m["mode"] == "spec-ee-pre" and m["instruction"] == INSTRUCTION
+        assert m["text"].split() == [w for w in words if w]
+        assert m["tokens"] == len(words) and m["rounds"] >= 1 and 0 <= m["acceptance"] <= 1
+        assert m["predrafts"] >= 1 and m["hit_rate"] < 1, "the wrong exit heads should make pre-drafts miss"
+        assert m["latency_s"] >= m["ttc_s"] > 0 and m["unverified_from"] is None
+        assert m["bytes_up"] is None   # in process: no wire to count
 
 
 def test_ctrl_c_stops_every_node_cleanly(pipeline):
