@@ -1,6 +1,7 @@
 """Cost of the ZeroMQ bridge: overhead per round beyond compute, and round latency with 1..16 robots.
 
     .venv/bin/python benchmarks/bench_bridge.py [--rounds 300] [--robots 1,4,16] [--hidden 64 --layers 4]
+    .venv/bin/python benchmarks/bench_bridge.py --regime go2-orin-a100   # EMULATED regime, see below
 
 A verifier process (the real `spec-edge-cloud verifier`, plaintext on loopback, no emulated delay,
 one torch thread) serves a tiny random Llama target. Each robot is its own process with a real
@@ -10,6 +11,13 @@ pass's compute time that FINAL reports (so it includes both sockets, both I/O th
 server's decoding, checks and fair scheduler, and the service's bookkeeping around the pass). The
 same rounds through the in-process link (a thread, no sockets) give the baseline. All on this
 machine's 2 shared cores: robots and server compete for them.
+
+`--regime PROFILE` instead runs whole responses through the real bridge in a regime that cannot run
+here, with EMULATED timings: the verifier pads every pass to the profile (`--target-profile`), the
+robot pads its drafting to it, and the link emulator adds the profile's round trip. The target is
+a tiny Llama whose upper half is the identity (so its exit at half depth always agrees with the final
+layer: pre-drafts hit, as with well-trained exits); the draft is a noisy copy (partial acceptance).
+It prints time to complete per mode and the measured round and EARLY times against the profile's.
 """
 from __future__ import annotations
 
@@ -67,19 +75,24 @@ def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: 
         link.close()
 
 
-def start_server(target_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+def start_process(args: list[str], log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """`spec-edge-cloud ARGS` in its own process; returns it and the endpoint of its ready line."""
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", "verifier", "--target", str(target_dir),
-                                 "--bind", "tcp://127.0.0.1:0", "--quiet-rounds", "--log-level", "WARNING"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", *args], stdout=out,
+                                stderr=subprocess.STDOUT, env=env or dict(os.environ, PYTHONUNBUFFERED="1"))
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         m = re.search(r"ready on (tcp://\S+)", log.read_text())
         if m:
             return proc, m.group(1)
         time.sleep(0.1)
-    raise RuntimeError(f"verifier did not start:\n{log.read_text()[-2000:]}")
+    raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-2000:]}")
+
+
+def start_server(target_dir: Path, log: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
+    return start_process(["verifier", "--target", str(target_dir), "--bind", "tcp://127.0.0.1:0", "--quiet-rounds",
+                          "--log-level", "WARNING", *extra], log,
+                         dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
 
 
 def summary(samples: list[tuple[float, float]]) -> dict:
@@ -96,6 +109,71 @@ def row(label: str, s: dict, extra: str = "") -> str:
             f"{s['overhead_ms']:>9.3f} {s['overhead_p90']:>9.3f}  {extra}")
 
 
+def regime(name: str, responses: int, max_new: int) -> None:
+    """Every mode through verifier + emulator processes, timings padded to the profile (EMULATED)."""
+    import copy
+
+    import torch
+
+    from spec_edge_cloud.decoding.client import SpecClient
+    from spec_edge_cloud.decoding.modes import DecodeConfig
+    from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
+    from spec_edge_cloud.modeling.bundle import ModelBundle
+    from spec_edge_cloud.modeling.exit_heads import ExitHeads
+    from spec_edge_cloud.transport.client import LinkOptions, connect
+    profile = TimingProfile.load(name)
+    tmp = Path(tempfile.mkdtemp(prefix="bench_regime_"))
+    target = tiny_bundle("llama", vocab=60, seed=14, layers=8)
+    with torch.no_grad():
+        for layer in target.model.get_decoder().layers[4:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    target.save(tmp / "target")
+    ExitHeads([4], target.hidden_size, 16).save(tmp / "target")
+    draft_model = copy.deepcopy(target.model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in draft_model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.06 * p.std().clamp(min=1e-3))
+    draft = ModelBundle(draft_model, target.tokenizer)
+    server, endpoint = start_server(tmp / "target", tmp / "verifier.log", ["--target-profile", name])
+    emu, robot_end = start_process(["link", "--listen", "tcp://127.0.0.1:0", "--forward", endpoint, "--profile", name],
+                                   tmp / "link.log")
+    try:
+        link = connect(robot_end, draft.tokenizer_fingerprint(), LinkOptions(retry_s=5.0, dead_after_s=5.0))
+        print(f"EMULATED regime {profile.name}: {profile.description}")
+        print(f"verifier says: timings emulated with profile {link.welcome.emulated!r}; link emulator: "
+              f"rtt {profile.rtt_ms:g} ms, jitter {profile.jitter_ms:g} ms")
+        rtt, pass5 = profile.rtt_ms, profile.target_ms(1.0, 5)
+        print(f"{'mode':<12} {'TTC s':>7} {'ms/token':>9} {'rounds':>7} {'hits':>5} {'round ms':>9} "
+              f"{'profile':>8} {'EARLY ms':>9} {'profile':>8}")
+        for mode in ("cloud", "spec", "spec-ee", "spec-ee-pre"):
+            ttc, tokens, rounds, hits, final, early = 0.0, 0, 0, 0, [], []
+            for r in range(responses):
+                first = len(link.stats.rounds)
+                cfg = DecodeConfig(mode=mode, gamma=4, max_new_tokens=max_new, exit_threshold=0.0, deadline_s=10.0)
+                resp = SpecClient(draft, link, cfg, pacer=Pacer(profile)).generate(draft.encode(f"w{5 + r} w9 w2"))
+                if not resp.verified:
+                    raise RuntimeError(f"{mode}: fell back to the robot ({resp.metrics.fallback_reason})")
+                ttc += resp.metrics.ttc_s
+                tokens += resp.metrics.tokens
+                rounds += resp.metrics.rounds
+                hits += resp.metrics.hits
+                for t in list(link.stats.rounds)[first:]:
+                    if t.tokens_in_pass == 5 and t.round > 0:
+                        final.append((t.final - t.sent) * 1000)
+                        early += [(at - t.sent) * 1000 for _, at in t.early[:1]]
+            med = lambda xs: f"{statistics.median(xs):9.0f}" if xs else f"{'-':>9}"  # noqa: E731
+            pre = " (pre-drafted rounds overlap)" if mode == "spec-ee-pre" else ""
+            print(f"{mode:<12} {ttc / responses:7.2f} {1000 * ttc / tokens:9.0f} {rounds:7d} {hits:5d} {med(final)} "
+                  f"{rtt + pass5:8.0f} {med(early)} {rtt + profile.target_ms(0.5, 5):8.0f}{pre}")
+        link.close()
+    finally:
+        for p in (emu, server):
+            p.terminate()
+            p.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=300, help="rounds for the single-robot overhead")
@@ -103,16 +181,22 @@ def main() -> None:
     ap.add_argument("--rounds-per-robot", type=int, default=100)
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--regime", default=None, help="a timing profile: run whole responses in that EMULATED regime")
+    ap.add_argument("--responses", type=int, default=2, help="responses per mode (--regime)")
+    ap.add_argument("--max-new-tokens", type=int, default=24, help="(--regime)")
     args = ap.parse_args()
-
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # 2 shared cores: intra-op threads only fight the other processes
+    if args.regime:
+        return regime(args.regime, args.responses, args.max_new_tokens)
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_bridge_"))
     bundle = tiny_bundle("llama", vocab=60, seed=0, layers=args.layers, hidden=args.hidden)
     bundle.save(tmp / "target")
     vocab, tokenizer = len(bundle.tokenizer), bundle.tokenizer_fingerprint()
     print(f"target: tiny Llama, {args.layers} layers, width {args.hidden}; draft rounds of {GAMMA} tokens; "
-          f"loopback, no emulated delay; {os.cpu_count()} CPU cores shared by robots and server")
+          f"loopback, no emulated delay; {os.cpu_count()} CPU cores shared by robots and server; load average "
+          f"{os.getloadavg()[0]:.1f} at the start")
     print(f"{'':<28} {'rounds':>6} {'round ms':>9} {'p90':>9} {'compute':>9} {'overhead':>9} {'p90':>9}")
 
     # baseline: the same rounds through the in-process link (no sockets, no serialization)
