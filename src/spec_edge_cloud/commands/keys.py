@@ -1,4 +1,8 @@
-"""`spec-edge-cloud keys`: generate CurveZMQ key pairs for the verifier and its robots."""
+"""`spec-edge-cloud keys`: generate CurveZMQ key pairs for the verifier and its robots.
+
+    spec-edge-cloud keys server --dir keys
+    spec-edge-cloud keys robot1 robot2 --dir keys --authorize keys/clients
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("names", nargs="+", help="one key pair per name, e.g. server robot1 robot2")
     p.add_argument("--dir", default="keys", help="where NAME.key (public) and NAME.key_secret go")
     p.add_argument("--authorize", default=None, metavar="DIR",
-                   help="also copy each public key into DIR, the server's authorized_clients_dir")
+                   help="also copy the public keys made by this call into DIR, the server's authorized_clients_dir "
+                        "(make the server's pair in a call of its own)")
     p.add_argument("--force", action="store_true", help="replace existing key pairs")
 
 
