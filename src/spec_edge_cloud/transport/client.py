@@ -5,7 +5,8 @@ No thread hand-off on the way of a round: `send` writes to the socket from the c
 lock makes the socket one thread's at a time (ZeroMQ sockets are not thread-safe); a keeper thread
 takes it, without ever blocking while holding it, to answer for liveness (heartbeats, retries,
 reconnection, draining replies) while the client is busy drafting or idle between responses.
-Use one link from one decoding thread at a time (as `SpecClient` does).
+`send`, `recv` and `close` are safe from any thread; one called while another thread waits in `recv`
+waits for that wait's current slice (at most a quarter of the shortest timer).
 
 Liveness. The link is *up* from the cloud's WELCOME until nothing (reply or heartbeat answer) has
 come back for `dead_after_s`; then it is *down*: messages sent are dropped, `recv` returns None at
@@ -147,10 +148,10 @@ class ZmqLink:
 
     # -- the Link interface ----------------------------------------------------------------------
     def send(self, msg: object) -> None:
-        if self._closed.is_set():
-            raise RuntimeError("link is closed")
         kind, body = protocol.pack_body(msg, self.wire)
         with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("link is closed")
             self._outgoing(kind, getattr(msg, "session", None), getattr(msg, "round", None),
                            getattr(msg, "assumes", None) is not None, body)
 
@@ -158,7 +159,7 @@ class ZmqLink:
         """The next reply; None after `timeout`, or at once while the cloud is unreachable."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while True:
+            while not self._closed.is_set():
                 self._pump(0)
                 if self._inbox:
                     return self._inbox.popleft()
@@ -166,6 +167,7 @@ class ZmqLink:
                 if not self._up or left <= 0:
                     return None
                 self._pump(min(left, self._next_chore()))
+            return None
 
     def close(self) -> None:
         if self._closed.is_set():
@@ -186,7 +188,7 @@ class ZmqLink:
         """Block until the cloud has welcomed this robot (or `timeout`, or a refusal)."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while not self._up and not self.refused:
+            while not self._up and not self.refused and not self._closed.is_set():
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
