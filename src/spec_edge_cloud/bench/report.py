@@ -80,6 +80,9 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         lines.append(f"Bound (a perfect draft, one round): N x {bound['draft_s_per_token'] * 1000:.1f} ms "
                      f"+ RTT {bound['rtt_s'] * 1000:.0f} ms + one verification {bound['verify_s'] * 1000:.1f} ms "
                      "(draft and verification times measured in this run).")
+    fallbacks = {m: s["fallbacks"] for m, s in summary.items() if s["fallbacks"]}
+    lines.append(f"Responses finished on the robot alone (cloud unreachable or late, tokens unverified): "
+                 f"{fallbacks or 'none'}.")
     if result.get("draft_late_s"):
         late = ", ".join(f"{m} {s:.2f} s" for m, s in result["draft_late_s"].items())
         lines.append(f"Emulation: real drafting slower than the profile, in total over the run: {late}.")

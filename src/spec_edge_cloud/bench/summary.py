@@ -9,7 +9,9 @@ records, so one function summarises both and their figures mean exactly the same
 
 TTFA: frame capture -> first complete action's last token final. TTC: capture -> last token final.
 Per-token latency = TTC / tokens. Speedup = TTC(cloud) / TTC(mode) over the same frames (ratio of
-the sums). Acceptance = accepted / drafted; tokens per round = committed tokens / rounds.
+the sums). Acceptance = accepted / drafted; tokens per round = tokens committed by verification
+rounds (accepted + 1 each) / rounds, so an adaptive response that switched to cloud decoding
+half-way counts only its speculative part.
 Bound: N x draft time per token + RTT + one verification; TTC / bound is reported per response.
 """
 from __future__ import annotations
@@ -59,12 +61,13 @@ def summarize(records: list[dict], bound: Bound | None = None, baseline: str = "
         paired = [(base[k], r["ttc_s"]) for r in rs if (k := (r.get("frame"), r.get("repeat"))) in base]
         out[mode] = {
             "responses": len(rs),
+            "fallbacks": sum(not r.get("verified", True) for r in rs if mode != "edge"),  # finished on the robot
             "tokens": tokens,
             "ttfa_s": {"median": _q(ttfa, 50), "p90": _q(ttfa, 90), "responses_with_action": len(ttfa)},
             "ttc_s": {"median": _q(ttc, 50), "p90": _q(ttc, 90), "mean": float(np.mean(ttc))},
             "per_token_s": {"median": _q(per_token, 50), "p90": _q(per_token, 90)},
             "acceptance": _ratio(sum(r["accepted"] for r in rs), sum(r["drafted"] for r in rs)),
-            "tokens_per_round": _ratio(sum(r["tokens"] for r in rs if r["rounds"]), sum(r["rounds"] for r in rs)),
+            "tokens_per_round": _ratio(sum(r["accepted"] for r in rs) + (n := sum(r["rounds"] for r in rs)), n),
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
             "hit_rate": _ratio(sum(r["hits"] for r in rs), sum(r["predrafts"] for r in rs)),
             "cloud_s_per_token": _ratio(sum(r["target_compute_s"] for r in rs), tokens),
