@@ -93,3 +93,22 @@ def test_exits_train_then_report(model_dirs, capsys, tmp_path):
                  "--exits", str(out_dir), "--max-new-tokens", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["trained"] and set(report["agreement"]) == {"1", "2"}
+
+
+def test_decode_against_a_running_verifier_over_zeromq(model_dirs, tmp_path):
+    """`decode --endpoint`: the robot side in this process, the verifier in another, over real sockets."""
+    from transport_fixtures import CliProcess
+
+    root, target = model_dirs
+    server = CliProcess(["verifier", "--target", str(root / "target"), "--bind", "tcp://127.0.0.1:0"],
+                        tmp_path / "verifier.log")
+    try:
+        endpoint = server.wait_ready()
+        out = subprocess.run([sys.executable, "-m", "spec_edge_cloud.cli", "decode", "--mode", "spec-ee-pre",
+                              "--draft", str(root / "draft"), "--endpoint", endpoint, "--prompt", "w4 w8 w15",
+                              "--max-new-tokens", "16", "--json"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr + server.tail()
+        result = json.loads(out.stdout)
+        assert result["tokens"] == target_alone(target, target.encode("w4 w8 w15"), 16) and result["verified"]
+    finally:
+        server.stop()

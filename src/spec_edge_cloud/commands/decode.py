@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rtt-ms", type=float, default=0.0, help="in-process link: emulated round trip")
     p.add_argument("--endpoint", default=None, help="tcp://HOST:PORT of a running verifier (else in-process)")
+    p.add_argument("--client-key", default="", help="this robot's CURVE secret key file (NAME.key_secret)")
+    p.add_argument("--server-key", default="", help="the verifier's CURVE public key file (NAME.key)")
+    p.add_argument("--exit-layers", default=None, help="comma-separated exits to ask for (default: all)")
     p.add_argument("--target-profile", default=None, help="timing profile for the in-process target (emulated)")
     p.add_argument("--draft-profile", default=None, help="timing profile for the draft (emulated)")
     p.add_argument("--json", action="store_true", help="print one JSON object: tokens, text, metrics")
@@ -47,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from ..modeling.bundle import check_same_tokenizer, load_bundle
 
     try:
+        exit_layers = [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None
         config = DecodeConfig(mode=args.mode, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, seed=args.seed, exit_threshold=args.exit_threshold)
+                              temperature=args.temperature, seed=args.seed, exit_threshold=args.exit_threshold,
+                              exit_layers=exit_layers)
         draft = load_bundle(args.draft)
         image = load_image(args.image) if args.image else None
         prompt = draft.encode(args.prompt, image)
@@ -56,8 +61,9 @@ def run(args: argparse.Namespace) -> int:
         link = None
         if args.mode != "edge":
             if args.endpoint:
-                from ..transport.client import connect
-                link = connect(args.endpoint)
+                from ..transport.client import LinkOptions, connect
+                link = connect(args.endpoint, draft.tokenizer_fingerprint(),
+                               LinkOptions(client_secret_key=args.client_key, server_public_key=args.server_key))
             else:
                 pacer = Pacer(TimingProfile.load(args.target_profile)) if args.target_profile else None
                 engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer)

@@ -204,7 +204,7 @@ class _Run:
     def speculate(self) -> None:
         cfg, eng, link, ad = self.cfg, self.c.engine, self.c.link, self.c.adaptive
         eng.prefill(self.prompt)
-        exit_layers = None if cfg.early_verdicts else []
+        exit_layers = cfg.exit_layers if cfg.early_verdicts else []
         threshold = cfg.exit_threshold
 
         def send_draft(assumes=None) -> _Round:
