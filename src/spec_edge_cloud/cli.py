@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "link": ("spec_edge_cloud.commands.link", "emulate a network link (delay, jitter, bandwidth, loss) on loopback"),
     "demo": ("spec_edge_cloud.commands.demo", "closed-loop demo: sim + robot nodes + verifier, modes compared, report"),
     "up": ("spec_edge_cloud.commands.up", "start a scenario's nodes, one process each, from a YAML list (no ros2 launch)"),
+    "train": ("spec_edge_cloud.commands.train", "train the default VLM pair and the SmolLM2 exits/draft, with model cards"),
     "sim": ("spec_edge_cloud.commands.sim", "MuJoCo Go2 sim: `dataset` (expert training data), `run` (one episode)"),
     "record": ("spec_edge_cloud.commands.record", "record /camera/image_raw and /instruction to a rosbag2 MCAP bag"),
     "bench": ("spec_edge_cloud.commands.bench", "latency benchmarks: `replay` (a bag through every mode), `profile` (simulator)"),

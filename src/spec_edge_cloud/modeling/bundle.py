@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,7 +81,7 @@ class ModelBundle:
         if getattr(self.tokenizer, "chat_template", None) and not self.is_vlm:
             ids = self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                      add_generation_prompt=True, tokenize=True)
-            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            ids = list(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # BatchEncoding is no dict
         else:
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
         vision = {}

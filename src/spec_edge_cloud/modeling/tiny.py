@@ -37,7 +37,9 @@ def tiny_llama(tokenizer: PreTrainedTokenizerFast, layers: int = 4, hidden: int 
 
 
 def tiny_qwen2vl(tokenizer: PreTrainedTokenizerFast, layers: int = 4, hidden: int = 64, vision_depth: int = 1,
-                 seed: int = 0, logit_scale: float = 8.0, max_positions: int = 512) -> Qwen2VLForConditionalGeneration:
+                 seed: int = 0, logit_scale: float = 8.0, max_positions: int = 512,
+                 vision_width: int = 32) -> Qwen2VLForConditionalGeneration:
+    """`vision_width` is the vision tower's own width (its merger projects to `hidden`)."""
     torch.manual_seed(seed)
     ids = tokenizer.convert_tokens_to_ids
     head_dim = hidden // 4
@@ -50,7 +52,8 @@ def tiny_qwen2vl(tokenizer: PreTrainedTokenizerFast, layers: int = 4, hidden: in
                          rope_scaling={"type": "mrope", "mrope_section": section},
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id),
-        vision_config=dict(depth=vision_depth, embed_dim=32, hidden_size=hidden, num_heads=2, patch_size=14,
+        vision_config=dict(depth=vision_depth, embed_dim=vision_width, hidden_size=hidden,
+                           num_heads=max(2, vision_width // 16), patch_size=14,
                            spatial_merge_size=2, temporal_patch_size=2),
         image_token_id=ids("<|image_pad|>"), vision_start_token_id=ids("<|vision_start|>"),
         vision_end_token_id=ids("<|vision_end|>"), tie_word_embeddings=False)

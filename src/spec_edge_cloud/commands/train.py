@@ -1,0 +1,60 @@
+"""`spec-edge-cloud train`: reproduce the shipped models and their cards.
+
+    spec-edge-cloud train --out models/ --seed S            # VLM pair + SmolLM2 exits and draft
+    spec-edge-cloud train --only vlm --dataset DIR          # reuse a `sim dataset` directory
+    spec-edge-cloud train --only text                       # SmolLM2 parts only
+    spec-edge-cloud train --quick --out /tmp/m              # a few steps of everything (smoke test)
+
+Exit heads for a target of your own: `spec-edge-cloud exits train --target DIR --prompts FILE`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("models"), help="where the model directories go")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=["vlm", "text"], default=None, help="train one family only")
+    p.add_argument("--dataset", type=Path, default=None,
+                   help="an existing `sim dataset` directory (default: generated under --work from --seed)")
+    p.add_argument("--work", type=Path, default=Path("runs/train"), help="scratch space: generated datasets")
+    p.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline, not the models")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..training import cards
+    from ..training.text_pair import DRAFT_DIR, EXITS_DIR, TextBudget, train_text_pair
+    from ..training.vlm_family import Budget, train_family
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - start:7.0f} s] {text}", flush=True)
+
+    command = " ".join(["spec-edge-cloud train", f"--out {args.out}", f"--seed {args.seed}"]
+                       + ([f"--only {args.only}"] if args.only else []) + (["--quick"] if args.quick else []))
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        if args.only in (None, "vlm"):
+            budget = Budget.quick() if args.quick else Budget()
+            report = train_family(args.out, args.work, args.seed, budget, args.dataset, log)
+            cards.vlm_cards(report.target_dir, report.draft_dir, report.figures, command)
+            log(f"VLM pair saved: {report.target_dir}, {report.draft_dir}")
+        if args.only in (None, "text"):
+            budget = TextBudget.quick() if args.quick else TextBudget()
+            figures = train_text_pair(args.out, args.seed, budget, log)
+            cards.text_cards(args.out / EXITS_DIR, args.out / DRAFT_DIR, figures, command)
+            log(f"SmolLM2 exits and draft saved: {args.out / EXITS_DIR}, {args.out / DRAFT_DIR}")
+    except (ValueError, FileNotFoundError) as exc:  # ModelDirError is a FileNotFoundError
+        print(f"spec-edge-cloud train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

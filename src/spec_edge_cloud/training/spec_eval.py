@@ -1,0 +1,62 @@
+"""How well a draft/target pair speculates: acceptance, tokens per round, exit verdicts, losslessness.
+
+Runs the real decoding core (SpecClient over an in-process link to a VerifierService) in `spec-ee`
+mode with every exit reporting, over a set of prompts, and checks each response token for token
+against the target's own greedy generate(): the model cards quote only figures measured this way.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import torch
+
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.bundle import ModelBundle, Prompt
+
+
+@torch.no_grad()
+def target_greedy(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> list[int]:
+    """The reference: Hugging Face generate() on the target alone, greedy."""
+    ids = torch.tensor([prompt.input_ids])
+    kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int()) if prompt.vision else {}
+    out = bundle.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                eos_token_id=sorted(bundle.eos_ids), pad_token_id=bundle.tokenizer.pad_token_id or 0,
+                                **kw)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def speculate(draft: ModelBundle, engine: TargetEngine, prompts: list[Prompt], gamma: int = 4,
+              max_new_tokens: int = 40, check_lossless: bool = True) -> dict:
+    """Aggregate metrics of `spec-ee` responses over `prompts` (exit threshold 0: every exit reports)."""
+    totals = defaultdict(int)
+    agree, seen = defaultdict(int), defaultdict(int)
+    mismatches = []
+    start = time.perf_counter()
+    for i, prompt in enumerate(prompts):
+        link = InProcessLink(VerifierService(engine))
+        try:
+            config = DecodeConfig(mode="spec-ee", gamma=gamma, max_new_tokens=max_new_tokens, exit_threshold=0.0)
+            response = SpecClient(draft, link, config).generate(prompt)
+        finally:
+            link.close()
+        m = response.metrics
+        for key in ("tokens", "rounds", "drafted", "accepted"):
+            totals[key] += getattr(m, key)
+        for layer, n in m.exit_total.items():
+            seen[layer] += n
+            agree[layer] += m.exit_agree[layer]
+        if check_lossless and response.tokens != target_greedy(engine.bundle, prompt, max_new_tokens):
+            mismatches.append(i)
+    return {
+        "responses": len(prompts), "gamma": gamma, "max_new_tokens": max_new_tokens, **totals,
+        "acceptance": totals["accepted"] / totals["drafted"] if totals["drafted"] else 0.0,
+        "tokens_per_round": totals["tokens"] / totals["rounds"] if totals["rounds"] else 0.0,
+        "exit_verdict_agreement": {str(k): agree[k] / seen[k] for k in sorted(seen)},
+        "lossless_checked": check_lossless, "lossless_mismatches": mismatches,
+        "seconds": round(time.perf_counter() - start, 1),
+    }

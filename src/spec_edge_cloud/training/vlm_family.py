@@ -1,0 +1,173 @@
+"""The recipe of the embedded VLM pair: sim data -> target -> distilled draft -> exit heads -> figures.
+
+Every step is seeded, so `spec-edge-cloud train --seed S` makes the same models from the same data
+(on the same software stack). The figures of the model cards are measured here, on data the models
+never saw: frames of held-out episodes (answers, acceptance, exit agreement) and closed-loop runs in
+held-out rooms (task success, beside the scripted expert on the same rooms).
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from spec_edge_cloud.control.actions import ActionError, parse_answer
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.modeling import family
+from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
+from spec_edge_cloud.modeling.exit_heads import ExitHeads, default_exit_layers
+from spec_edge_cloud.modeling.exit_training import agreement, teacher_data, train_exit_heads
+from spec_edge_cloud.modeling.layers import decoder_parts
+from spec_edge_cloud.modeling.vlm_training import (EncodedExamples, Example, TrainConfig, greedy_answers,
+                                                   teacher_logits, train)
+from spec_edge_cloud.sim import dataset as sim_dataset
+from spec_edge_cloud.training import sim_eval, spec_eval
+from spec_edge_cloud.training.data import read_dataset, task_words
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of everything: the default is the shipped models' recipe, `quick()` a smoke test."""
+
+    episodes: int = 400             # training episodes of the expert in the sim (about 7.5 frames each)
+    target_steps: int = 2400
+    draft_steps: int = 1500
+    exit_steps: int = 400
+    exit_prompts: int = 400         # training frames the exit heads learn from (the target's own answers)
+    heldout_episodes: int = 20      # frames of these held-out episodes: answers, acceptance, agreement
+    spec_frames: int = 60           # held-out frames decoded speculatively
+    sim_episodes: int = 30          # closed-loop held-out rooms per policy
+    sim_timeout_s: float = 60.0     # sim time per room
+    batch: int = 32
+
+    @classmethod
+    def quick(cls) -> "Budget":
+        return cls(episodes=2, target_steps=3, draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1,
+                   spec_frames=2, sim_episodes=1, sim_timeout_s=2.0, batch=4)
+
+
+@dataclass
+class FamilyReport:
+    target_dir: Path
+    draft_dir: Path
+    figures: dict = field(default_factory=dict)
+
+
+def make_dataset(directory: Path, episodes: int, seed: int, log: Log) -> Path:
+    """The expert's examples for `seed`, generated once (reused when the directory already holds them)."""
+    if (directory / sim_dataset.EXAMPLES_FILE).is_file():
+        log(f"dataset: reusing {directory}")
+        return directory
+    start = time.perf_counter()
+    examples = sim_dataset.generate(directory, episodes, seed)
+    log(f"dataset: {len(examples)} examples from {episodes} episodes in {time.perf_counter() - start:.0f} s")
+    return directory
+
+
+def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), dataset_dir: Path | None = None,
+                 log: Log = print) -> FamilyReport:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    clock = time.perf_counter()
+    data_dir = dataset_dir or make_dataset(work / f"dataset-s{seed}", budget.episodes, seed, log)
+    examples, records = read_dataset(data_dir)
+    train_layouts = {r["seed"] for r in records}
+    held_dir = make_dataset(work / f"heldout-s{seed}", budget.heldout_episodes, seed + sim_eval.HELDOUT_STREAM, log)
+    held, held_records = read_dataset(held_dir)
+    overlap = train_layouts & {r["seed"] for r in held_records}
+    if overlap:
+        raise ValueError(f"held-out frames share rooms with the training data (layout seeds {sorted(overlap)[:5]})")
+
+    tokenizer = family.family_tokenizer(task_words())
+    target = family.new_vlm(family.TARGET_SHAPE, tokenizer, seed)
+    data = EncodedExamples(target, examples)
+    log(f"target: {family.parameter_count(target) / 1e6:.2f}M parameters, {len(data)} examples")
+    target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3, seed=seed),
+                         log=lambda s: log("target " + s))
+
+    draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
+    log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
+    soft = teacher_logits(target, data)
+    draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
+                                                 seed=seed + 1, kd_weight=0.8, temperature=1.0),
+                        teacher=soft, log=lambda s: log("draft " + s))
+
+    parts = decoder_parts(target.model)
+    layers = default_exit_layers(parts.num_layers)
+    heads = ExitHeads(layers, target.hidden_size, rank=32)
+    rng = random.Random(seed)
+    exit_prompts = [target.encode(e.instruction, e.image) for e in rng.sample(examples, min(budget.exit_prompts,
+                                                                                              len(examples)))]
+    held_prompts = [target.encode(e.instruction, e.image) for e in held]
+    exit_train = teacher_data(target, exit_prompts, layers)
+    exit_held = teacher_data(target, held_prompts, layers)
+    untrained = agreement(heads, target, exit_held)
+    exit_stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed)
+    trained = agreement(heads, target, exit_held)
+    log("exits: held-out agreement " + ", ".join(f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
+
+    target_dir, draft_dir = out / "target", out / "draft"
+    target.save(target_dir)
+    draft.save(draft_dir)
+    heads.save(target_dir, agreement_untrained={str(k): v for k, v in untrained.items()},
+               agreement={str(k): v for k, v in trained.items()}, **exit_stats)
+    train_seconds = time.perf_counter() - clock
+
+    figures = evaluate_family(target_dir, draft_dir, held, held_records, budget, seed, train_layouts, log)
+    figures["training"] = {
+        "seed": seed, "seconds": round(train_seconds), "examples": len(examples), "episodes": len({
+            r["episode"] for r in records}), "dataset": str(data_dir), "target": target_stats, "draft": draft_stats,
+        "exits": {**exit_stats, "layers": layers, "rank": heads.rank, "prompts": len(exit_prompts)},
+    }
+    figures["shapes"] = {"target": family.TARGET_SHAPE.to_dict(), "draft": family.DRAFT_SHAPE.to_dict(),
+                         "image_size": family.IMAGE_SIZE, "vocabulary": len(tokenizer),
+                         "target_parameters": family.parameter_count(target),
+                         "draft_parameters": family.parameter_count(draft)}
+    figures["exit_agreement"] = {"untrained": {str(k): v for k, v in untrained.items()},
+                                 "trained": {str(k): v for k, v in trained.items()},
+                                 "positions": int(exit_held.target.shape[0])}
+    return FamilyReport(target_dir, draft_dir, figures)
+
+
+def answer_quality(bundle: ModelBundle, held: list[Example]) -> dict:
+    """Greedy answers on held-out frames: how many parse, match the expert, see the goal right."""
+    answers = greedy_answers(bundle, EncodedExamples(bundle, held))
+    parsed = exact = observed = 0
+    for text, ex in zip(answers, held):
+        try:
+            parse_answer(text)
+            parsed += 1
+        except ActionError:
+            pass
+        exact += text == ex.answer
+        observed += text.split(" . ")[0] == ex.answer.split(" . ")[0]
+    n = len(held)
+    return {"frames": n, "parse_rate": parsed / n, "exact_match": exact / n, "observation_match": observed / n,
+            "examples": [{"expert": ex.answer, "model": text} for text, ex in list(zip(answers, held))[:6]]}
+
+
+def evaluate_family(target_dir: Path, draft_dir: Path, held: list[Example], held_records: list[dict],
+                    budget: Budget, seed: int, train_layouts: set[int], log: Log) -> dict:
+    """Reload the saved pair (what users get) and measure it on held-out data only."""
+    engine = TargetEngine.from_dir(target_dir)
+    target, draft = engine.bundle, load_bundle(draft_dir)
+    figures: dict = {"answers": {"target": answer_quality(target, held), "draft": answer_quality(draft, held)}}
+    log(f"held-out frames: target parses {figures['answers']['target']['parse_rate']:.1%}, "
+        f"matches the expert {figures['answers']['target']['exact_match']:.1%}")
+    frames = random.Random(seed).sample(held, min(budget.spec_frames, len(held)))
+    prompts = [draft.encode(e.instruction, e.image) for e in frames]
+    figures["speculation"] = spec_eval.speculate(draft, engine, prompts, gamma=4, max_new_tokens=40)
+    s = figures["speculation"]
+    log(f"speculation: acceptance {s['acceptance']:.1%}, {s['tokens_per_round']:.2f} tokens/round, "
+        f"lossless mismatches {s['lossless_mismatches']}")
+    seeds = sim_eval.heldout_seeds(budget.sim_episodes, seed + 1, exclude=train_layouts)
+    figures["sim"] = sim_eval.evaluate(seeds, {"expert": None, "target": sim_eval.model_planner(target),
+                                               "draft": sim_eval.model_planner(draft)},
+                                      timeout_s=budget.sim_timeout_s, log=log)
+    return figures
