@@ -103,6 +103,9 @@ def test_batched_verification_shares_the_gpu_among_robots():
     ttc = lambda out: sum(r["ttc_s"] for r in out["records"]) / len(out["records"])  # noqa: E731
     assert gpu(eight) < 0.6 * gpu(one)
     assert ttc(eight) < 1.3 * ttc(one) < ttc(turns)   # one pass at a time: robots queue behind each other
+    # cloud streams batch too, and a robot's prefill is not starved by another robot's stream
+    streams = [simulate_fleet(reg, "cloud", make, n, 4, 16) for n in (1, 2)]
+    assert gpu(streams[1]) < 0.75 * gpu(streams[0]) and len(streams[1]["records"]) == 8
 
 
 def test_the_server_side_queue_saves_a_round_trip_on_every_hit_over_client_only_predrafting():

@@ -8,6 +8,7 @@ collide. Stopping sends SIGTERM (both shut down cleanly on it) and kills only wh
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,11 +28,12 @@ class BridgeError(RuntimeError):
 
 
 class _Process:
-    def __init__(self, name: str, args: list[str]):
+    def __init__(self, name: str, args: list[str], threads: int | None = None):
         self.name = name
         self.lines: deque[str] = deque(maxlen=40)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
         self.proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", *args], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                     stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
         self._ready = threading.Event()
         self.endpoint: str | None = None
         threading.Thread(target=self._read, daemon=True, name=f"{name}-output").start()
@@ -68,21 +70,21 @@ class Bridge:
 
     def __init__(self, target_dir: Path, tokenizer_fingerprint: str, spec: LinkSpec,
                  exits_dir: Path | None = None, target_profile: Path | None = None, seed: int = 0,
-                 start_timeout_s: float = 120.0):
+                 start_timeout_s: float = 120.0, threads: int | None = None):
         self.args = ["verifier", "--target", str(target_dir), "--bind", "tcp://127.0.0.1:0", "--quiet-rounds",
                      "--log-level", "WARNING"]
         if exits_dir is not None:
             self.args += ["--exits", str(exits_dir)]
         if target_profile is not None:
             self.args += ["--target-profile", str(target_profile)]
-        self.spec, self.seed, self.timeout = spec, seed, start_timeout_s
+        self.spec, self.seed, self.timeout, self.threads = spec, seed, start_timeout_s, threads
         self.fingerprint = tokenizer_fingerprint
         self.procs: list[_Process] = []
         self.link: ZmqLink | None = None
 
     def __enter__(self) -> ZmqLink:
         try:
-            verifier = _Process("verifier", self.args)
+            verifier = _Process("verifier", self.args, self.threads)
             self.procs.append(verifier)
             cloud = verifier.wait_ready(self.timeout)
             s = self.spec

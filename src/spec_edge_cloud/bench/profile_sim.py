@@ -212,25 +212,19 @@ class _Server:
         return None
 
     def _next(self) -> None:
+        """Start the next pass. Robots take turns: the robot whose turn it is decides. A prefill
+        runs alone; otherwise, batched, every robot's runnable request that is not a prefill joins."""
         if self.busy:
             return
-        batch: list[_Request] = []
-        for _ in range(len(self.turns)):
-            robot = self.turns[0]
-            self.turns.rotate(-1)
-            req = self._head(robot)
-            if req is None:
-                continue
-            if req.kind == "prefill":
-                if not batch:
-                    batch = [req]
-                break
-            batch.append(req)
-            if not self.batched:
-                break
-        self.turns = deque(r for r in self.turns if self.queues.get(r))
-        if batch:
-            self._run(batch)
+        self.turns = deque(r for r in self.turns if self._head(r) is not None)
+        if not self.turns:
+            return
+        first = self._head(self.turns[0])
+        self.turns.rotate(-1)
+        if first.kind == "prefill" or not self.batched:
+            self._run([first])
+        else:
+            self._run([req for r in self.turns if (req := self._head(r)).kind != "prefill"])
 
     def _run(self, batch: list[_Request]) -> None:
         sim, reg = self.sim, self.sim.regime

@@ -24,6 +24,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..control.parser import ActionReady, IncrementalParser
 from ..decoding.client import SpecClient
 from ..decoding.link import InProcessLink
@@ -59,6 +61,7 @@ class ReplayConfig:
     inprocess: bool = False
     seed: int = 0
     run_dir: Path = Path("runs")
+    threads: int | None = 1             # torch threads in the robot and verifier processes (None: default)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -118,6 +121,10 @@ class Replay:
         self.profile = load_regime(cfg.regime)
         p = self.profile
         self.link_spec = cfg.link or (LinkSpec((p.rtt_ms or 0) / 1000, p.jitter_ms / 1000) if p else LinkSpec())
+        if cfg.threads:
+            # robot and cloud share this machine's cores: one thread each keeps them from fighting
+            # (and spinning) over the same cores while both compute, as they do when pre-drafting
+            torch.set_num_threads(cfg.threads)
         self.draft = load_bundle(cfg.draft)
         self.target_layers: int | None = None
         self.pacers: dict[str, Pacer] = {}
@@ -138,7 +145,8 @@ class Replay:
         from .bridge import Bridge
         profile_file = _write_profile(self.profile, cfg.run_dir / f"profile-{self.profile.name}.json") \
             if self.profile else None
-        with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.seed) as link:
+        with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.seed,
+                    threads=cfg.threads) as link:
             self.target_layers = link.welcome.layers
             yield link
 
@@ -209,16 +217,9 @@ class Replay:
             "round_trace": timeline.rounds(tl) if tl else [],
         }
 
-    def _bound(self, records: list[dict]) -> Bound | None:
-        spec = [r for r in records if r["mode"] in ("spec", "spec-ee", "spec-ee-pre", "adaptive") and r["drafted"]]
-        if not spec:
-            return None
-        return Bound(sum(r["draft_s"] for r in spec) / sum(r["drafted"] for r in spec), self.link_spec.rtt_s,
-                     sum(r["target_compute_s"] for r in spec) / max(1, sum(r["rounds"] for r in spec)))
-
     def _result(self, frames: list[Frame], records: list[dict], seconds: float) -> dict:
         cfg = self.cfg
-        bound = self._bound(records)
+        bound = measured_bound(records, self.link_spec.rtt_s)
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
         config["link"] = asdict(self.link_spec)
         return {
@@ -240,6 +241,17 @@ class Replay:
             "summary": summarize(records, bound),
             "records": records,
         }
+
+
+def measured_bound(records: list[dict], rtt_s: float) -> Bound | None:
+    """The bound with this run's draft time per token and verification time, from the modes that
+    never pre-draft (a dropped pre-draft's drafting time has no verified tokens to divide by)."""
+    for modes in (("spec", "spec-ee"), ("spec-ee-pre", "adaptive")):
+        rs = [r for r in records if r["mode"] in modes and r["drafted"]]
+        if rs:
+            return Bound(sum(r["draft_s"] for r in rs) / sum(r["drafted"] for r in rs), rtt_s,
+                         sum(r["target_compute_s"] for r in rs) / sum(r["rounds"] for r in rs))
+    return None
 
 
 def check_lossless(records: list[dict]) -> dict:

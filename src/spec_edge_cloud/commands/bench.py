@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--exit-threshold", type=float, default=0.5)
     r.add_argument("--inprocess", action="store_true", help="in-process link instead of the ZeroMQ bridge")
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process, robot and verifier (0: torch's default)")
     r.add_argument("--json", type=Path, default=None, help="also write the result JSON here")
     r.add_argument("--out", type=Path, default=None, help="report directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -117,7 +119,7 @@ def _replay(args: argparse.Namespace) -> int:
     cfg = ReplayConfig(args.bag, draft, target, args.exits, [m.strip() for m in args.modes.split(",")],
                        parse_link(args.link) if args.link else None, args.regime, args.repeat, args.frames,
                        args.warmup, args.gamma, args.max_new_tokens, args.exit_threshold, args.inprocess,
-                       args.seed, out)
+                       args.seed, out, args.threads or None)
     try:
         result = Replay(cfg).run(progress=not args.quiet)
     except ModelDirError as exc:
