@@ -82,3 +82,33 @@ def test_adaptive_switches_to_cloud_decoding_for_tiny_models_behind_a_slow_link(
     first, later = results[0].metrics, results[-1].metrics
     assert first.switched_to_cloud_at is not None, "it should leave speculation within the first response"
     assert later.rounds == 0, "later responses should start in plain cloud decoding"
+
+
+def test_acceptance_is_the_per_token_probability_of_the_cost_model():
+    """Rounds accepting k of 4 with a per-token a: k acceptances in k + 1 trials (4 in 4)."""
+    import random
+    rng = random.Random(0)
+    ad = AdaptiveController(decay=1.0)
+    for _ in range(2000):
+        k = 0
+        while k < 4 and rng.random() < 0.6:
+            k += 1
+        ad.observe_round(4, k, 0.01, 5, 0.05)
+    assert ad.acceptance == pytest.approx(0.6, abs=0.03)
+
+
+def test_measured_speculation_cost_decides_over_the_model():
+    ad = AdaptiveController()
+    feed(ad, step_s=0.05, pass_s=0.05, draft_s=0.001, rtt_s=0.001, acceptance=1.0)
+    assert ad.choose_mode() == "spec"  # the model alone: speculation looks cheap
+    for _ in range(10):
+        ad.observe_interval(0.5, 2)   # but each round really takes 0.5 s for 2 tokens
+    assert ad.choose_mode() == "cloud"
+
+
+def test_probes_back_off_and_skip_hopeless_regimes():
+    ad = AdaptiveController(probe_every=2)
+    feed(ad, step_s=0.01, pass_s=0.012, draft_s=0.05, rtt_s=0.2, acceptance=0.5)
+    assert ad.choose_mode() == "cloud"
+    modes = [ad.start_response() for _ in range(12)]
+    assert modes.count("spec") == 0, "speculation is over 2x slower here: probing it only wastes time"

@@ -177,6 +177,8 @@ class _Request:
     remaining: int = 0              # generate: tokens still to produce
     sent: float = 0.0
     draft: Round | None = None      # the verdict, drawn when the cloud verifies the round
+    first: bool = False             # a response's first round (its wait includes the prefill)
+    early_at: float | None = None   # when its early verdict reached the robot
 
     def tokens(self) -> int:
         return self.gamma + 1 if self.kind == "draft" else 1
@@ -277,6 +279,7 @@ class Robot:
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         self.sim, self.mode, self.jobs, self.gamma, self.max_new = sim, mode, deque(jobs), gamma, max_new_tokens
         self.adaptive = adaptive or AdaptiveController(gamma=gamma)
+        self._last_final_at: float | None = None
         self.server_queue = server_queue
         self.up, self.down = _Wire(sim), _Wire(sim)
         self.free = 0.0
@@ -342,6 +345,7 @@ class Robot:
             return
         self._work(reg.profile.draft_prefill_ms / 1000)
         self.cur = self._send_draft()
+        self.cur.first = True
 
     def _commit_at(self, t: float, n: int) -> None:
         """n more tokens are final at time t (edge mode and the bookkeeping of the others)."""
@@ -366,7 +370,8 @@ class Robot:
         """Draft a round (the robot is busy meanwhile); `sent` is when the draft is ready."""
         reg, ad = self.sim.regime, self.adaptive
         gamma = ad.gamma if self.mode == "adaptive" else self.gamma
-        gamma = max(0, min(gamma, self.max_new - self.committed - (1 if assumes is not None else 0)))
+        provisional = assumes.draft.accepted + 1 if assumes is not None and assumes.draft else 0
+        gamma = max(0, min(gamma, self.max_new - self.committed - provisional))
         t = self._work(gamma * reg.draft_s)
         if gamma > 0:
             ad.observe_draft(gamma * reg.draft_s, gamma)
@@ -396,6 +401,8 @@ class Robot:
         self._deliver(self._token, req, compute_s)
 
     def _early(self, req: _Request) -> None:
+        if req.early_at is None:
+            req.early_at = self.sim.now
         if self.done or req is not self.cur or self.pre is not None:
             return
         if self.mode not in ("spec-ee-pre", "adaptive") or not self.adaptive.use_predraft:
@@ -417,8 +424,14 @@ class Robot:
         if req.exits and d.early:
             self.r["exit_total"]["exit"] = self.r["exit_total"].get("exit", 0) + 1
             self.r["exit_agree"]["exit"] = self.r["exit_agree"].get("exit", 0) + int(d.agreed)
-        rtt = None if req.assumes is not None else self.sim.now - req.sent - compute_s
-        ad.observe_round(d.drafted, d.accepted, compute_s, d.drafted + 1, rtt)
+        if req.first:
+            self._last_final_at = None
+        if self._last_final_at is not None:
+            ad.observe_interval(self.sim.now - self._last_final_at, d.accepted + 1)
+        self._last_final_at = self.sim.now
+        rtt = None if req.assumes is not None or req.first else self.sim.now - req.sent - compute_s
+        lead = self.sim.now - req.early_at if req.early_at is not None else None
+        ad.observe_round(d.drafted, d.accepted, compute_s, d.drafted + 1, rtt, lead)
         self._commit_at(self.sim.now, d.accepted + 1)
         if self.done:
             return
@@ -426,11 +439,11 @@ class Robot:
         if pre is not None:
             self.r["hits"] += int(d.agreed)
             ad.observe_predraft(d.agreed)
-            if d.agreed:
-                self.cur = pre if self.server_queue else self._ship(pre)
-                return
         if self.mode == "adaptive" and ad.choose_mode() == "cloud":
-            self._generate()
+            self._generate()  # as the client: leaves speculation even when a pre-draft hit
+            return
+        if pre is not None and d.agreed:
+            self.cur = pre if self.server_queue else self._ship(pre)
             return
         self.cur = self._send_draft()
 

@@ -1,10 +1,20 @@
 """Online choice of draft length, exit threshold and mode, from what the robot measures.
 
-Cost model (DESIGN.md, "When speculation across a link pays"): cloud decoding costs the target's
-step time t per token; a speculative round costs γ·d (drafting) + R (round trip) + V(γ+1)
-(verification) and commits E(a, γ) = (1 - a^(γ+1)) / (1 - a) tokens at acceptance a. Pick the γ
-that minimises time per token; pick cloud decoding when even the best γ loses to t. Estimates are
-exponentially weighted, so the choice follows a changing link or a loaded server.
+Cost model (DESIGN.md, "When speculation across a link pays"). Cloud decoding costs the target's
+step time t per token. A speculative round that starts from scratch (no pre-draft, or a miss)
+costs γ·d (drafting) + R (round trip) + V(γ+1) (verification). A round whose pre-draft hits was
+already queued on the server: the next pass starts when the current one ends, unless the pre-draft
+is still on its way, so it costs V(γ+1) + max(0, γ·d + R - L), where L is how much earlier the
+early verdict arrives than the final one. With hit rate h the expected round costs
+h·T_hit + (1-h)·T_miss and commits E(a, γ) = (1 - a^(γ+1)) / (1 - a) tokens at acceptance a.
+Pick the γ with the lowest time per token; pick cloud decoding when it is clearly cheaper
+(a margin keeps noise from flapping between the two).
+
+Estimates: a is the per-token acceptance probability of that formula (not the share of drafted
+tokens accepted): a round that accepts k of γ tokens saw k acceptances in k + 1 trials, or γ in γ
+if all were accepted; a = decayed sum of acceptances / decayed sum of trials. Times are
+exponentially weighted averages. The first round of a response is not used for the round trip:
+it also waits for the prompt's prefill.
 """
 from __future__ import annotations
 
@@ -23,18 +33,32 @@ class _Ewma:
 
 
 class AdaptiveController:
-    def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8):
+    SWITCH_MARGIN = 0.9  # speculation must be predicted at least 10% faster to leave cloud decoding
+    LEAVE_SPEC_MARGIN = 0.8  # cloud decoding must be 20% faster to leave speculation (its early rounds are the noisiest)
+    MIN_ROUNDS = 2       # rounds of evidence (since the last probe began) before leaving speculation
+    MIN_ROUNDS_FOR_GAMMA = 8  # rounds of evidence before tuning the draft length
+
+    def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
+                 decay: float = 0.95):
         self.gamma, self.max_gamma, self.threshold = gamma, max_gamma, threshold
-        self.acceptance = _Ewma(0.2, 0.6)
+        self.decay = decay
+        self._accepts, self._trials = 3.0, 5.0      # prior: a = 0.6, the weight of about one round
         self.draft_token_s = _Ewma()
         self.rtt_s = _Ewma()
         self.pass_fixed_s = _Ewma()    # verification time = fixed + per_token * tokens
         self.pass_token_s = _Ewma(value=0.0)
         self.step_s = _Ewma()
-        self.hit_rate = _Ewma(0.2, 0.7)
+        self.hit_rate = _Ewma(0.2, 0.5)
+        self.early_lead_s = _Ewma()
+        self._spent_s, self._committed = 0.0, 0.0   # decayed sums: measured speculation cost per token
         self.use_predraft = True
+        self.mode = "spec"
         self.responses = 0
         self.probe_every = probe_every
+
+    @property
+    def acceptance(self) -> float:
+        return self._accepts / self._trials if self._trials else 0.0
 
     # -- observations ----------------------------------------------------------------------------
     def observe_draft(self, seconds: float, tokens: int) -> None:
@@ -42,11 +66,19 @@ class AdaptiveController:
             self.draft_token_s.add(seconds / tokens)
 
     def observe_round(self, drafted: int, accepted: int, compute_s: float, tokens_in_pass: int,
-                      rtt_s: float | None) -> None:
+                      rtt_s: float | None, early_lead_s: float | None = None) -> None:
+        """One verified round: `rtt_s` is the wait beyond compute (None when it says nothing about
+        the link: a pre-draft, or a response's first round); `early_lead_s` how much earlier the
+        first early verdict arrived than the final one."""
+        self._rounds_seen = getattr(self, "_rounds_seen", 0) + 1
+        self._rounds_total = getattr(self, "_rounds_total", 0) + 1
         if drafted:
-            self.acceptance.add(accepted / drafted)
+            self._accepts = self.decay * self._accepts + accepted
+            self._trials = self.decay * self._trials + accepted + (accepted < drafted)
         if rtt_s is not None:
             self.rtt_s.add(max(rtt_s, 0.0))
+        if early_lead_s is not None:
+            self.early_lead_s.add(max(early_lead_s, 0.0))
         if tokens_in_pass <= 1:
             self.observe_step(compute_s)
         else:
@@ -55,6 +87,12 @@ class AdaptiveController:
             if self.step_s.value is not None:
                 self.pass_token_s.add(max((compute_s - self.step_s.value) / (tokens_in_pass - 1), 0.0))
         self.gamma = self.best_gamma()
+
+    def observe_interval(self, seconds: float, tokens: int) -> None:
+        """Wall time from one final verdict to the next and the tokens it committed: what
+        speculation really costs per token here, pre-drafts, queueing and all."""
+        self._spent_s = self.decay * self._spent_s + seconds
+        self._committed = self.decay * self._committed + tokens
 
     def observe_step(self, compute_s: float) -> None:
         self.step_s.add(compute_s)
@@ -75,30 +113,60 @@ class AdaptiveController:
     def spec_time_per_token(self, gamma: int) -> float | None:
         if self.draft_token_s.value is None or self.rtt_s.value is None:
             return None
-        round_s = gamma * self.draft_token_s.value + self.rtt_s.value + self.verify_s(gamma + 1)
-        return round_s / expected_tokens(self.acceptance.value, gamma)
+        drafting, verify = gamma * self.draft_token_s.value, self.verify_s(gamma + 1)
+        miss = drafting + self.rtt_s.value + verify
+        round_s = miss
+        if self.use_predraft and self.early_lead_s.value is not None:
+            hit = verify + max(0.0, drafting + self.rtt_s.value - self.early_lead_s.value)
+            h = self.hit_rate.value
+            round_s = h * hit + (1 - h) * miss
+        return round_s / expected_tokens(self.acceptance, gamma)
 
     def cloud_time_per_token(self) -> float | None:
         return self.step_s.value if self.step_s.value is not None else (
             self.verify_s(1) if self.pass_fixed_s.value is not None else None)
 
     def best_gamma(self) -> int:
+        if getattr(self, "_rounds_total", 0) < self.MIN_ROUNDS_FOR_GAMMA:
+            return self.gamma  # too little evidence to move away from the configured draft length
         costs = {g: self.spec_time_per_token(g) for g in range(1, self.max_gamma + 1)}
         if any(c is None for c in costs.values()):
             return self.gamma
         return min(costs, key=costs.get)
 
+    def spec_cost(self) -> float | None:
+        """Measured time per token of speculation when there is some, else the model's prediction."""
+        if self._committed > 0:
+            return self._spent_s / self._committed
+        return self.spec_time_per_token(self.best_gamma())
+
     def choose_mode(self) -> str:
-        """'cloud' when plain cloud decoding is predicted faster, else 'spec' (with early exits)."""
-        spec, cloud = self.spec_time_per_token(self.best_gamma()), self.cloud_time_per_token()
-        if spec is None or cloud is None:
-            return "spec"
-        return "cloud" if cloud < spec else "spec"
+        """'cloud' or 'spec' (with early exits and pre-drafts), with a margin against flapping."""
+        spec, cloud = self.spec_cost(), self.cloud_time_per_token()
+        if spec is not None and cloud is not None:
+            if self.mode == "spec" and cloud < self.LEAVE_SPEC_MARGIN * spec \
+                    and getattr(self, "_rounds_seen", 0) >= self.MIN_ROUNDS:
+                self.mode = "cloud"
+            elif self.mode == "cloud" and spec < self.SWITCH_MARGIN * cloud:
+                self.mode = "spec"
+        return self.mode
 
     def start_response(self) -> str:
-        """Mode for a new response; in a cloud regime, probe speculation now and then to stay current."""
+        """Mode for a new response. In a cloud regime, probe speculation now and then to stay current;
+        each probe that confirms cloud decoding doubles the wait before the next (a probe costs a
+        round or two of speculation where it loses)."""
         self.responses += 1
         mode = self.choose_mode()
-        if mode == "cloud" and self.responses % self.probe_every == 0:
+        if mode == "spec":
+            self._probe_wait = self.probe_every
+            return mode
+        self._since_probe = getattr(self, "_since_probe", 0) + 1
+        spec, cloud = self.spec_cost(), self.cloud_time_per_token()
+        if spec is not None and cloud is not None and spec > 2 * cloud:
+            return mode  # far from break-even: a probe would cost more than it could find
+        if self._since_probe >= getattr(self, "_probe_wait", self.probe_every):
+            self._since_probe, self._rounds_seen = 0, 0
+            self._probe_wait = 2 * getattr(self, "_probe_wait", self.probe_every)
+            self.mode = "spec"  # the probe speculates until the evidence says otherwise
             return "spec"
         return mode

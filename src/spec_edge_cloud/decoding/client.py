@@ -45,6 +45,7 @@ class _Round:
     tokens: list[int]
     sent_at: float
     pre: bool
+    early_at: float | None = None  # arrival of its first early verdict
 
 
 @dataclass
@@ -209,7 +210,8 @@ class _Run:
 
         def send_draft(assumes=None) -> _Round:
             gamma = ad.gamma if cfg.mode == "adaptive" else cfg.gamma
-            gamma = min(gamma, cfg.max_new_tokens - len(self.generated) - (1 if assumes else 0))
+            provisional = assumes[1] + 1 if assumes else 0  # tokens a pre-draft already builds on
+            gamma = min(gamma, cfg.max_new_tokens - len(self.generated) - provisional)
             base = len(eng.tokens)
             self.note("draft", pre=assumes is not None)
             d_tokens, probs = [], None
@@ -227,6 +229,7 @@ class _Run:
 
         cur = send_draft()
         pre = None   # (assumes, round tuple) of the pre-draft in flight
+        last_final_at = None
         while not self.done:
             rnd, base, d_tokens = cur.round, cur.base, cur.tokens
             msg = self.recv()
@@ -237,6 +240,7 @@ class _Run:
                 continue  # stale, duplicate or for a dropped pre-draft
             if isinstance(msg, Early):
                 self.m.early_messages += 1
+                cur.early_at = cur.early_at or time.perf_counter()
                 self.emit("provisional", len(self.generated), d_tokens[: msg.accepted] + [msg.next_token])
                 if cfg.predraft and pre is None and (cfg.mode != "adaptive" or ad.use_predraft) \
                         and not self._would_finish(d_tokens[: msg.accepted] + [msg.next_token]):
@@ -253,8 +257,14 @@ class _Run:
                 for layer, ek, eb in msg.exits:
                     self.m.exit_total[layer] += 1
                     self.m.exit_agree[layer] += int((ek, eb) == (k, b))
+                now = time.perf_counter()
+                if last_final_at is not None:
+                    ad.observe_interval(now - last_final_at, k + 1)
+                last_final_at = now
+                first_or_pre = cur.pre or rnd == 0  # a first round also waits for the prefill
                 ad.observe_round(len(d_tokens), k, msg.compute_s, msg.tokens_in_pass,
-                                 None if cur.pre else time.perf_counter() - cur.sent_at - msg.compute_s)
+                                 None if first_or_pre else now - cur.sent_at - msg.compute_s,
+                                 now - cur.early_at if cur.early_at else None)
                 if pre is not None and pre[0] != (rnd, k, b):
                     self.emit("rollback", len(self.generated), [])
                 self.commit(d_tokens[:k] + [b])
@@ -264,15 +274,16 @@ class _Run:
                 if pre is not None:
                     self.m.hits += int(hit)
                     ad.observe_predraft(hit)
+                if cfg.mode == "adaptive" and ad.choose_mode() == "cloud":
+                    # a queued pre-draft may already be verified: Generate's base makes the cloud drop it
+                    self.m.switched_to_cloud_at = len(self.generated)
+                    self.cloud()
+                    return
                 if hit:
                     cur, pre = pre[1], None
                     continue
                 pre = None
                 self.sync_draft(self.committed)
-                if cfg.mode == "adaptive" and ad.choose_mode() == "cloud":
-                    self.m.switched_to_cloud_at = len(self.generated)
-                    self.cloud()
-                    return
                 cur = send_draft()
 
     def _would_finish(self, new: list[int]) -> bool:
