@@ -35,9 +35,12 @@ class DraftEngine:
         self.seq: CachedSequence | None = None
 
     def prefill(self, prompt: Prompt) -> None:
+        start = time.perf_counter()
         self.seq = CachedSequence(self.bundle, self.bundle.attach_image(prompt) if prompt.image is not None
                                   else prompt)
         self.seq.prefill()
+        if self.pacer is not None:
+            self.pacer.draft_prefill(start)
 
     @property
     def tokens(self) -> list[int]:

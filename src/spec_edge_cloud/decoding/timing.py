@@ -90,5 +90,8 @@ class Pacer:
     def target_prefill(self, t0: float) -> None:
         self._until(t0, self.profile.target_prefill_ms)
 
+    def draft_prefill(self, t0: float) -> None:
+        self._until(t0, self.profile.draft_prefill_ms)
+
     def draft_token(self, t0: float, count: int) -> None:
         self._until(t0, self.profile.draft_per_token_ms * count)
