@@ -13,14 +13,13 @@ Sources (parameter `source`):
 """
 from __future__ import annotations
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from . import images
 from .camera_sources import BagSource, Frame, Go2Source, OpenCVSource
+from .spin import run_node
 
 SOURCES = ("topic", "opencv", "bag", "go2")
 # Every parameter of the node, with its default (mirrored in config/robot.yaml, camera_node).
@@ -118,16 +117,7 @@ class CameraNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = CameraNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CameraNode, args)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ import json
 import time
 from dataclasses import fields
 
-import rclpy
 from geometry_msgs.msg import Twist
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, String
@@ -27,6 +25,7 @@ from spec_edge_cloud.control.backends import Go2SdkBackend, TwistBackend
 from spec_edge_cloud.control.controller import Controller
 from spec_edge_cloud.control.safety import GateConfig, SafetyGate
 from spec_edge_cloud.control.token_events import parse_token_event
+from .spin import run_node
 
 # Every parameter of the node, with its default (mirrored in config/robot.yaml, command_node).
 PARAMETERS = {
@@ -97,16 +96,7 @@ class CommandNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = CommandNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(CommandNode, args)
 
 
 if __name__ == "__main__":

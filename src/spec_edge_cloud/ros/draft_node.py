@@ -31,10 +31,8 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -48,6 +46,7 @@ from . import images
 from .command_node import TOKENS_QOS
 from .qos import INSTRUCTION_QOS
 from .robot_decoder import open_robot_decoder
+from .spin import run_node
 
 # Every parameter of the node, with its default (mirrored in config/robot.yaml, draft_node).
 PARAMETERS = {
@@ -299,16 +298,7 @@ class DraftNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = DraftNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(DraftNode, args)
 
 
 if __name__ == "__main__":

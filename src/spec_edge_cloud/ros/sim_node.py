@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import time
 
-import rclpy
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -29,6 +27,7 @@ from std_msgs.msg import Int64, String
 
 from spec_edge_cloud.sim.session import Pacer, SimSession
 from spec_edge_cloud.sim.vocab import check_goal, parse_instruction
+from .spin import run_node
 
 PARAMETERS = {
     "seed": 0,                     # layout (and goal, unless given) of the first episode
@@ -76,6 +75,9 @@ class SimNode(Node):
         self.create_subscription(Int64, "/sim/reset", self._on_reset, RELIABLE)
         self.create_timer(0.005, self._run_due_ticks)
         self._announce()
+
+    def close(self) -> None:
+        self.session.close()
 
     def _announce(self) -> None:
         self.get_logger().info(f"episode seed {self.session.seed}: {self.session.instruction}")
@@ -134,16 +136,7 @@ class SimNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.session.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimNode, args)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
+from .spin import run_node
 
 MODEL_PARAMETERS = {
     "target_dir": "models/target",   # the target model's directory
@@ -65,16 +64,7 @@ class VerifierNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = VerifierNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(VerifierNode, args)
 
 
 if __name__ == "__main__":
