@@ -27,7 +27,7 @@ def write_json(directory: Path, figures: dict) -> None:
 def vlm_cards(target_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
     t, sh, sim, spec = figures["training"], figures["shapes"], figures["sim"], figures["speculation"]
     ans, ex = figures["answers"], figures["exit_agreement"]
-    ts, ds = sh["target"], sh["draft"]
+    ts, ds, dg = sh["target"], sh["draft"], t["target"]["dagger"]
     common = f"""## Data
 `spec-edge-cloud sim dataset` with seed {t['seed']}: {t['examples']} (head-camera frame, instruction, expert
 answer) examples from {t['episodes']} episodes of the scripted expert in the MuJoCo Go2 room. Frames
@@ -57,7 +57,10 @@ target's own answers to held-out frames, {ex['positions']} positions): {_layers(
 
 ## Training
 Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Target: {t['target']['steps']} AdamW steps of
-{t['target']['batch']} examples, LM loss on the answer tokens. Draft: {t['draft']['steps']} steps, loss
+{t['target']['batch']} examples, LM loss on the answer tokens; then one round of DAgger: the target drove
+{dg['episodes']} more training rooms (reaching the goal in {_pct(dg['model_success_rate'])}) while the expert labelled
+{dg['examples']} of the views it met, and it trained {dg['steps']} more steps on expert + DAgger views. Draft
+(on the same views): {t['draft']['steps']} steps, loss
 {1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.
 Exit heads: {t['exits']['steps']} steps of KL to the final layer over the target's own answers to {t['exits']['prompts']}
 training frames. Reproduce: `{command}` (all figures: card.json).

@@ -68,7 +68,7 @@ class EpisodeRecord:
 
 
 def run_planner(world: Go2World, camera: HeadCamera, planner: Planner, replan_s: float = episode.REPLAN_S,
-                timeout_s: float = 60.0) -> tuple[Outcome, int, list[str]]:
+                timeout_s: float = 60.0, on_tick: episode.Tick | None = None) -> tuple[Outcome, int, list[str]]:
     """One closed-loop episode from the world's current state; (outcome, answers, unparsed answers)."""
     assert world.layout is not None
     goal = world.layout.goal_object
@@ -83,7 +83,7 @@ def run_planner(world: Go2World, camera: HeadCamera, planner: Planner, replan_s:
         except ActionError:
             unparsed.append(answer)
             actions = []
-        outcome = episode.execute(world, actions, judge, budget_s=replan_s)
+        outcome = episode.execute(world, actions, judge, on_tick, budget_s=replan_s)
     world.stop()
     return outcome, answers, unparsed
 

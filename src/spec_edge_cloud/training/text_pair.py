@@ -34,9 +34,9 @@ class TextBudget:
     train_prompts: int = 160
     heldout_prompts: int = 24
     max_new_tokens: int = 48
-    exit_steps: int = 400
-    draft_keep: int = 4            # the draft: the target's first 4 layers + 1 trained layer
-    draft_steps: int = 300
+    exit_steps: int = 600
+    draft_keep: int = 8            # the draft: the target's first 8 layers + 1 trained layer
+    draft_steps: int = 500
     spec_prompts: int = 12
 
     @classmethod
@@ -79,7 +79,7 @@ def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), 
                agreement={str(k): v for k, v in trained.items()}, **exit_stats)
 
     draft = ModelBundle(cut_draft(target.model, budget.draft_keep), target.tokenizer)
-    draft_stats = train_layer_draft(draft, answers, teach.target, steps=budget.draft_steps, batch=4, seed=seed,
+    draft_stats = train_layer_draft(draft, answers, teach.target, steps=budget.draft_steps, lr=6e-4, batch=4, seed=seed,
                                     log=lambda s: log("smollm2 " + s))
     save_trained_layer(draft.model, models / DRAFT_DIR, target=smollm2.GGUF_FILE, **draft_stats)
     del teach

@@ -25,7 +25,7 @@ from spec_edge_cloud.modeling.layers import decoder_parts
 from spec_edge_cloud.modeling.vlm_training import (EncodedExamples, Example, TrainConfig, greedy_answers,
                                                    teacher_logits, train)
 from spec_edge_cloud.sim import dataset as sim_dataset
-from spec_edge_cloud.training import sim_eval, spec_eval
+from spec_edge_cloud.training import dagger, sim_eval, spec_eval
 from spec_edge_cloud.training.data import read_dataset, task_words
 
 Log = Callable[[str], None]
@@ -36,20 +36,24 @@ class Budget:
     """How much of everything: the default is the shipped models' recipe, `quick()` a smoke test."""
 
     episodes: int = 400             # training episodes of the expert in the sim (about 7.5 frames each)
-    target_steps: int = 2400
+    target_steps: int = 2000
+    dagger_episodes: int = 120      # rooms the trained target drives while the expert labels its views
+    dagger_steps: int = 800         # then the target trains on expert + DAgger views
+    dagger_timeout_s: float = 40.0  # sim time per DAgger room
     draft_steps: int = 1500
     exit_steps: int = 400
     exit_prompts: int = 400         # training frames the exit heads learn from (the target's own answers)
     heldout_episodes: int = 20      # frames of these held-out episodes: answers, acceptance, agreement
     spec_frames: int = 60           # held-out frames decoded speculatively
-    sim_episodes: int = 30          # closed-loop held-out rooms per policy
+    sim_episodes: int = 40          # closed-loop held-out rooms per policy
     sim_timeout_s: float = 60.0     # sim time per room
     batch: int = 32
 
     @classmethod
     def quick(cls) -> "Budget":
-        return cls(episodes=2, target_steps=3, draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1,
-                   spec_frames=2, sim_episodes=1, sim_timeout_s=2.0, batch=4)
+        return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
+                   draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1, spec_frames=2,
+                   sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
 
 @dataclass
@@ -90,6 +94,17 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
     log(f"target: {family.parameter_count(target) / 1e6:.2f}M parameters, {len(data)} examples")
     target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3, seed=seed),
                          log=lambda s: log("target " + s))
+    dagger_rooms = [sim_dataset.episode_seed(seed, budget.episodes + i) for i in range(budget.dagger_episodes)]
+    if set(dagger_rooms) & {r["seed"] for r in held_records}:
+        raise ValueError("DAgger rooms overlap the held-out frames' rooms")
+    train_layouts |= set(dagger_rooms)
+    extra, dagger_stats = dagger.collect(sim_eval.model_planner(target), dagger_rooms,
+                                         timeout_s=budget.dagger_timeout_s, log=log)
+    expert_examples, examples = len(examples), examples + extra
+    data = EncodedExamples(target, examples)
+    target_stats["dagger"] = {**dagger_stats, **train(
+        target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
+        log=lambda s: log("target (DAgger) " + s))}
 
     draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
     log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
@@ -121,7 +136,7 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
 
     figures = evaluate_family(target_dir, draft_dir, held, held_records, budget, seed, train_layouts, log)
     figures["training"] = {
-        "seed": seed, "seconds": round(train_seconds), "examples": len(examples), "episodes": len({
+        "seed": seed, "seconds": round(train_seconds), "examples": expert_examples, "episodes": len({
             r["episode"] for r in records}), "dataset": str(data_dir), "target": target_stats, "draft": draft_stats,
         "exits": {**exit_stats, "layers": layers, "rank": heads.rank, "prompts": len(exit_prompts)},
     }
