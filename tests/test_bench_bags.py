@@ -8,6 +8,7 @@ import pytest
 
 from spec_edge_cloud.bench.bags import BagError, BagWriter, read_frames
 from spec_edge_cloud.sim.vocab import parse_instruction
+from processes import stop
 
 SHIPPED = "data/bags/sim_small"
 
@@ -98,8 +99,7 @@ def test_ros_recorder_writes_live_topics(tmp_path):
         out = subprocess.run([sys.executable, "-m", "spec_edge_cloud.cli", "record", "--out", str(tmp_path / "r"),
                               "--frames", "10", "--duration", "60"], capture_output=True, text=True, timeout=120)
     finally:
-        pub.terminate()
-        pub.wait(10)
+        stop(pub)
     assert out.returncode == 0, out.stderr
     frames = read_frames(tmp_path / "r")
     assert frames and all(f.instruction == "go to the green cone" for f in frames)

@@ -16,6 +16,7 @@ from std_msgs.msg import Bool, String  # noqa: E402
 
 from spec_edge_cloud.control.token_events import TokenEvent  # noqa: E402
 from spec_edge_cloud.ros.command_node import ESTOP_QOS, PARAMETERS, TOKENS_QOS  # noqa: E402
+from processes import stop  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "robot.yaml"
 MAX_VX = 0.6
@@ -78,8 +79,7 @@ def h():
         harness.spin_until(lambda: harness.node.count_subscribers("/spec/tokens") > 0, 10)
         yield harness
     finally:
-        proc.terminate()
-        proc.wait(20)
+        stop(proc)
         harness.node.destroy_node()
         rclpy.try_shutdown()
 
@@ -158,6 +158,5 @@ def test_go2_sdk_backend_turns_final_tokens_into_sport_requests(h):
         assert moves[-1]["z"] < moves[0]["z"]  # ramping up towards a right turn
     finally:
         if node is not None:
-            node.terminate()
-            node.wait(20)
+            stop(node)
         standin.close()

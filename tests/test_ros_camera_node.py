@@ -16,6 +16,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from spec_edge_cloud.ros import images  # noqa: E402
+from processes import stop  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]   # RGB, one per bag/video frame
@@ -100,10 +101,7 @@ def run(tmp_path_factory):
                 rclpy.spin_once(node, timeout_sec=0.02)
         yield got, sent, jpeg
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(10)
+        stop(*procs)
         standin.stdin.close()
         standin.wait(10)
         node.destroy_node()

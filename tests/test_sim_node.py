@@ -15,6 +15,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
+from processes import stop  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
@@ -70,6 +71,5 @@ def test_sim_node_over_dds():
         assert episodes[0]["outcome"] == "fail" and episodes[0]["reason"] == "timeout"
         assert episodes[0]["instruction"] == "go to the green box" and episodes[0]["distance"] > 0
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
         rclpy.try_shutdown()

@@ -4,18 +4,23 @@ import sys
 import time
 
 import pytest
+from processes import stop
 
 rclpy = pytest.importorskip("rclpy")
 from std_msgs.msg import String  # noqa: E402
 
 ECHO = """
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from std_msgs.msg import String
 rclpy.init()
 n = rclpy.create_node('smoke_echo')
 pub = n.create_publisher(String, 'smoke_ack', 10)
 n.create_subscription(String, 'smoke', lambda m: pub.publish(String(data=m.data + '!')), 10)
-rclpy.spin(n)
+try:
+    rclpy.spin(n)
+except (KeyboardInterrupt, ExternalShutdownException):
+    pass
 """
 
 
@@ -33,8 +38,7 @@ def test_two_processes_exchange_a_message_over_dds():
             rclpy.spin_once(node, timeout_sec=0.1)
         assert got and got[0] == "ping!"
     finally:
-        echo.terminate()
-        echo.wait(10)
+        stop(echo)
         if rclpy.ok():
             rclpy.shutdown()
 
