@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 
 from spec_edge_cloud.control.actions import parse_answer
 from spec_edge_cloud.decoding.client import SpecClient
@@ -103,7 +104,9 @@ def test_smollm2_exit_heads_and_draft_layer_fit_the_target():
     assert heads.trained and heads.layers == [8, 15, 22]
     assert heads.adapters["8"].linear.weight.shape == (576, 576)
     meta = json.loads((MODELS / DRAFT_DIR / "draft.json").read_text())
-    assert meta["keep"] == 4 and meta["target"] == smollm2.GGUF_FILE
+    assert 1 <= meta["keep"] < 30 and meta["target"] == smollm2.GGUF_FILE
+    layer = load_file(str(MODELS / DRAFT_DIR / "draft_layer.safetensors"))
+    assert layer["mlp.up_proj.weight"].shape == (1536, 576) and layer["self_attn.k_proj.weight"].shape == (192, 576)
 
 
 @pytest.mark.skipif(not (smollm2.cache_root() / "smollm2" / "target" / "model.safetensors").is_file(),
