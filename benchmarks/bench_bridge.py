@@ -1,4 +1,5 @@
-"""Cost of the ZeroMQ bridge: overhead per round beyond compute, and round latency with 1..16 robots.
+"""Cost of the ZeroMQ bridge: overhead per round beyond compute, and round latency with 1..16 robots,
+with and without batching several robots' rounds into one pass.
 
     .venv/bin/python benchmarks/bench_bridge.py [--rounds 300] [--robots 1,4,16] [--hidden 64 --layers 4]
     .venv/bin/python benchmarks/bench_bridge.py --regime go2-orin-a100   # EMULATED regime, see below
@@ -9,8 +10,11 @@ one torch thread) serves a tiny random Llama target. Each robot is its own proce
 every 50 rounds. Overhead = the robot's wall time from `send(DRAFT)` to `recv() -> FINAL` minus the
 pass's compute time that FINAL reports (so it includes both sockets, both I/O threads, the
 server's decoding, checks and fair scheduler, and the service's bookkeeping around the pass). The
-same rounds through the in-process link (a thread, no sockets) give the baseline. All on this
-machine's 2 shared cores: robots and server compete for them.
+same rounds through the in-process link (a thread, no sockets) give the baseline. The fleets of
+several robots run twice: against the default server (rounds of up to `max_batch` = 8 robots that
+are ready together share one padded forward pass) and against one started with `--max-batch 1`
+(passes one at a time, interleaved fairly); "rows" is the mean number of robots per pass that the
+FINALs report. All on this machine's 2 shared cores: robots and server compete for them.
 
 `--regime PROFILE` instead runs whole responses through the real bridge in a regime that cannot run
 here, with EMULATED timings: the verifier pads every pass to the profile (`--target-profile`), the
@@ -39,8 +43,8 @@ from spec_edge_cloud.modeling.tiny import tiny_bundle
 SESSION_ROUNDS, GAMMA, PROMPT = 50, 4, [2, 10, 11, 12, 13]
 
 
-def robot(link, vocab: int, rounds: int, seed: int) -> list[tuple[float, float]]:
-    """(round wall time, reported compute) per round, through any Link."""
+def robot(link, vocab: int, rounds: int, seed: int) -> list[tuple[float, float, int]]:
+    """(round wall time, reported compute, robots sharing the pass) per round, through any Link."""
     rng = random.Random(seed)
     out = []
     session, base = None, 0
@@ -59,7 +63,7 @@ def robot(link, vocab: int, rounds: int, seed: int) -> list[tuple[float, float]]
                 raise RuntimeError("no FINAL within 10 s")
             if isinstance(msg, Final) and msg.session == session and msg.round == i:
                 break
-        out.append((time.perf_counter() - t0, msg.compute_s))
+        out.append((time.perf_counter() - t0, msg.compute_s, msg.rows))
         base += msg.accepted + 1
     link.send(End(session))
     return out
@@ -95,13 +99,14 @@ def start_server(target_dir: Path, log: Path, extra: list[str] = ()) -> tuple[su
                          dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
 
 
-def summary(samples: list[tuple[float, float]]) -> dict:
-    wall = [w * 1000 for w, _ in samples]
-    compute = [c * 1000 for _, c in samples]
+def summary(samples: list[tuple[float, float, int]]) -> dict:
+    wall = [w * 1000 for w, _, _ in samples]
+    compute = [c * 1000 for _, c, _ in samples]
     over = [w - c for w, c in zip(wall, compute)]
     q = lambda xs, p: statistics.quantiles(xs, n=20)[int(p * 20) - 1]  # noqa: E731
     return dict(n=len(samples), round_ms=statistics.median(wall), round_p90=q(wall, 0.9),
-                compute_ms=statistics.median(compute), overhead_ms=statistics.median(over), overhead_p90=q(over, 0.9))
+                compute_ms=statistics.median(compute), overhead_ms=statistics.median(over), overhead_p90=q(over, 0.9),
+                rows=statistics.mean(r for _, _, r in samples))
 
 
 def row(label: str, s: dict, extra: str = "") -> str:
@@ -209,9 +214,10 @@ def main() -> None:
     link.close()
 
     server, endpoint = start_server(tmp / "target", tmp / "verifier.log")
+    single, single_endpoint = start_server(tmp / "target", tmp / "verifier-single.log", ["--max-batch", "1"])
     ctx = mp.get_context("fork")
     try:
-        def fleet(n: int, rounds: int) -> tuple[list, float]:
+        def fleet(n: int, rounds: int, endpoint: str = endpoint) -> tuple[list, float]:
             start, results = ctx.Event(), ctx.Queue()
             procs = [ctx.Process(target=robot_process, args=(endpoint, tokenizer, vocab, rounds, 1000 + i, start,
                                                               results)) for i in range(n)]
@@ -231,11 +237,14 @@ def main() -> None:
         s = summary(samples)
         print(row("ZeroMQ, 1 robot", s, f"goal: overhead <= 0.5 ms -> {'met' if s['overhead_ms'] <= 0.5 else 'NOT met'}"))
         for n in [int(x) for x in args.robots.split(",")]:
-            samples, elapsed = fleet(n, args.rounds_per_robot)
-            print(row(f"ZeroMQ, {n} robots at once", summary(samples), f"{len(samples) / elapsed:.0f} rounds/s"))
+            for label, at in (("batched", endpoint), ("one pass at a time", single_endpoint)):
+                samples, elapsed = fleet(n, args.rounds_per_robot, at)
+                s = summary(samples)
+                print(row(f"{n} robots, {label}", s, f"{len(samples) / elapsed:.0f} rounds/s, rows {s['rows']:.2f}"))
     finally:
-        server.terminate()
-        server.wait(10)
+        for p in (server, single):
+            p.terminate()
+            p.wait(10)
 
 
 if __name__ == "__main__":

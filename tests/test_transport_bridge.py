@@ -225,6 +225,36 @@ class Mischief(threading.Thread):
         self.ctx.term()
 
 
+def test_robots_ready_together_are_verified_in_one_batched_pass(world):
+    """Four robots decode at once: their rounds share passes (FINAL says how many), each answer lossless."""
+    target, draft = world["vlm_target"], world["vlm_draft"]
+    jobs = [("w4 w9 w1", None), ("w7 w2", protocol.jpeg_roundtrip(random_image(7))), ("w12 w3 w3 w8", None),
+            ("w5", protocol.jpeg_roundtrip(random_image(8)))]
+    links = [link_to(world["vlm"].endpoint, draft, world["robot"]) for _ in jobs]
+    barrier, out = threading.Barrier(len(jobs)), {}
+
+    def robot(i: int) -> None:
+        text, image = jobs[i]
+        barrier.wait(30)
+        for mode in ("spec", "spec-ee-pre"):
+            out[i, mode] = decode(draft, links[i], draft.encode(text, image), mode, 20).tokens
+
+    try:
+        threads = [threading.Thread(target=robot, args=(i,)) for i in range(len(jobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for i, (text, image) in enumerate(jobs):
+            ref = target_alone(target, target.encode(text, image), 20)
+            assert out[i, "spec"] == ref and out[i, "spec-ee-pre"] == ref, f"robot {i} differs from the target"
+        rows = [r.rows for link in links for r in link.stats.rounds]
+        assert max(rows) > 1, "no pass was shared: the test lost its point"
+    finally:
+        for link in links:
+            link.close()
+
+
 def test_duplicated_reordered_and_stale_replies_are_ignored(world):
     target, draft = world["vlm_target"], world["vlm_draft"]
     mitm = Mischief(world["vlm"].endpoint, world["robot"], seed=5)

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true", default=None, help="allow plaintext on a non-loopback bind")
     p.add_argument("--idle-timeout", type=float, default=None, help="seconds (idle_timeout_s)")
     p.add_argument("--max-sessions", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=None,
+                   help="robots' rounds verified together in one forward pass (max_batch; 1: no batching)")
     p.add_argument("--quiet-rounds", action="store_true", help="do not log every round (log_rounds: false)")
     p.add_argument("--log-level", default="INFO")
 
@@ -54,6 +56,7 @@ def merge(params: dict, args: argparse.Namespace) -> dict:
              "target_profile": args.target_profile, "server_secret_key": args.server_key,
              "authorized_clients_dir": args.clients, "insecure": args.insecure,
              "idle_timeout_s": args.idle_timeout, "max_sessions": args.max_sessions,
+             "max_batch": args.max_batch,
              "log_rounds": False if args.quiet_rounds else None,
              "exit_layers": [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None}
     return {**params, **{k: v for k, v in flags.items() if v is not None}}

@@ -87,6 +87,7 @@ class Final:
     compute_s: float
     tokens_in_pass: int
     exits: list[tuple[int, int, int]] = field(default_factory=list)  # (layer, accepted, next) per exit
+    rows: int = 1  # robots' rounds verified in the same (batched) pass; compute_s is the whole pass's
 
 
 @dataclass

@@ -5,6 +5,11 @@ Both engines keep the same invariant: `tokens` is the sequence so far and the ca
 the last committed one). Rollback is `truncate(n)`: the list is cut and the cache cropped, never
 recomputed. Positions are passed explicitly, so Qwen2-VL's M-RoPE offset (rope delta after the image)
 lives here, per sequence, and not in the model object that several sessions may share.
+
+`forward_rows` runs several sequences of one model in a single padded pass (the cloud batching
+different robots' rounds): caches of different lengths are left-padded into one batch cache, the
+new tokens right-padded, an attention mask hides the padding, and each sequence gets its own slice
+of the grown cache back.
 """
 from __future__ import annotations
 
@@ -52,17 +57,25 @@ class CachedSequence:
         self.cached += len(new)
         return out.logits[0].float()
 
-    def feed_tail(self, extra: list[int] = ()) -> torch.Tensor:
-        """Feed the uncached tail plus `extra`; returns logits for the last len(extra)+1 positions.
-
-        Always feeds at least one token, so the logits that predict the token after `tokens` exist.
-        """
+    def tail(self, extra: list[int] = ()) -> list[int]:
+        """The uncached tail plus `extra`: what the next pass feeds (at least one token, so the logits
+        that predict the token after `tokens` exist); crops the cache if it covers everything."""
         if self.cached >= len(self.tokens):
             self.truncate_cache(len(self.tokens) - 1)
         tail = self.tokens[self.cached:] + list(extra)
         self.bundle.check_length(self.cached + len(tail))
-        logits = self.forward(tail)
+        return tail
+
+    def feed_tail(self, extra: list[int] = ()) -> torch.Tensor:
+        """Feed the uncached tail plus `extra`; returns logits for the last len(extra)+1 positions."""
+        logits = self.forward(self.tail(extra))
         return logits[-(len(extra) + 1):]
+
+    @property
+    def batchable(self) -> bool:
+        """Whether this sequence can join a padded batch: its prompt (and image, if any) is already in
+        its cache, so the pass feeds plain tokens at explicit positions."""
+        return min(self.cached, len(self.tokens) - 1) > 0
 
     def prefill(self) -> None:
         """Cache the prompt but its last token (the first prediction comes with the first real pass)."""
@@ -86,3 +99,45 @@ class CachedSequence:
     @property
     def generated(self) -> list[int]:
         return self.tokens[self.prompt_len:]
+
+
+@torch.no_grad()
+def forward_rows(seqs: list[CachedSequence], tails: list[list[int]]) -> list[torch.Tensor]:
+    """`forward(tail)` for several sequences of one model in one pass: logits [len(tail), vocab] each.
+
+    More than one sequence needs every one `batchable`. Row r's cache (c_r tokens) is left-padded to
+    the longest one, its tail (t_r tokens) right-padded to the widest; the mask hides both paddings
+    and the positions are row r's own, so each row computes what it would alone. Afterwards row r's
+    cache is the batch cache's slice [past - c_r, past + t_r).
+    """
+    if len(seqs) == 1:
+        return [seqs[0].forward(tails[0])]
+    if not all(s.batchable for s in seqs) or len({id(s.model) for s in seqs}) != 1:
+        raise ValueError("a batched pass needs sequences of one model, each past its prompt prefill")
+    past, width, rows = max(s.cached for s in seqs), max(map(len, tails)), len(seqs)
+    ids = torch.zeros(rows, width, dtype=torch.long)
+    mask = torch.zeros(rows, past + width, dtype=torch.long)
+    for r, (s, tail) in enumerate(zip(seqs, tails)):
+        ids[r, :len(tail)] = torch.tensor(tail)
+        mask[r, past - s.cached: past + len(tail)] = 1
+    # [rows, width], or [3, rows, width] with M-RoPE: each row at its own positions
+    position_ids = torch.cat([s._positions(s.cached, width) for s in seqs], dim=-2)
+    cache = DynamicCache(config=seqs[0].model.config)
+    for i in range(len(seqs[0].cache.layers)):
+        cache.update(torch.cat([_left_pad(s.cache.layers[i].keys, past) for s in seqs]),
+                     torch.cat([_left_pad(s.cache.layers[i].values, past) for s in seqs]), i)
+    out = seqs[0].model(input_ids=ids, attention_mask=mask, position_ids=position_ids, cache=cache, use_cache=True)
+    logits = []
+    for r, (s, tail) in enumerate(zip(seqs, tails)):
+        keep = slice(past - s.cached, past + len(tail))
+        for mine, batch in zip(s.cache.layers, cache.layers):
+            mine.keys = batch.keys[r:r + 1, :, keep].clone()
+            mine.values = batch.values[r:r + 1, :, keep].clone()
+        s.cached += len(tail)
+        logits.append(out.logits[r, :len(tail)].float())
+    return logits
+
+
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """[1, heads, n, dim] -> [1, heads, length, dim], zeros in front (masked out in the pass)."""
+    return torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0))

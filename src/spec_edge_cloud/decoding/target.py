@@ -17,7 +17,7 @@ import torch
 from ..modeling.bundle import ModelBundle, Prompt
 from ..modeling.exit_heads import ExitHeads
 from ..modeling.layers import decoder_parts
-from .sequence import CachedSequence
+from .sequence import CachedSequence, forward_rows
 from .verify import Verdict, verdict
 
 
@@ -33,10 +33,16 @@ class PassResult:
     verdict: Verdict
     exits: list[ExitVerdict] = field(default_factory=list)
     seconds: float = 0.0
+    rows: int = 1  # sequences verified in the same pass
 
 
 class TargetEngine:
-    """Owns the target model and its exit heads; one `TargetSequence` per response."""
+    """Owns the target model and its exit heads; one `TargetSequence` per response.
+
+    The layer hooks are registered once, on the exit layers (every layer when a pacer emulates a
+    profile's timing), and act only while a verification pass is running (`_pass`), so a round pays
+    no hook bookkeeping and a prefill passes through them untouched.
+    """
 
     def __init__(self, bundle: ModelBundle, heads: ExitHeads | None = None, pacer=None):
         self.bundle = bundle
@@ -45,6 +51,10 @@ class TargetEngine:
         self.pacer = pacer
         if pacer is not None:
             pacer.num_layers = self.parts.num_layers
+        self._pass: _Pass | None = None
+        hooked = range(1, self.parts.num_layers + 1) if pacer is not None else (heads.layers if heads else [])
+        for layer in hooked:
+            self.parts.layers[layer - 1].register_forward_hook(self._hook(layer))
 
     @classmethod
     def from_dir(cls, directory, exits_dir=None, exit_layers: list[int] | None = None, pacer=None) -> "TargetEngine":
@@ -59,6 +69,83 @@ class TargetEngine:
     def start(self, prompt: Prompt, temperature: float = 0.0, seed: int = 0) -> "TargetSequence":
         prompt = self.bundle.attach_image(prompt) if prompt.image is not None else prompt
         return TargetSequence(self, CachedSequence(self.bundle, prompt), temperature, seed)
+
+    @torch.no_grad()
+    def verify(self, requests: list[VerifyRequest]) -> list[PassResult]:
+        """Verify several sequences' drafts in ONE forward pass (one row each, padded); one result each.
+
+        Each exit layer's hook computes every row's early verdict as soon as the layer is done and
+        hands it to that row's callback, so all batched robots get their EARLY mid-pass. Sequences
+        that cannot join a batch (their image not yet in the cache) get passes of their own. The
+        seconds reported are the whole verification: the pass, the verdicts and the commit.
+        """
+        if len(requests) > 1 and not all(r.seq.seq.batchable for r in requests):
+            return [self.verify([r])[0] for r in requests]
+        t0 = time.perf_counter()
+        p = _Pass(requests, t0, self.heads)
+        self._pass = p
+        try:
+            all_logits = forward_rows([r.seq.seq for r in requests], p.tails)
+        finally:
+            self._pass = None
+        results = []
+        for row, (r, logits) in enumerate(zip(requests, all_logits)):
+            start_pos, n = p.starts[row], p.sizes[row]
+            final = verdict(logits[-n:], r.draft, r.draft_probs, r.seq.temperature, r.seq.seed, start_pos)
+            # commit: keep last committed + accepted draft tokens in the cache, append the next token
+            r.seq.tokens[start_pos + 1:] = r.draft[: final.accepted] + [final.next_token]
+            r.seq.seq.truncate_cache(start_pos + 1 + final.accepted)
+            results.append(final)
+        if self.pacer is not None:
+            self.pacer.target_done(t0, p.tokens)
+        seconds = time.perf_counter() - t0
+        return [PassResult(final, row_exits, seconds, len(requests)) for final, row_exits in zip(results, p.exits)]
+
+    def _hook(self, layer: int):
+        def hook(_module, _inputs, output):
+            p = self._pass
+            if p is None:
+                return  # a prefill, or a pass of the draft: nothing to say
+            if self.pacer is not None:
+                self.pacer.target_layer(p.t0, layer, p.tokens)
+            if self.heads is None or layer not in self.heads.layers:
+                return
+            hidden = output[0] if isinstance(output, tuple) else output
+            for row, r in enumerate(p.requests):
+                if layer not in p.wanted[row]:
+                    continue
+                fed, n = len(p.tails[row]), p.sizes[row]
+                logits = self.heads.logits(layer, hidden[row, fed - n:fed], self.parts)
+                v = verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed, p.starts[row])
+                ev = ExitVerdict(layer, v, time.perf_counter() - p.t0)
+                p.exits[row].append(ev)
+                if r.on_exit is not None:
+                    r.on_exit(ev)
+        return hook
+
+
+class _Pass:
+    """What the layer hooks need to know about the verification pass in progress."""
+
+    def __init__(self, requests: list[VerifyRequest], t0: float, heads: ExitHeads | None):
+        self.requests, self.t0 = requests, t0
+        self.starts = [len(r.seq.tokens) - 1 for r in requests]  # absolute position of each first verified row
+        self.sizes = [len(r.draft) + 1 for r in requests]
+        self.tails = [r.seq.seq.tail(r.draft) for r in requests]  # each row: uncached tail + draft
+        self.tokens = len(requests) * max(self.sizes)             # rows x width, for the pacer
+        default = heads.layers if heads is not None else []
+        self.wanted = [set(r.exit_layers if r.exit_layers is not None else default) for r in requests]
+        self.exits: list[list[ExitVerdict]] = [[] for _ in requests]
+
+
+@dataclass
+class VerifyRequest:
+    """One sequence's share of a verification pass: its draft and where its early verdicts go."""
+    seq: "TargetSequence"
+    draft: list[int]
+    draft_probs: torch.Tensor | None = None
+    exit_layers: list[int] | None = None
+    on_exit: Callable[[ExitVerdict], None] | None = None
 
 
 class TargetSequence:
@@ -77,7 +164,6 @@ class TargetSequence:
             self.engine.pacer.target_prefill(start)
         return time.perf_counter() - start
 
-    @torch.no_grad()
     def verify(self, draft: list[int], draft_probs: torch.Tensor | None = None,
                exit_layers: list[int] | None = None,
                on_exit: Callable[[ExitVerdict], None] | None = None) -> PassResult:
@@ -85,41 +171,4 @@ class TargetSequence:
 
         An empty draft is one autoregressive step (cloud decoding uses exactly this).
         """
-        engine, parts, heads = self.engine, self.engine.parts, self.engine.heads
-        n = len(draft) + 1
-        start_pos = len(self.seq.tokens) - 1  # absolute position of the first verified row
-        exits: list[ExitVerdict] = []
-        wanted = set(exit_layers if exit_layers is not None else (heads.layers if heads else []))
-        hooks = []
-        t0 = time.perf_counter()
-
-        def make_hook(layer: int):
-            def hook(_module, _inputs, output):
-                if engine.pacer is not None:
-                    engine.pacer.target_layer(t0, layer, n)
-                if layer in wanted and heads is not None and layer in heads.layers:
-                    hidden = output[0] if isinstance(output, tuple) else output
-                    logits = heads.logits(layer, hidden[0, -n:], parts)
-                    v = verdict(logits, draft, draft_probs, self.temperature, self.seed, start_pos)
-                    ev = ExitVerdict(layer, v, time.perf_counter() - t0)
-                    exits.append(ev)
-                    if on_exit is not None:
-                        on_exit(ev)
-            return hook
-
-        if heads is not None or engine.pacer is not None:
-            for i, layer_module in enumerate(parts.layers, start=1):
-                hooks.append(layer_module.register_forward_hook(make_hook(i)))
-        try:
-            logits = self.seq.feed_tail(draft)
-        finally:
-            for h in hooks:
-                h.remove()
-        final = verdict(logits, draft, draft_probs, self.temperature, self.seed, start_pos)
-        if engine.pacer is not None:
-            engine.pacer.target_done(t0, n)
-        # commit: keep last committed + accepted draft tokens in the cache, append the next token
-        keep = start_pos + 1 + final.accepted
-        self.seq.tokens[start_pos + 1:] = draft[: final.accepted] + [final.next_token]
-        self.seq.truncate_cache(keep)
-        return PassResult(final, exits, time.perf_counter() - t0)
+        return self.engine.verify([VerifyRequest(self, list(draft), draft_probs, exit_layers, on_exit)])[0]

@@ -5,16 +5,21 @@ puts a message on the way back at once (EARLY leaves from inside the forward pas
 that arrives while its round is being verified simply waits its turn behind it and is verified
 the moment that round ends if its assumption holds: the server-side queue that saves a round trip
 on every hit. The in-process link and the ZeroMQ server both drive this class.
+
+`steps(msg, reply)` is the same work as a generator that yields a `VerifyRequest` for each forward
+pass it needs and takes the `PassResult` back: whoever drives it chooses how passes run. `handle`
+runs each alone; the server's scheduler verifies the requests of several robots that are ready
+together in one batched pass (`run_passes`).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Generator
 
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong, Start, Token
-from .target import ExitVerdict, TargetEngine, TargetSequence
+from .target import ExitVerdict, PassResult, TargetEngine, TargetSequence, VerifyRequest
 
 log = logging.getLogger(__name__)
 Reply = Callable[[object], None]
@@ -39,21 +44,37 @@ class VerifierService:
 
     # -- dispatch --------------------------------------------------------------------------------
     def handle(self, msg: object, reply: Reply, should_stop: Callable[[], bool] = lambda: False) -> None:
-        for _ in self.steps(msg, reply):
-            if should_stop():
-                return
+        steps = self.steps(msg, reply)
+        try:
+            request = next(steps)
+            while not should_stop():
+                try:
+                    result = self.run_passes([request])[0]
+                except Exception as exc:  # handed to the step that asked: a bad request gets its ERROR
+                    request = steps.throw(exc)
+                else:
+                    request = steps.send(result)
+        except StopIteration:
+            pass
+        finally:
+            steps.close()
 
-    def steps(self, msg: object, reply: Reply) -> Iterator[None]:
-        """`handle` in slices: yields before each token of cloud decoding, so a server shared by several
-        robots can run other robots' rounds in between (and stop a cancelled stream) instead of
-        running one stream to its end."""
+    def run_passes(self, requests: list[VerifyRequest]) -> list[PassResult]:
+        """Run the passes that several steps ask for, as one batched forward pass."""
+        return self.engine.verify(requests)
+
+    def steps(self, msg: object, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
+        """`handle` in slices: yields each forward pass it needs (one per round, one per token of cloud
+        decoding) and gets its result back, so a server shared by several robots can batch them with
+        other robots' passes, or run other robots' rounds in between (and stop a cancelled stream),
+        instead of running one stream to its end."""
         try:
             if isinstance(msg, Ping):
                 reply(Pong(msg.sent))
             elif isinstance(msg, Start):
                 self._start(msg, reply)
             elif isinstance(msg, DraftRequest):
-                self._draft(msg, reply)
+                yield from self._draft(msg, reply)
             elif isinstance(msg, Generate):
                 yield from self._generate(msg, reply)
             elif isinstance(msg, (End, Cancel)):
@@ -101,7 +122,7 @@ class VerifierService:
         s.last_round = rnd
         return True
 
-    def _draft(self, msg: DraftRequest, reply: Reply) -> None:
+    def _draft(self, msg: DraftRequest, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
         s = self._session(msg.session, reply)
         if s is None:
             return
@@ -116,23 +137,22 @@ class VerifierService:
                 reply(Early(msg.session, msg.round, ev.layer, ev.verdict.accepted, ev.verdict.next_token,
                             ev.verdict.confidence))
 
-        result = s.seq.verify(list(msg.tokens), msg.probs, msg.exit_layers, on_exit)
+        result = yield VerifyRequest(s.seq, list(msg.tokens), msg.probs, msg.exit_layers, on_exit)
         s.compute_s += result.seconds
         v = result.verdict
         s.last_final = (msg.round, v.accepted, v.next_token)
         reply(Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
-                    [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits]))
+                    [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows))
 
-    def _generate(self, msg: Generate, reply: Reply) -> Iterator[None]:
+    def _generate(self, msg: Generate, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
         s = self._session(msg.session, reply)
         if s is None or not self._accept_round(s, msg.round, msg.base):
             return
         stop = set(msg.stop_ids)
         for i in range(msg.max_new_tokens):
-            yield
+            result = yield VerifyRequest(s.seq, [], exit_layers=[])
             if msg.session not in self.sessions:
-                return
-            result = s.seq.verify([], exit_layers=[])
+                return  # ended while its pass ran: the token goes nowhere
             s.compute_s += result.seconds
             tok = result.verdict.next_token
             reply(Token(msg.session, msg.round, i, tok, result.seconds))

@@ -85,6 +85,7 @@ class RoundTiming:
     final: float | None = None
     compute_s: float = 0.0
     tokens_in_pass: int = 0
+    rows: int = 1  # robots whose rounds shared that pass on the server
 
 
 @dataclass
@@ -390,6 +391,7 @@ class ZmqLink:
             t.early.append((msg.layer, arrival))
             return
         t.final, t.compute_s, t.tokens_in_pass = arrival, msg.compute_s, msg.tokens_in_pass
+        t.rows = msg.rows or 1
         self.stats.rounds.append(t)
         elapsed = arrival - t.sent
         self._round_s = elapsed if self._round_s is None else 0.8 * self._round_s + 0.2 * elapsed

@@ -26,7 +26,7 @@ A frame is one single-part ZeroMQ message holding one msgpack array:
 | PING     | robot -> cloud | `messages.Ping` (heartbeat)| sent                                                         |
 | PONG     | cloud -> robot | `messages.Pong`            | sent                                                         |
 | EARLY    | cloud -> robot | `messages.Early`           | session, round, layer, accepted, next_token, confidence      |
-| FINAL    | cloud -> robot | `messages.Final`           | session, round, accepted, next_token, compute_s, tokens_in_pass, exits |
+| FINAL    | cloud -> robot | `messages.Final`           | session, round, accepted, next_token, compute_s, tokens_in_pass, exits, rows |
 | TOKEN    | cloud -> robot | `messages.Token`           | session, round, index, token, compute_s                      |
 | ERROR    | cloud -> robot | `messages.Error`           | code, text, session                                          |
 
@@ -337,7 +337,8 @@ SCHEMA: dict[str, tuple[type, list[F]]] = {
                       F("accepted", _ROUND), F("next_token", _ID), F("confidence", _real(0.0, 1.0))]),
     "FINAL": (Final, [F("session", _session), F("round", _ROUND), F("accepted", _ROUND), F("next_token", _ID),
                       F("compute_s", _SECONDS), F("tokens_in_pass", _ROUND),
-                      F("exits", _triples, lambda v, opt: [list(t) for t in v])]),
+                      F("exits", _triples, lambda v, opt: [list(t) for t in v]),
+                      F("rows", _integer(1, 4096), optional=True)]),
     "TOKEN": (Token, [F("session", _session), F("round", _ROUND), F("index", _ROUND), F("token", _ID),
                       F("compute_s", _SECONDS)]),
     "ERROR": (Error, [F("code", _text(64)), F("text", _text(4096)), F("session", _session, optional=True)]),

@@ -5,7 +5,8 @@ between threads (and no lock, no GIL contention): an EARLY is put on the wire fr
 pass by the layer hook that computed it, while the pass goes on. The same thread
 - decodes and checks every frame (`protocol`), answering HELLO, PING and every malformed frame
   itself, and answering a retried DRAFT with the FINAL it already sent (no round is verified twice);
-- runs the service one step at a time, fairly across robots (`FairScheduler`);
+- runs the service a turn at a time, fairly across robots (`FairScheduler`): the rounds of up to
+  `max_batch` robots that are ready together are verified in one batched forward pass;
 - services the socket between decoder layers during a pass (a forward hook, at most every
   `io_interval_s`), so HELLOs, heartbeats and pre-drafts are taken in while a long pass runs.
 
@@ -45,6 +46,7 @@ class ServerConfig:
     idle_timeout_s: float = 120.0
     max_sessions: int = 64
     max_sessions_per_client: int = 4
+    max_batch: int = 8                   # robots' passes verified together in one forward pass (1: none)
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
     max_draft_tokens: int = 32
     max_session_tokens: int = 4096       # capped by the model's context
@@ -121,7 +123,7 @@ class VerifierServer:
         self.config = config
         self.service = VerifierService(engine, config.idle_timeout_s, config.max_sessions)
         self.limits = Limits(engine, config)
-        self.scheduler = FairScheduler(self._on_step_error)
+        self.scheduler = FairScheduler(self.service.run_passes, self._on_step_error, config.max_batch)
         self.sender = os.urandom(protocol.SENDER_BYTES)
         bundle = engine.bundle
         pacer = engine.pacer
@@ -260,8 +262,8 @@ class VerifierServer:
                     wire.finals.append((msg.round, body))
                 self.counters["rounds"] += 1
                 if self.config.log_rounds:
-                    log.info("round %s/%d: %d tokens in the pass, %d accepted, compute %.1f ms", msg.session,
-                             msg.round, msg.tokens_in_pass, msg.accepted, msg.compute_s * 1000)
+                    log.info("round %s/%d: %d tokens in the pass (shared by %d robots), %d accepted, compute %.1f ms",
+                             msg.session, msg.round, msg.tokens_in_pass, msg.rows, msg.accepted, msg.compute_s * 1000)
         return reply
 
     def _on_step_error(self, work: Work, exc: Exception) -> None:
