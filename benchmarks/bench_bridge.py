@@ -14,7 +14,9 @@ same rounds through the in-process link (a thread, no sockets) give the baseline
 several robots run twice: against the default server (rounds of up to `max_batch` = 8 robots that
 are ready together share one padded forward pass) and against one started with `--max-batch 1`
 (passes one at a time, interleaved fairly); "rows" is the mean number of robots per pass that the
-FINALs report. All on this machine's 2 shared cores: robots and server compete for them.
+FINALs report. The floor row is a bare pyzmq DEALER/ROUTER echo between two processes whose server
+spins for the measured median compute time: what the machine's sockets, I/O threads and wake-ups
+cost with no project code at all. All on this machine's 2 shared cores: robots and server compete.
 
 `--regime PROFILE` instead runs whole responses through the real bridge in a regime that cannot run
 here, with EMULATED timings: the verifier pads every pass to the profile (`--target-profile`), the
@@ -77,6 +79,48 @@ def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: 
         results.put(robot(link, vocab, rounds, seed))
     finally:
         link.close()
+
+
+def echo_server(endpoint: str, compute_s: float) -> None:
+    """A bare pyzmq ROUTER that spins `compute_s` (a stand-in pass) and answers each frame."""
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind(endpoint)
+    while True:
+        peer, data = sock.recv_multipart()
+        if data == b"stop":
+            break
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < compute_s:
+            pass
+        sock.send_multipart([peer, data])
+    sock.close(linger=0)
+    ctx.term()
+
+
+def bare_echo(compute_s: float, rounds: int) -> list[tuple[float, float, int]]:
+    """The floor on this machine: the same two-process round trip with no project code at all."""
+    import zmq
+    endpoint = "tcp://127.0.0.1:5989"
+    server = mp.get_context("fork").Process(target=echo_server, args=(endpoint, compute_s))
+    server.start()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    frame = bytes(120)  # about a DRAFT of 4 tokens
+    out = []
+    for i in range(rounds + 30):
+        t0 = time.perf_counter()
+        sock.send(frame)
+        sock.recv()
+        if i >= 30:
+            out.append((time.perf_counter() - t0, compute_s, 1))
+    sock.send(b"stop")
+    server.join(10)
+    sock.close(linger=0)
+    ctx.term()
+    return out
 
 
 def start_process(args: list[str], log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
@@ -236,6 +280,8 @@ def main() -> None:
         samples, _ = fleet(1, args.rounds)
         s = summary(samples)
         print(row("ZeroMQ, 1 robot", s, f"goal: overhead <= 0.5 ms -> {'met' if s['overhead_ms'] <= 0.5 else 'NOT met'}"))
+        print(row("bare pyzmq echo (floor)", summary(bare_echo(s["compute_ms"] / 1000, args.rounds)),
+                  "same processes and compute, no project code"))
         for n in [int(x) for x in args.robots.split(",")]:
             for label, at in (("batched", endpoint), ("one pass at a time", single_endpoint)):
                 samples, elapsed = fleet(n, args.rounds_per_robot, at)
