@@ -49,6 +49,24 @@ class Example:
                            "episode": self.episode, "step": self.step, "seed": self.seed})
 
 
+class ViewFilter:
+    """Which of an episode's expert views make training examples: none where the goal is hidden
+    behind an object (the picture cannot show it), and at most `max_search` where it is out of view
+    (otherwise turning in search would fill the data set)."""
+
+    def __init__(self, max_search: int):
+        self.max_search, self.searches = max_search, 0
+
+    def keep(self, view: expert.View) -> bool:
+        if view.occluded:
+            return False
+        if not view.visible and view.distance > REACH_RADIUS:
+            if self.searches >= self.max_search:
+                return False
+            self.searches += 1
+        return True
+
+
 def episode_seed(seed: int, index: int) -> int:
     """The layout seed of episode `index` of a dataset made with `seed`."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
@@ -88,19 +106,14 @@ def _episode(world: Go2World, camera: HeadCamera, out: Path, index: int, layout_
     goal = world.layout.goal_object
     text = instruction(goal.colour, goal.shape)
     examples: list[Example] = []
-    searches = 0
+    views = ViewFilter(max_search)
     ticks_per_sample = max(1, round(every_s / robot.CONTROL_DT))
     tick_count = 0
 
     def record(w: Go2World) -> None:
-        nonlocal searches
         view = expert.look(w, camera)
-        if view.occluded:
+        if not views.keep(view):
             return
-        if not view.visible and view.distance > REACH_RADIUS:
-            if searches >= max_search:
-                return
-            searches += 1
         step = len(examples)
         name = f"{IMAGES_DIR}/ep{index:05d}_step{step:03d}.png"
         Image.fromarray(camera.render(w.data)).save(out / name)

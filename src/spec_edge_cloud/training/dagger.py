@@ -14,7 +14,7 @@ from typing import Callable
 from spec_edge_cloud.modeling.vlm_training import Example
 from spec_edge_cloud.sim import episode, expert, robot
 from spec_edge_cloud.sim.camera import HeadCamera
-from spec_edge_cloud.sim.task import REACH_RADIUS
+from spec_edge_cloud.sim.dataset import ViewFilter
 from spec_edge_cloud.sim.vocab import instruction
 from spec_edge_cloud.sim.world import Go2World
 from spec_edge_cloud.training.sim_eval import Planner, run_planner
@@ -25,9 +25,8 @@ def collect(planner: Planner, layout_seeds: list[int], every_s: float = 1.0, max
             log: Callable[[str], None] = print) -> tuple[list[Example], dict]:
     """Expert-labelled views along the planner's closed-loop trajectories in the given rooms.
 
-    As in the expert's dataset, views where the goal is hidden behind an object are skipped (the
-    picture cannot show it) and goal-not-in-view views are capped per episode; a stuck robot would
-    otherwise repeat one view many times, so each episode gives at most `max_per_episode` views.
+    The expert's dataset's `ViewFilter` picks the views; a stuck robot would otherwise repeat one
+    view many times, so each episode also gives at most `max_per_episode` views.
     """
     world = Go2World()
     camera = HeadCamera(world.model, image_size)
@@ -41,21 +40,16 @@ def collect(planner: Planner, layout_seeds: list[int], every_s: float = 1.0, max
             goal = world.layout.goal_object
             text = instruction(goal.colour, goal.shape)
             mine: list[Example] = []
-            searches, ticks = 0, 0
+            views, ticks = ViewFilter(max_search), 0
 
             def record(w: Go2World) -> None:
-                nonlocal searches, ticks
+                nonlocal ticks
                 ticks += 1
                 if ticks % ticks_per_sample or len(mine) >= max_per_episode:
                     return
                 view = expert.look(w, camera)
-                if view.occluded:
-                    return
-                if not view.visible and view.distance > REACH_RADIUS:
-                    if searches >= max_search:
-                        return
-                    searches += 1
-                mine.append(Example(camera.render(w.data), text, expert.answer(w, camera, view)))
+                if views.keep(view):
+                        mine.append(Example(camera.render(w.data), text, expert.answer(w, camera, view)))
 
             outcome, _, _ = run_planner(world, camera, planner, timeout_s=timeout_s, on_tick=record)
             outcomes.append(outcome.success)
