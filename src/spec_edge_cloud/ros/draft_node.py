@@ -17,7 +17,8 @@ Each event carries capture_t, the frame's stamp, so latency is measured from the
 response a DiagnosticArray on /spec/metrics reports latency, acceptance, hit rate and bytes; once a
 second /diagnostics says whether the cloud link is up, the mode, and the task.
 
-The task ends when the model says the goal is reached (an observation ending in "reached"), on an
+The task ends when the model says the goal is reached (an observation ending in "reached") in
+`reached_confirmations` answers in a row (one look can mistake a far goal for a near one), on an
 empty /instruction, or after `task_timeout_s`; the node then sends an empty response, which stops
 the robot. Parameters (PARAMETERS below, config/robot.yaml) can be changed while it runs
 (`ros2 param set /draft_node mode cloud`); they apply from the next response.
@@ -69,11 +70,12 @@ PARAMETERS = {
     "draft_profile": "",             # timing emulation of the draft, e.g. go2
     "replan_period_s": 2.0,          # wait after a response before the next one, while the task runs
     "task_timeout_s": 120.0,         # stop replanning after this long on one instruction
+    "reached_confirmations": 2,      # answers in a row saying "reached" that end the task (1: the first does)
     "max_frame_age_s": 1.0,          # wait for a newer frame than this
     "image_topic": "/camera/image_raw",
 }
 RUNTIME = ("mode", "gamma", "exit_threshold", "max_new_tokens", "temperature", "seed", "deadline_s",
-           "replan_period_s", "task_timeout_s", "max_frame_age_s")
+           "replan_period_s", "task_timeout_s", "reached_confirmations", "max_frame_age_s")
 
 
 class Cancelled(Exception):
@@ -85,6 +87,15 @@ class Task:
     instruction: str
     number: int
     started: float
+    reached: int = 0  # answers in a row that said the goal is reached
+
+    def answered(self, reached: bool, confirmations: int) -> bool:
+        """Count one answer; True once `confirmations` answers in a row said the goal is reached.
+
+        One look can be wrong (the tiny default target sometimes takes a far goal for a near one),
+        so by default the task ends on a second "reached" from a fresh frame."""
+        self.reached = self.reached + 1 if reached else 0
+        return self.reached >= confirmations
 
 
 def observation_reached(words: list[str]) -> bool:
@@ -128,7 +139,7 @@ class DraftNode(Node):
     def _check(p: dict) -> None:
         if p["mode"] not in MODES:
             raise ValueError(f"parameter mode must be one of {MODES}, got {p['mode']!r}")
-        for name in ("gamma", "max_new_tokens"):
+        for name in ("gamma", "max_new_tokens", "reached_confirmations"):
             if p[name] <= 0:
                 raise ValueError(f"parameter {name} must be positive, got {p[name]}")
         for name in ("deadline_s", "task_timeout_s", "max_frame_age_s"):
@@ -187,19 +198,21 @@ class DraftNode(Node):
             if reason:
                 self._halt(reason)
                 continue
+            failed = False
             try:
-                finished = self._respond(task, frame)
+                reached = self._respond(task, frame)
             except Cancelled:
                 self.decoder.cancel()
                 continue
             except Exception as e:  # a broken link or model: report it, stop the robot, wait for a new task
                 self.get_logger().error(f"response failed: {type(e).__name__}: {e}")
                 self.decoder.cancel()
-                finished = True
+                reached, failed = False, True
             with self._cv:
                 if self._task is not task:
                     continue  # replaced or cancelled meanwhile
                 self._due = time.monotonic() + self.get_parameter("replan_period_s").value
+                finished = task.answered(reached, self.get_parameter("reached_confirmations").value) or failed
                 timed_out = self._expired(task)
                 if finished or timed_out:
                     self._task = None
