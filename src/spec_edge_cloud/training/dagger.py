@@ -49,7 +49,7 @@ def collect(planner: Planner, layout_seeds: list[int], every_s: float = 1.0, max
                     return
                 view = expert.look(w, camera)
                 if views.keep(view):
-                        mine.append(Example(camera.render(w.data), text, expert.answer(w, camera, view)))
+                    mine.append(Example(camera.render(w.data), text, expert.answer(w, camera, view)))
 
             outcome, _, _ = run_planner(world, camera, planner, timeout_s=timeout_s, on_tick=record)
             outcomes.append(outcome.success)
