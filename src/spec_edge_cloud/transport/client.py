@@ -41,6 +41,8 @@ from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome, WireOptions
 
 log = logging.getLogger(__name__)
+# plain ints: pyzmq's flag enums cost microseconds a use, and the round's path uses several
+_POLLIN, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.NOBLOCK)
 
 
 class HandshakeError(ValueError):
@@ -142,6 +144,8 @@ class ZmqLink:
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
         self._last_ping = 0.0
+        self._tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
+        self._chores_at = 0.0
         with self._lock:
             self._reconnect()
         self._keeper = threading.Thread(target=self._keep, name="zmq-link-keeper", daemon=True)
@@ -197,9 +201,7 @@ class ZmqLink:
 
     # -- socket work (caller holds the lock) -----------------------------------------------------
     def _keep(self) -> None:
-        opt = self.options
-        tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
-        while not self._closed.wait(tick):
+        while not self._closed.wait(self._tick):
             if self._lock.acquire(blocking=False):  # the decoding thread is in recv: it does the chores
                 try:
                     self._pump(0)
@@ -207,15 +209,26 @@ class ZmqLink:
                     self._lock.release()
 
     def _pump(self, wait: float) -> None:
-        """Take in every frame that has arrived (waiting up to `wait` s for one), then do the chores."""
-        if self._dealer.poll(max(0, int(wait * 1000))):
+        """Take in every frame that has arrived (waiting up to `wait` s for one); do the chores when due.
+
+        The round's path is lean on purpose: after a wait it runs with cold caches, and every call
+        counts (`zmq.zmq_poll` on plain ints, not `Socket.poll`, which builds a Poller and flag enums)."""
+        if zmq.zmq_poll([(self._dealer, _POLLIN)], max(0, int(wait * 1000))):
             # drain while ZMQ_EVENTS says a frame is there: ending on zmq.Again would raise (and build)
             # an exception on every pump, and that alone cost 0.1 ms a round (cold, after a long wait)
-            while self._dealer.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._incoming(self._dealer.recv(zmq.NOBLOCK))
+            self._incoming(self._dealer.recv(_NOBLOCK))
+            while self._dealer.getsockopt(_EVENTS) & _POLLIN:
+                self._incoming(self._dealer.recv(_NOBLOCK))
         now = time.monotonic()
-        for msg in self._order.expire(now):
-            self._dispatch(msg, now)
+        if self._order.held:
+            for msg in self._order.expire(now):
+                self._dispatch(msg, now)
+        if now >= self._chores_at:
+            self._chores(now)
+
+    def _chores(self, now: float) -> None:
+        """Liveness, heartbeat, retries and reconnection: every `_tick` s, not on every frame."""
+        self._chores_at = now + self._tick
         opt = self.options
         if self._up:
             if now - self._heard > opt.dead_after_s:
@@ -228,10 +241,10 @@ class ZmqLink:
             self._reconnect()
 
     def _next_chore(self) -> float:
-        """Seconds until the next timer (heartbeat, liveness, retry, reorder gap) may need the socket."""
-        wait = min(self.options.heartbeat_s, self.options.reconnect_s, self.options.retry_s) / 4
+        """Seconds until the next timer (chores, reorder gap) may need the socket."""
+        due = self._chores_at
         gap = self._order.deadline()
-        return max(0.0, min(wait, gap - time.monotonic()) if gap is not None else wait)
+        return max(0.0, (due if gap is None else min(due, gap)) - time.monotonic())
 
     def _reconnect(self) -> None:
         """A fresh socket (nothing stale queued in it) and a HELLO; the WELCOME will bring the link up."""
@@ -262,12 +275,13 @@ class ZmqLink:
         self._pending.clear()
         self._timings.clear()
         self._hello_at = float("-inf")  # reconnect at once
+        self._chores_at = 0.0
 
     def _send_frame(self, kind: str, body: bytes) -> None:
         data = protocol.frame(kind, body, self._seq, self.sender)
         self._seq += 1
         try:
-            self._dealer.send(data, zmq.NOBLOCK)
+            self._dealer.send(data, _NOBLOCK)
             self.stats.frames_out += 1
             self.stats.bytes_out += len(data)
         except zmq.Again:  # the socket's queue is full (the connection is stuck): lost; retries cover it
@@ -281,7 +295,9 @@ class ZmqLink:
         if kind == "PREFILL":
             self._pending[session] = _Pending(start=body, heard=now)
         elif kind == "DRAFT":
-            p = self._pending.setdefault(session, _Pending(heard=now))
+            p = self._pending.get(session)
+            if p is None:
+                p = self._pending[session] = _Pending()
             if not predraft:
                 p.drafts.clear()  # a fresh draft means every earlier round has its FINAL
             p.drafts[rnd] = body

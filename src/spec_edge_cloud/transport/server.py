@@ -21,7 +21,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 import zmq
 
@@ -34,6 +34,9 @@ from .protocol import Hello, ProtocolError, Welcome
 from .scheduler import FairScheduler, Work
 
 log = logging.getLogger(__name__)
+# plain ints: pyzmq's flag enums cost microseconds a use, and the round's path uses several
+_POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
+_NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class _Peer:
     welcomed: bool = False
     out_seq: int = 0
     name: str = ""
+    prefix: str = ""     # "<identity hex>/": this robot's namespace for session ids in the service
     sessions: OrderedDict = field(default_factory=OrderedDict)  # robot session id -> _WireSession
 
 
@@ -91,8 +95,8 @@ class Limits:
         self.max_new = config.max_new_tokens
 
     def _ids(self, ids: list[int], what: str) -> None:
-        bad = [t for t in ids if t >= self.vocab]
-        if bad:
+        if ids and max(ids) >= self.vocab:
+            bad = [t for t in ids if t >= self.vocab]
             raise ProtocolError("bad-request", f"{what}: token ids {bad[:5]} outside the vocabulary of {self.vocab}")
 
     def check(self, msg: object) -> None:
@@ -197,16 +201,23 @@ class VerifierServer:
                 next_chores = now + 1.0
 
     def _pump(self, timeout_ms: int) -> None:
-        """Take in what has arrived (waiting up to `timeout_ms` for the first frame); never computes."""
+        """Take in what has arrived (waiting up to `timeout_ms` for the first frame); never computes.
+
+        Lean on purpose, as the client's: after a pass it runs with cold caches."""
         self._last_io = time.monotonic()
-        if self._router.poll(timeout_ms):
+        if zmq.zmq_poll([(self._router, _POLLIN)], timeout_ms):
+            router = self._router
             for _ in range(256):  # drain by ZMQ_EVENTS, not by catching zmq.Again (see the client)
-                if not self._router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                parts = [router.recv(_NOBLOCK)]
+                while router.getsockopt(_RCVMORE):
+                    parts.append(router.recv(_NOBLOCK))
+                self._on_frame(parts)
+                if not router.getsockopt(_EVENTS) & _POLLIN:
                     break
-                self._on_frame(self._router.recv_multipart(zmq.NOBLOCK))
-        now = time.monotonic()
-        for peer, st in list(self._peers.items()):
-            if st.order.held:
+        held = [(peer, st) for peer, st in self._peers.items() if st.order.held]
+        if held:
+            now = time.monotonic()
+            for peer, st in held:
                 for msg in st.order.expire(now):
                     self._on_message(peer, st, msg)
 
@@ -230,7 +241,8 @@ class VerifierServer:
         data = protocol.frame(kind, body, st.out_seq, self.sender)
         st.out_seq += 1
         try:
-            self._router.send_multipart([peer, data], zmq.NOBLOCK)
+            self._router.send(peer, _NOBLOCK | _SNDMORE)
+            self._router.send(data, _NOBLOCK)
             self.counters["frames_out"] += 1
         except zmq.Again:  # the robot is not reading: its queue is full; it will time out and retry
             self.counters["dropped_out"] += 1
@@ -244,14 +256,17 @@ class VerifierServer:
         self._send_msg(peer, st, Error(code, text, session))
 
     def _replier(self, peer: bytes):
-        """The service's `reply` for one robot: strip our session prefix and put the frame on the wire."""
+        """The service's `reply` for one robot: strip our session prefix and put the frame on the wire.
+
+        Each reply is a fresh message the service made for this call, so its session is rewritten in
+        place (a copy would cost more than the rest of the reply's path)."""
         def reply(msg: object) -> None:
             st = self._peers.get(peer)
             if st is None:
                 return  # the robot went away
             session = getattr(msg, "session", None)
             if session is not None:
-                msg = replace(msg, session=session.split("/", 1)[1])
+                msg.session = session[len(st.prefix):]
             kind, body = protocol.pack_body(msg)
             self._send(peer, st, kind, body)
             if kind == "FINAL":
@@ -274,7 +289,7 @@ class VerifierServer:
         peer = parts[0]
         st = self._peers.get(peer)
         if st is None:
-            st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now)
+            st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now, prefix=f"{peer.hex()}/")
         st.seen = now
         self.counters["frames_in"] += 1
         if len(parts) != 2:
@@ -306,7 +321,7 @@ class VerifierServer:
             if sid not in st.sessions and len(st.sessions) >= self.config.max_sessions_per_client:
                 oldest = next(iter(st.sessions))
                 del st.sessions[oldest]
-                self._submit(peer, End(oldest))
+                self._submit(peer, st, End(oldest))
             st.sessions[sid] = _WireSession()  # a new (or re-sent) PREFILL starts the session afresh
         elif isinstance(msg, (DraftRequest, Generate)):
             wire = st.sessions.get(sid)
@@ -320,13 +335,15 @@ class VerifierServer:
                 st.sessions.move_to_end(sid)
         elif isinstance(msg, (End, Cancel)):
             st.sessions.pop(sid, None)
-        self._submit(peer, msg)
+        self._submit(peer, st, msg)
 
-    def _submit(self, peer: bytes, msg: object) -> None:
-        ns = f"{peer.hex()}/{msg.session}"
+    def _submit(self, peer: bytes, st: _Peer, msg: object) -> None:
+        """Queue a message for the service, under this robot's namespace (the message is ours: decoded
+        from its frame, or made here, so it is renamed in place)."""
+        msg.session = ns = st.prefix + msg.session
         if isinstance(msg, (End, Cancel)):
             self.scheduler.cancel(peer, ns)
-        self.scheduler.submit(Work(peer, ns, self.service.steps(replace(msg, session=ns), self._replier(peer))))
+        self.scheduler.submit(Work(peer, ns, self.service.steps(msg, self._replier(peer))))
 
     def _hello(self, peer: bytes, st: _Peer, hello: Hello) -> None:
         w = self.welcome
