@@ -3,6 +3,7 @@ with and without batching several robots' rounds into one pass.
 
     .venv/bin/python benchmarks/bench_bridge.py [--rounds 300] [--robots 1,4,16] [--hidden 64 --layers 4]
     .venv/bin/python benchmarks/bench_bridge.py --regime go2-orin-a100   # EMULATED regime, see below
+    .venv/bin/python benchmarks/bench_bridge.py --breakdown [--rounds 500]  # where one robot's round goes
 
 A verifier process (the real `spec-edge-cloud verifier`, plaintext on loopback, no emulated delay,
 one torch thread) serves a tiny random Llama target. Each robot is its own process with a real
@@ -17,6 +18,10 @@ are ready together share one padded forward pass) and against one started with `
 FINALs report. The floor row is a bare pyzmq DEALER/ROUTER echo between two processes whose server
 spins for the measured median compute time: what the machine's sockets, I/O threads and wake-ups
 cost with no project code at all. All on this machine's 2 shared cores: robots and server compete.
+
+`--breakdown` instead runs one robot against a verifier whose frame handler, pass and FINAL send are
+timestamped, and prints the median of each stretch of a round: the robot's send, the wire each way,
+the server's work before and after the pass, and the robot's work from the FINAL's frame to `recv()`.
 
 `--regime PROFILE` instead runs whole responses through the real bridge in a regime that cannot run
 here, with EMULATED timings: the verifier pads every pass to the profile (`--target-profile`), the
@@ -121,6 +126,95 @@ def bare_echo(compute_s: float, rounds: int) -> list[tuple[float, float, int]]:
     sock.close(linger=0)
     ctx.term()
     return out
+
+
+def breakdown_server(target_dir: Path, conn) -> None:
+    """A verifier whose frame handler, pass and FINAL send are timestamped (class methods wrapped)."""
+    import torch
+
+    from spec_edge_cloud.decoding.target import TargetEngine
+    from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
+    torch.set_num_threads(1)
+    stamps = {"frame": [], "pass": [], "passed": [], "sent": []}
+
+    def stamped(cls, name, before=None, after=None):
+        inner = getattr(cls, name)
+
+        def wrapper(self, *args):
+            if before:
+                stamps[before].append(time.perf_counter())
+            out = inner(self, *args)
+            if after and (after != "sent" or args[2] == "FINAL"):  # _send(peer, st, kind, body)
+                stamps[after].append(time.perf_counter())
+            return out
+        setattr(cls, name, wrapper)
+    stamped(VerifierServer, "_on_frame", before="frame")
+    stamped(TargetEngine, "verify", before="pass", after="passed")
+    stamped(VerifierServer, "_send", after="sent")
+    server = VerifierServer(TargetEngine.from_dir(target_dir, exit_layers=[1]),
+                            ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False))
+    conn.send(server.start())
+    conn.recv()  # the robot is done
+    server.stop()
+    conn.send(stamps)
+
+
+def breakdown(target_dir: Path, tokenizer: str, vocab: int, rounds: int) -> None:
+    """Where one robot's round goes: timestamps on both sides (perf_counter is CLOCK_MONOTONIC, one clock
+    for every process on Linux), each wrapped method adding about a microsecond."""
+    from bisect import bisect_left
+
+    from spec_edge_cloud.transport.client import ZmqLink, connect
+    here, there = mp.get_context("fork").Pipe()
+    server = mp.get_context("fork").Process(target=breakdown_server, args=(target_dir, there))
+    server.start()
+    stamps = {"send": [], "sent": [], "frame": [], "recv": []}
+    send, incoming, recv = ZmqLink.send, ZmqLink._incoming, ZmqLink.recv
+
+    def timed_send(self, msg):
+        t0 = time.perf_counter()
+        send(self, msg)
+        if isinstance(msg, DraftRequest):
+            stamps["send"].append(t0)
+            stamps["sent"].append(time.perf_counter())
+
+    def timed_incoming(self, data):
+        stamps["frame"].append(time.perf_counter())
+        incoming(self, data)
+
+    def timed_recv(self, timeout):
+        msg = recv(self, timeout)
+        if isinstance(msg, Final):
+            stamps["recv"].append(time.perf_counter())
+        return msg
+    ZmqLink.send, ZmqLink._incoming, ZmqLink.recv = timed_send, timed_incoming, timed_recv
+    try:
+        link = connect(here.recv(), tokenizer)
+        robot(link, vocab, 30 + rounds, 0)
+        link.close()
+    finally:
+        ZmqLink.send, ZmqLink._incoming, ZmqLink.recv = send, incoming, recv
+    here.send("done")
+    far = here.recv()
+    server.join(10)
+
+    def after(times, t):  # the first stamp at or after t
+        return times[bisect_left(times, t)]
+    segments = {k: [] for k in ("robot send()", "wire to the server", "server: frame -> pass", "(pass)",
+                                "server: pass -> FINAL sent", "wire to the robot", "robot: frame -> recv() returns",
+                                "overhead (all but the pass)")}
+    for s0, s1, r in list(zip(stamps["send"], stamps["sent"], stamps["recv"]))[30:]:
+        frame = after(far["frame"], s1)
+        p0 = after(far["pass"], frame)
+        p1 = after(far["passed"], p0)
+        sent = after(far["sent"], p1)
+        back = after(stamps["frame"], sent)
+        for key, value in zip(segments, (s1 - s0, frame - s1, p0 - frame, p1 - p0, sent - p1, back - sent, r - back,
+                                         (r - s0) - (p1 - p0))):
+            segments[key].append(value * 1000)
+    print(f"one robot, {rounds} rounds; medians (ms) of each stretch of a round, in order:")
+    for key, values in segments.items():
+        print(f"  {key:<34} {statistics.median(values):7.3f}   p90 {statistics.quantiles(values, n=10)[8]:7.3f}")
 
 
 def start_process(args: list[str], log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
@@ -233,6 +327,8 @@ def main() -> None:
     ap.add_argument("--regime", default=None, help="a timing profile: run whole responses in that EMULATED regime")
     ap.add_argument("--responses", type=int, default=2, help="responses per mode (--regime)")
     ap.add_argument("--max-new-tokens", type=int, default=24, help="(--regime)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="instead: where one robot's round goes (timestamps on both sides of the bridge)")
     args = ap.parse_args()
     import torch
     torch.set_num_threads(1)  # 2 shared cores: intra-op threads only fight the other processes
@@ -246,6 +342,8 @@ def main() -> None:
     print(f"target: tiny Llama, {args.layers} layers, width {args.hidden}; draft rounds of {GAMMA} tokens; "
           f"loopback, no emulated delay; {os.cpu_count()} CPU cores shared by robots and server; load average "
           f"{os.getloadavg()[0]:.1f} at the start")
+    if args.breakdown:
+        return breakdown(tmp / "target", tokenizer, vocab, args.rounds)
     print(f"{'':<28} {'rounds':>6} {'round ms':>9} {'p90':>9} {'compute':>9} {'overhead':>9} {'p90':>9}")
 
     # baseline: the same rounds through the in-process link (no sockets, no serialization)
