@@ -45,6 +45,23 @@ def test_rollback_leaves_caches_as_a_fresh_prefill_would(kind):
     assert misses > 0, "no miss happened: rollback was not exercised"
 
 
+def test_sequences_keep_their_rope_positions_out_of_the_shared_model():
+    """Qwen2-VL, left to itself, keeps the M-RoPE delta of the last image prompt in the model object.
+    Sequences that share one model (sessions on the cloud, robots in threads of one test) must neither
+    write nor read it: a robot thread once read another's None there and crashed."""
+    target, _ = pair("qwen", 5)
+    a, b = target.encode("w5 w6", random_image(5)), target.encode("w7 w8 w9", random_image(6))
+    alone = CachedSequence(target, a).feed_tail()[-1]
+    seq_a = CachedSequence(target, a)
+    seq_a.prefill()
+    stale = torch.full((1, 1), 999)
+    target.model.model.rope_deltas = stale  # whatever another sequence's pass left behind
+    CachedSequence(target, b).prefill()
+    assert target.model.model.rope_deltas is stale
+    assert seq_a.rope_delta != 0  # the image shifts the text positions: the delta is really in use
+    assert torch.allclose(seq_a.feed_tail()[-1], alone, atol=1e-5)
+
+
 def test_greedy_verdict_accepts_the_matching_prefix():
     logits = torch.full((4, 10), -5.0)
     for i, t in enumerate([3, 4, 9, 1]):

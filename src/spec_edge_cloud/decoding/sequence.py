@@ -40,20 +40,22 @@ class CachedSequence:
     def forward(self, new: list[int]) -> torch.Tensor:
         """Feed `new` tokens after the cached prefix; returns their logits [len(new), vocab].
 
-        The first call with a vision prompt passes the image (and lets the model compute M-RoPE
-        positions); later calls pass explicit positions with the rope delta it found.
+        The first call with a vision prompt passes the image with the M-RoPE positions of the prompt,
+        and keeps the rope delta they imply; later calls pass plain positions shifted by it. Positions
+        always go in explicitly: left to itself, Qwen2-VL keeps its rope delta in the model object,
+        which threads that share the model (robots in one test process) would overwrite.
         """
         ids = torch.tensor([new], dtype=torch.long)
         kwargs = {}
         if self.cached == 0 and self._vision:
             kwargs.update(self._vision)
             kwargs["mm_token_type_ids"] = (ids == self.bundle.image_token_id).int()
-            self.model.model.rope_deltas = None
+            kwargs["position_ids"], delta = self.model.model.get_rope_index(
+                ids, kwargs["mm_token_type_ids"], image_grid_thw=self._vision["image_grid_thw"])
+            self.rope_delta = int(delta.view(-1)[0])
         else:
             kwargs["position_ids"] = self._positions(self.cached, len(new))
         out = self.model(input_ids=ids, cache=self.cache, use_cache=True, **kwargs)
-        if self.cached == 0 and self._vision:
-            self.rope_delta = int(self.model.model.rope_deltas.view(-1)[0])
         self.cached += len(new)
         return out.logits[0].float()
 
