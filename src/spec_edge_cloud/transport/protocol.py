@@ -351,8 +351,15 @@ SCHEMA: dict[str, tuple[type, list[F]]] = {
     "ERROR": (Error, [F("code", _text(64)), F("text", _text(4096)), F("session", _session, optional=True)]),
 }
 KIND_OF = {cls: kind for kind, (cls, _) in SCHEMA.items()}
-# per kind, made once: the frame header before `seq`, and each field's error maker for its checks
-_HEADER = {kind: b"\x95" + msgpack.packb(VERSION) + msgpack.packb(kind) for kind in SCHEMA}
+
+
+def _header(kind: str) -> bytes:
+    """A frame's array marker, version and kind: all that comes before `seq`."""
+    return b"\x95" + msgpack.packb(VERSION) + msgpack.packb(kind)
+
+
+# per kind, made once: the frame header, and each field's error maker for its checks
+_HEADER = {kind: _header(kind) for kind in SCHEMA}
 _WHERE = {kind: [partial(_fail, kind, f.name) for f in spec] for kind, (_, spec) in SCHEMA.items()}
 ROBOT_TO_CLOUD = frozenset({"HELLO", "PREFILL", "DRAFT", "GENERATE", "CANCEL", "END", "PING"})
 
@@ -379,7 +386,7 @@ def pack_body(msg: object, options: WireOptions = WireOptions()) -> tuple[str, b
 
 def frame(kind: str, body: bytes, seq: int, sender: bytes) -> bytes:
     """Wrap a packed body: the header is packed alone and prepended (an array is its items in a row)."""
-    head = _HEADER.get(kind) or b"\x95" + msgpack.packb(VERSION) + msgpack.packb(kind)  # (tests forge other kinds)
+    head = _HEADER.get(kind) or _header(kind)  # (tests forge frames of other kinds)
     return head + msgpack.packb(seq) + msgpack.packb(sender, use_bin_type=True) + body
 
 
