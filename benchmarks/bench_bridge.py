@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from spec_edge_cloud.decoding.messages import DraftRequest, End, Final, Start
 from spec_edge_cloud.modeling.tiny import tiny_bundle
@@ -128,6 +129,26 @@ def bare_echo(compute_s: float, rounds: int) -> list[tuple[float, float, int]]:
     return out
 
 
+def stamp(cls, name: str, stamps: dict, before: str = "", after: str = "",
+          when: Callable[[tuple, object], bool] = lambda args, out: True) -> Callable[[], None]:
+    """Wrap method `cls.name`: each call that `when(args, result)` accepts appends perf_counter() at its
+    start to stamps[before] and at its end to stamps[after]. Returns what undoes the wrapping."""
+    inner = getattr(cls, name)
+
+    def wrapper(self, *args):
+        t0 = time.perf_counter()
+        out = inner(self, *args)
+        t1 = time.perf_counter()
+        if when(args, out):
+            if before:
+                stamps.setdefault(before, []).append(t0)
+            if after:
+                stamps.setdefault(after, []).append(t1)
+        return out
+    setattr(cls, name, wrapper)
+    return lambda: setattr(cls, name, inner)
+
+
 def breakdown_server(target_dir: Path, conn) -> None:
     """A verifier whose frame handler, pass and FINAL send are timestamped (class methods wrapped)."""
     import torch
@@ -135,22 +156,11 @@ def breakdown_server(target_dir: Path, conn) -> None:
     from spec_edge_cloud.decoding.target import TargetEngine
     from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
     torch.set_num_threads(1)
-    stamps = {"frame": [], "pass": [], "passed": [], "sent": []}
-
-    def stamped(cls, name, before=None, after=None):
-        inner = getattr(cls, name)
-
-        def wrapper(self, *args):
-            if before:
-                stamps[before].append(time.perf_counter())
-            out = inner(self, *args)
-            if after and (after != "sent" or args[2] == "FINAL"):  # _send(peer, st, kind, body)
-                stamps[after].append(time.perf_counter())
-            return out
-        setattr(cls, name, wrapper)
-    stamped(VerifierServer, "_on_frame", before="frame")
-    stamped(TargetEngine, "verify", before="pass", after="passed")
-    stamped(VerifierServer, "_send", after="sent")
+    stamps: dict[str, list[float]] = {}
+    stamp(VerifierServer, "_on_frame", stamps, before="frame")
+    stamp(TargetEngine, "verify", stamps, before="pass", after="passed")
+    stamp(VerifierServer, "_send", stamps, after="sent",
+          when=lambda args, _: args[2] == "FINAL")  # _send(peer, st, kind, body)
     server = VerifierServer(TargetEngine.from_dir(target_dir, exit_layers=[1]),
                             ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False))
     conn.send(server.start())
@@ -168,32 +178,18 @@ def breakdown(target_dir: Path, tokenizer: str, vocab: int, rounds: int) -> None
     here, there = mp.get_context("fork").Pipe()
     server = mp.get_context("fork").Process(target=breakdown_server, args=(target_dir, there))
     server.start()
-    stamps = {"send": [], "sent": [], "frame": [], "recv": []}
-    send, incoming, recv = ZmqLink.send, ZmqLink._incoming, ZmqLink.recv
-
-    def timed_send(self, msg):
-        t0 = time.perf_counter()
-        send(self, msg)
-        if isinstance(msg, DraftRequest):
-            stamps["send"].append(t0)
-            stamps["sent"].append(time.perf_counter())
-
-    def timed_incoming(self, data):
-        stamps["frame"].append(time.perf_counter())
-        incoming(self, data)
-
-    def timed_recv(self, timeout):
-        msg = recv(self, timeout)
-        if isinstance(msg, Final):
-            stamps["recv"].append(time.perf_counter())
-        return msg
-    ZmqLink.send, ZmqLink._incoming, ZmqLink.recv = timed_send, timed_incoming, timed_recv
+    stamps: dict[str, list[float]] = {}
+    undo = [stamp(ZmqLink, "send", stamps, before="send", after="sent",
+                  when=lambda args, _: isinstance(args[0], DraftRequest)),
+            stamp(ZmqLink, "_incoming", stamps, before="frame"),
+            stamp(ZmqLink, "recv", stamps, after="recv", when=lambda _, out: isinstance(out, Final))]
     try:
         link = connect(here.recv(), tokenizer)
         robot(link, vocab, 30 + rounds, 0)
         link.close()
     finally:
-        ZmqLink.send, ZmqLink._incoming, ZmqLink.recv = send, incoming, recv
+        for restore in undo:
+            restore()
     here.send("done")
     far = here.recv()
     server.join(10)
