@@ -15,7 +15,7 @@ import statistics
 import threading
 import time
 
-import msgpack
+import msgspec
 import pytest
 import zmq
 
@@ -284,8 +284,8 @@ def fuzz_frames(rng: random.Random, tokenizer: str, n: int) -> list[tuple[str, l
     junk_values = [None, -1, 2**63, "x" * 100, 1.5, float("nan"), [1, [2, [3]]], {"a": 1}, b"\x00" * 9, True]
 
     def envelope(kind, body, version=protocol.VERSION):
-        return protocol.frame(kind, msgpack.packb(body, use_bin_type=True), next(seq), sender) if version == \
-            protocol.VERSION else msgpack.packb([version, kind, next(seq), sender, body], use_bin_type=True)
+        return protocol.frame(kind, msgspec.msgpack.encode(body), next(seq), sender) if version == \
+            protocol.VERSION else msgspec.msgpack.encode([version, kind, next(seq), sender, body])
 
     makers = {
         "random bytes": lambda: rng.randbytes(rng.randint(0, 300)),

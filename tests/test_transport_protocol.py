@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-import msgpack
+import msgspec
 import numpy as np
 import pytest
 import torch
@@ -61,20 +61,22 @@ def test_jpeg_roundtrip_gives_both_sides_the_same_pixels():
 
 
 def body(kind: str, **fields) -> bytes:
-    return protocol.frame(kind, msgpack.packb(fields, use_bin_type=True), 0, SENDER)
+    return protocol.frame(kind, msgspec.msgpack.encode(fields), 0, SENDER)
 
 
 @pytest.mark.parametrize("data,code,words", [
     (b"", "bad-frame", "msgpack"),
     (b"\x93\x01\x02", "bad-frame", "msgpack"),
-    (msgpack.packb([1, 2, 3]), "bad-frame", "[version, kind, seq, sender, body]"),
-    (msgpack.packb([2, "PING", 0, SENDER, {"sent": 1.0}]), "bad-version", "speaks 1"),
-    (msgpack.packb([1, "NOPE", 0, SENDER, {}]), "bad-frame", "unknown kind"),
-    (msgpack.packb([1, "PING", -1, SENDER, {"sent": 1.0}]), "bad-frame", "seq"),
-    (msgpack.packb([1, "PING", 0, b"short", {"sent": 1.0}]), "bad-frame", "sender"),
+    (msgspec.msgpack.encode([1, 2, 3]), "bad-frame", "[version, kind, seq, sender, body]"),
+    (msgspec.msgpack.encode([2, "PING", 0, SENDER, {"sent": 1.0}]), "bad-version", "speaks 1"),
+    (msgspec.msgpack.encode([1, "NOPE", 0, SENDER, {}]), "bad-frame", "unknown kind"),
+    (msgspec.msgpack.encode([1, "PING", -1, SENDER, {"sent": 1.0}]), "bad-frame", "seq"),
+    (msgspec.msgpack.encode([1, "PING", 0, b"short", {"sent": 1.0}]), "bad-frame", "sender"),
     (body("PING"), "bad-message", "PING.sent: missing"),
     (body("PING", sent="now"), "bad-message", "PING.sent"),
-    (body("PING", sent=float("inf")), "bad-message", "finite"),
+    (body("PING", sent=float("inf")), "bad-message", "PING.sent: Expected `float` <= 1e+30"),
+    (body("PING", sent=float("nan")), "bad-message", "PING.sent"),
+    (body("PING", sent=True), "bad-message", "got `bool`"),
     (body("END", session="a/b"), "bad-message", "session"),
     (body("END", session=""), "bad-message", "session"),
     (body("DRAFT", session="s", round=-1, base=0, tokens=[], exit_threshold=0.0), "bad-message", "DRAFT.round"),
