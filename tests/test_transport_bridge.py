@@ -255,6 +255,31 @@ def test_robots_ready_together_are_verified_in_one_batched_pass(world):
             link.close()
 
 
+def test_a_link_waiting_for_a_reply_wakes_every_slice(world):
+    """While `recv` waits, the link wakes every `wait_slice_s` (a core asleep for milliseconds wakes
+    late and cold); with 0 it sleeps through the wait, waking only for its timers; replies still come."""
+    draft = world["vlm_draft"]
+    with pytest.raises(ValueError, match="wait_slice_s"):
+        LinkOptions(wait_slice_s=-0.001)
+    for slice_s, fewest, most in ((0.002, 25, 150), (0.0, 1, 8)):
+        link = link_to(world["vlm"].endpoint, draft, world["robot"], wait_slice_s=slice_s)
+        wakes = []
+        pump = link._pump
+        link._pump = lambda wait, drain=True: (wakes.append(wait), pump(wait, drain))[1]  # count real pumps
+        try:
+            assert link.wait_up(20)
+            wakes.clear()
+            assert link.recv(0.2) is None  # nothing is due
+            assert fewest <= len(wakes) <= most and max(wakes) <= (slice_s or 1.0), (slice_s, len(wakes))
+            ids = draft.encode("w4 w9 w1").input_ids
+            link.send(Start("slices", ids))
+            link.send(DraftRequest("slices", 0, len(ids), ids[:2], exit_layers=[1, 2]))
+            got = [type(link.recv(10.0)).__name__ for _ in range(3)]
+            assert got == ["Early", "Early", "Final"], got
+        finally:
+            link.close()
+
+
 def test_duplicated_reordered_and_stale_replies_are_ignored(world):
     target, draft = world["vlm_target"], world["vlm_draft"]
     mitm = Mischief(world["vlm"].endpoint, world["robot"], seed=5)
