@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 _POLLIN, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.NOBLOCK)
 
 
+WAKE_SLICES = 3
+
+
 class HandshakeError(ValueError):
     """The cloud refused this robot (different tokenizer, unexpected target, other protocol version)."""
 
@@ -64,9 +67,9 @@ class LinkOptions:
     reconnect_s: float = 1.0
     retry_s: float = 1.0
     handshake_timeout_s: float = 5.0
-    # while a reply is awaited, wake at least this often (0: sleep the whole wait). A core idle for
-    # milliseconds drops into a deep sleep (on a VM, its vCPU is descheduled) and wakes ~0.1 ms late
-    # with cold caches; a wake-up a millisecond costs ~1% of a core, only while a reply is due.
+    # from shortly before a verdict is due (the recent round time after its DRAFT) until it comes,
+    # wake this often (0: sleep through). A core idle for milliseconds drops into a deep sleep (on
+    # a VM, its vCPU is descheduled) and wakes ~0.1 ms late with cold caches.
     wait_slice_s: float = 0.001
     reorder_wait_s: float = 0.02
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
@@ -152,6 +155,7 @@ class ZmqLink:
         self._pending: dict[str, _Pending] = {}
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
+        self._due: float | None = None      # when the newest DRAFT's verdict should come (monotonic)
         self._last_ping = 0.0
         self._tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
         self._chores_at = 0.0
@@ -172,15 +176,16 @@ class ZmqLink:
     def recv(self, timeout: float) -> object | None:
         """The next reply; None after `timeout`, or at once while the cloud is unreachable."""
         deadline = time.monotonic() + timeout
-        slice_s = self.options.wait_slice_s or float("inf")
         with self._lock:
             while not self._closed.is_set():
                 if self._inbox:
                     return self._inbox.popleft()
-                left = deadline - time.monotonic()
+                now = time.monotonic()
+                left = deadline - now
                 if not self._up or left <= 0:
                     return None
-                self._pump(min(left, self._next_chore(), slice_s), drain=False)  # returns once a reply is in
+                # returns as soon as a reply is in
+                self._pump(min(left, self._next_chore(), self._until_wake(now)), drain=False)
             return None
 
     def close(self) -> None:
@@ -253,6 +258,15 @@ class ZmqLink:
         if not self._up and not self.refused and now - self._hello_at >= opt.reconnect_s:
             self._reconnect()
 
+    def _until_wake(self, now: float) -> float:
+        """How long `recv` may sleep at once: until shortly before the verdict is due (`WAKE_SLICES`
+        slices, and a tenth of the round time: the estimate is a moving average, and rounds vary), then
+        one slice at a time until it comes; without a round in flight (or an estimate), for ever."""
+        slice_s = self.options.wait_slice_s
+        if not slice_s or not self._timings or self._due is None:
+            return float("inf")
+        return max(slice_s, self._due - WAKE_SLICES * slice_s - self._round_s / 10 - now)
+
     def _next_chore(self) -> float:
         """Seconds until the next timer (chores, reorder gap) may need the socket."""
         due = self._chores_at
@@ -318,6 +332,7 @@ class ZmqLink:
             p.drafts[rnd] = body
             p.heard = now
             self._timings[(session, rnd)] = RoundTiming(session, rnd, sent)
+            self._due = now + self._round_s if self._round_s is not None else None
         elif kind in ("END", "CANCEL"):
             self._pending.pop(session, None)
             for key in [k for k in self._timings if k[0] == session]:
