@@ -1,7 +1,8 @@
 """The robot's `Link` to a verifier over ZeroMQ: a DEALER with heartbeats, retries and reconnection.
 
 No thread hand-off on the way of a round: `send` writes to the socket from the caller's thread, and
-`recv` waits on the socket itself, so a reply reaches the decoding client the moment it arrives. A
+`recv` waits on the socket itself, so a reply reaches the decoding client the moment it arrives
+(and, near the moment a verdict is due, it waits in 1 ms slices, so the core is awake for it). A
 lock makes the socket one thread's at a time (ZeroMQ sockets are not thread-safe); a keeper thread
 takes it, without ever blocking while holding it, to answer for liveness (heartbeats, retries,
 reconnection, draining replies) while the client is busy drafting or idle between responses.
