@@ -45,9 +45,7 @@ from .protocol import Hello, ProtocolError, Welcome, WireOptions
 log = logging.getLogger(__name__)
 # plain ints: pyzmq's flag enums cost microseconds a use, and the round's path uses several
 _POLLIN, _EVENTS, _NOBLOCK = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.NOBLOCK)
-
-
-WAKE_SLICES = 3
+WAKE_SLICES = 3  # `recv` wakes in slices from this many (and a tenth of the round time) before a verdict is due
 
 
 class HandshakeError(ValueError):
