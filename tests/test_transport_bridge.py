@@ -21,9 +21,12 @@ import zmq
 
 from decoding_fixtures import perturbed, random_image, target_alone
 from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
 from spec_edge_cloud.decoding.messages import DraftRequest, Final, Generate, Start
 from spec_edge_cloud.decoding.modes import GREEDY_LOSSLESS, DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
+from spec_edge_cloud.decoding.verifier import VerifierService
 from spec_edge_cloud.modeling.bundle import load_bundle
 from spec_edge_cloud.transport import protocol, security
 from spec_edge_cloud.transport.client import LinkOptions, connect
@@ -111,6 +114,25 @@ def test_every_greedy_mode_over_zeromq_and_the_emulator_equals_the_target(world)
                 assert resp.verified, (mode, resp.metrics.fallback_reason)
     finally:
         link.close()
+
+
+def test_sampling_over_zeromq_draws_what_the_in_process_link_draws(world):
+    """Temperature 0.9, so each DRAFT carries the draft's distributions (a tensor on the wire): a
+    seeded response over ZeroMQ and CURVE is token for token the one the in-process link gives."""
+    draft = world["vlm_draft"]
+    local = InProcessLink(VerifierService(TargetEngine.from_dir(world["tmp"] / "vlm")))
+    link = link_to(world["vlm"].endpoint, draft, world["robot"])
+    try:
+        for mode, seed in (("spec", 1), ("spec-ee-pre", 2)):
+            cfg = DecodeConfig(mode=mode, gamma=4, max_new_tokens=16, temperature=0.9, seed=seed,
+                               exit_threshold=0.0, deadline_s=5.0)
+            prompt = draft.encode("w4 w9 w1")
+            wired, here = SpecClient(draft, link, cfg).generate(prompt), SpecClient(draft, local, cfg).generate(prompt)
+            assert wired.verified and wired.tokens == here.tokens, mode
+            assert len(wired.tokens) == 16
+    finally:
+        link.close()
+        local.close()
 
 
 def test_lossy_link_still_lossless_through_retries(world):
