@@ -105,6 +105,12 @@ def test_bad_frames_raise_protocol_errors_that_say_what_is_wrong(data, code, wor
     assert info.value.code == code and words in str(info.value), str(info.value)
 
 
+def test_a_required_field_left_none_is_the_senders_error():
+    with pytest.raises(ValueError, match="FINAL.compute_s must not be None"):
+        protocol.pack(Final("s1", 3, 1, 9, None, 3), 0, SENDER)
+    assert protocol.unpack(protocol.pack(Error("bad-frame", "garbage", None), 0, SENDER)).msg.session is None
+
+
 def test_frame_size_limit():
     data = protocol.pack(Start("s", list(range(1000))), 0, SENDER)
     with pytest.raises(ProtocolError, match="exceeds the limit") as info:

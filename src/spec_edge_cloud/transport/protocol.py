@@ -381,6 +381,7 @@ _DECODE = {kind: (cls, msgspec.msgpack.Decoder(wire),
                   [(i, _FINISH[name], partial(_fail, kind, name)) for i, name in enumerate(wire.__struct_fields__)
                    if name in _FINISH])
            for kind, (cls, wire) in SCHEMA.items()}
+_REQUIRED = {kind: [f.name for f in msgspec.structs.fields(wire) if f.required] for kind, (_, wire) in SCHEMA.items()}
 _FRAME = msgspec.msgpack.Decoder(tuple[Any, Any, Any, Any, msgspec.Raw])
 _FRAMER = msgspec.msgpack.Encoder()
 
@@ -404,6 +405,9 @@ def pack_body(msg: object, options: WireOptions = WireOptions()) -> tuple[str, b
     kind = KIND_OF.get(type(msg))
     if kind is None:
         raise TypeError(f"{type(msg).__name__} is not a protocol message")
+    for name in _REQUIRED[kind]:  # the sender's bug, caught here rather than as the receiver's ERROR
+        if getattr(msg, name) is None:
+            raise ValueError(f"{kind}.{name} must not be None")
     return kind, _encoder(options).encode(msg)
 
 
