@@ -154,7 +154,6 @@ class ZmqLink:
         self._pending: dict[str, _Pending] = {}
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
-        self._due: float | None = None      # when the newest DRAFT's verdict should come (monotonic)
         self._last_ping = 0.0
         self._tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
         self._chores_at = 0.0
@@ -179,12 +178,11 @@ class ZmqLink:
             while not self._closed.is_set():
                 if self._inbox:
                     return self._inbox.popleft()
-                now = time.monotonic()
-                left = deadline - now
+                left = deadline - time.monotonic()
                 if not self._up or left <= 0:
                     return None
                 # returns as soon as a reply is in
-                self._pump(min(left, self._next_chore(), self._until_wake(now)), drain=False)
+                self._pump(min(left, self._next_chore(), self._until_wake()), drain=False)
             return None
 
     def close(self) -> None:
@@ -257,14 +255,16 @@ class ZmqLink:
         if not self._up and not self.refused and now - self._hello_at >= opt.reconnect_s:
             self._reconnect()
 
-    def _until_wake(self, now: float) -> float:
-        """How long `recv` may sleep at once: until shortly before the verdict is due (`WAKE_SLICES`
-        slices, and a tenth of the round time: the estimate is a moving average, and rounds vary), then
-        one slice at a time until it comes; without a round in flight (or an estimate), for ever."""
+    def _until_wake(self) -> float:
+        """How long `recv` may sleep at once: until shortly before the newest DRAFT's verdict is due
+        (`WAKE_SLICES` slices, and a tenth of the round time: the estimate is a moving average, and
+        rounds vary), then one slice at a time until it comes; without a round in flight (or an
+        estimate), for ever."""
         slice_s = self.options.wait_slice_s
-        if not slice_s or not self._timings or self._due is None:
+        if not slice_s or not self._timings or self._round_s is None:
             return float("inf")
-        return max(slice_s, self._due - WAKE_SLICES * slice_s - self._round_s / 10 - now)
+        due = next(reversed(self._timings.values())).sent + self._round_s
+        return max(slice_s, due - WAKE_SLICES * slice_s - self._round_s / 10 - time.perf_counter())
 
     def _next_chore(self) -> float:
         """Seconds until the next timer (chores, reorder gap) may need the socket."""
@@ -331,7 +331,6 @@ class ZmqLink:
             p.drafts[rnd] = body
             p.heard = now
             self._timings[(session, rnd)] = RoundTiming(session, rnd, sent)
-            self._due = now + self._round_s if self._round_s is not None else None
         elif kind in ("END", "CANCEL"):
             self._pending.pop(session, None)
             for key in [k for k in self._timings if k[0] == session]:
