@@ -16,8 +16,12 @@ several robots run twice: against the default server (rounds of up to `max_batch
 are ready together share one padded forward pass) and against one started with `--max-batch 1`
 (passes one at a time, interleaved fairly); "rows" is the mean number of robots per pass that the
 FINALs report. The floor row is a bare pyzmq DEALER/ROUTER echo between two processes whose server
-spins for the measured median compute time: what the machine's sockets, I/O threads and wake-ups
-cost with no project code at all. All on this machine's 2 shared cores: robots and server compete.
+computes for the measured median compute time (a forward pass of the same target, then spinning):
+what the machine's sockets, I/O threads and wake-ups cost with no project code at all. All on this machine's 2 shared cores: robots and server compete.
+The two "one core" rows run the same robot and echo with every thread of both processes on CPU 0:
+a thread that wakes another on the other vCPU of a VM pays for an inter-processor interrupt and a
+descheduled vCPU (tenths of a millisecond, depending on the host's load), so these rows show what
+the bridge itself costs, without that.
 
 `--breakdown` instead runs one robot against a verifier whose frame handler, pass and FINAL send are
 timestamped, and prints the median of each stretch of a round: the robot's send, the wire each way,
@@ -77,8 +81,11 @@ def robot(link, vocab: int, rounds: int, seed: int) -> list[tuple[float, float, 
     return out
 
 
-def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: int, start, results) -> None:
+def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: int, start, results,
+                  cpus: set[int] | None = None) -> None:
     from spec_edge_cloud.transport.client import LinkOptions, connect
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # before the link's threads start: they inherit it
     link = connect(endpoint, tokenizer, LinkOptions(name=f"bench-{seed}"))
     try:
         start.wait()
@@ -87,9 +94,17 @@ def robot_process(endpoint: str, tokenizer: str, vocab: int, rounds: int, seed: 
         link.close()
 
 
-def echo_server(endpoint: str, compute_s: float) -> None:
-    """A bare pyzmq ROUTER that spins `compute_s` (a stand-in pass) and answers each frame."""
+def echo_server(endpoint: str, target_dir: Path, compute_s: float, cpus: set[int] | None) -> None:
+    """A bare pyzmq ROUTER that answers each frame after `compute_s` of compute: a forward pass of the same
+    target (which leaves the caches as cold as the verifier's pass does), then spinning to the time."""
+    import torch
     import zmq
+
+    from spec_edge_cloud.modeling.bundle import load_bundle
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    torch.set_num_threads(1)
+    model, ids = load_bundle(target_dir).model, torch.tensor([PROMPT])
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(endpoint)
@@ -98,6 +113,8 @@ def echo_server(endpoint: str, compute_s: float) -> None:
         if data == b"stop":
             break
         t0 = time.perf_counter()
+        with torch.no_grad():
+            model(ids)
         while time.perf_counter() - t0 < compute_s:
             pass
         sock.send_multipart([peer, data])
@@ -105,12 +122,16 @@ def echo_server(endpoint: str, compute_s: float) -> None:
     ctx.term()
 
 
-def bare_echo(compute_s: float, rounds: int) -> list[tuple[float, float, int]]:
+def bare_echo(target_dir: Path, compute_s: float, rounds: int,
+              cpus: set[int] | None = None) -> list[tuple[float, float, int]]:
     """The floor on this machine: the same two-process round trip with no project code at all."""
     import zmq
     endpoint = "tcp://127.0.0.1:5989"
-    server = mp.get_context("fork").Process(target=echo_server, args=(endpoint, compute_s))
+    server = mp.get_context("fork").Process(target=echo_server, args=(endpoint, target_dir, compute_s, cpus))
     server.start()
+    everywhere = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # this thread, and the I/O thread of the context made next
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     sock.connect(endpoint)
@@ -126,6 +147,7 @@ def bare_echo(compute_s: float, rounds: int) -> list[tuple[float, float, int]]:
     server.join(10)
     sock.close(linger=0)
     ctx.term()
+    os.sched_setaffinity(0, everywhere)
     return out
 
 
@@ -213,11 +235,14 @@ def breakdown(target_dir: Path, tokenizer: str, vocab: int, rounds: int) -> None
         print(f"  {key:<34} {statistics.median(values):7.3f}   p90 {statistics.quantiles(values, n=10)[8]:7.3f}")
 
 
-def start_process(args: list[str], log: Path, env: dict | None = None) -> tuple[subprocess.Popen, str]:
-    """`spec-edge-cloud ARGS` in its own process; returns it and the endpoint of its ready line."""
+def start_process(args: list[str], log: Path, env: dict | None = None,
+                  cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """`spec-edge-cloud ARGS` in its own process (every thread of it on `cpus`, if given); returns it and
+    the endpoint of its ready line."""
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env or dict(os.environ, PYTHONUNBUFFERED="1"))
+                                stderr=subprocess.STDOUT, env=env or dict(os.environ, PYTHONUNBUFFERED="1"),
+                                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and proc.poll() is None:
         m = re.search(r"ready on (tcp://\S+)", log.read_text())
@@ -227,10 +252,11 @@ def start_process(args: list[str], log: Path, env: dict | None = None) -> tuple[
     raise RuntimeError(f"{args[0]} did not start:\n{log.read_text()[-2000:]}")
 
 
-def start_server(target_dir: Path, log: Path, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
+def start_server(target_dir: Path, log: Path, extra: list[str] = (),
+                 cpus: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     return start_process(["verifier", "--target", str(target_dir), "--bind", "tcp://127.0.0.1:0", "--quiet-rounds",
                           "--log-level", "WARNING", *extra], log,
-                         dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+                         dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"), cpus)
 
 
 def summary(samples: list[tuple[float, float, int]]) -> dict:
@@ -353,12 +379,13 @@ def main() -> None:
 
     server, endpoint = start_server(tmp / "target", tmp / "verifier.log")
     single, single_endpoint = start_server(tmp / "target", tmp / "verifier-single.log", ["--max-batch", "1"])
+    one_core, one_core_endpoint = start_server(tmp / "target", tmp / "verifier-one-core.log", cpus={0})
     ctx = mp.get_context("fork")
     try:
-        def fleet(n: int, rounds: int, endpoint: str = endpoint) -> tuple[list, float]:
+        def fleet(n: int, rounds: int, endpoint: str = endpoint, cpus: set[int] | None = None) -> tuple[list, float]:
             start, results = ctx.Event(), ctx.Queue()
             procs = [ctx.Process(target=robot_process, args=(endpoint, tokenizer, vocab, rounds, 1000 + i, start,
-                                                              results)) for i in range(n)]
+                                                              results, cpus)) for i in range(n)]
             for p in procs:
                 p.start()
             time.sleep(1.0 + 0.1 * n)  # every robot connected before the clock starts
@@ -370,19 +397,21 @@ def main() -> None:
                 p.join(10)
             return samples, elapsed
 
-        fleet(1, 30)  # warm-up
-        samples, _ = fleet(1, args.rounds)
-        s = summary(samples)
-        print(row("ZeroMQ, 1 robot", s, f"goal: overhead <= 0.5 ms -> {'met' if s['overhead_ms'] <= 0.5 else 'NOT met'}"))
-        print(row("bare pyzmq echo (floor)", summary(bare_echo(s["compute_ms"] / 1000, args.rounds)),
-                  "same processes and compute, no project code"))
+        for label, at, cpus in (("", endpoint, None), (", one core", one_core_endpoint, {0})):
+            fleet(1, 30, at, cpus)  # warm-up
+            s = summary(fleet(1, args.rounds, at, cpus)[0])
+            print(row(f"ZeroMQ, 1 robot{label}", s,
+                      f"goal: overhead <= 0.5 ms -> {'met' if s['overhead_ms'] <= 0.5 else 'NOT met'}"))
+            print(row(f"bare pyzmq echo{label or ' (floor)'}", summary(bare_echo(tmp / "target", s["compute_ms"] / 1000,
+                                                                               args.rounds, cpus)),
+                      "same processes and compute, no project code"))
         for n in [int(x) for x in args.robots.split(",")]:
             for label, at in (("batched", endpoint), ("one pass at a time", single_endpoint)):
                 samples, elapsed = fleet(n, args.rounds_per_robot, at)
                 s = summary(samples)
                 print(row(f"{n} robots, {label}", s, f"{len(samples) / elapsed:.0f} rounds/s, rows {s['rows']:.2f}"))
     finally:
-        for p in (server, single):
+        for p in (server, single, one_core):
             p.terminate()
             p.wait(10)
 
