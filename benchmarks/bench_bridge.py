@@ -17,11 +17,12 @@ are ready together share one padded forward pass) and against one started with `
 (passes one at a time, interleaved fairly); "rows" is the mean number of robots per pass that the
 FINALs report. The floor row is a bare pyzmq DEALER/ROUTER echo between two processes whose server
 computes for the measured median compute time (a forward pass of the same target, then spinning):
-what the machine's sockets, I/O threads and wake-ups cost with no project code at all. All on this machine's 2 shared cores: robots and server compete.
-The two "one core" rows run the same robot and echo with every thread of both processes on CPU 0:
-a thread that wakes another on the other vCPU of a VM pays for an inter-processor interrupt and a
-descheduled vCPU (tenths of a millisecond, depending on the host's load), so these rows show what
-the bridge itself costs, without that.
+what the machine's sockets, I/O threads and wake-ups cost with no project code at all. All on this
+machine's 2 shared cores: robots and server compete. The two "one core" rows run the same robot and
+echo with every thread of both processes on one CPU (the first this process may use): a thread that
+wakes another on the other vCPU of a VM pays for an inter-processor interrupt and a descheduled
+vCPU (tenths of a millisecond, depending on the host's load), so these rows show what the bridge
+itself costs, without that.
 
 `--breakdown` instead runs one robot against a verifier whose frame handler, pass and FINAL send are
 timestamped, and prints the median of each stretch of a round: the robot's send, the wire each way,
@@ -379,7 +380,8 @@ def main() -> None:
 
     server, endpoint = start_server(tmp / "target", tmp / "verifier.log")
     single, single_endpoint = start_server(tmp / "target", tmp / "verifier-single.log", ["--max-batch", "1"])
-    one_core, one_core_endpoint = start_server(tmp / "target", tmp / "verifier-one-core.log", cpus={0})
+    core = {min(os.sched_getaffinity(0))}
+    one_core, one_core_endpoint = start_server(tmp / "target", tmp / "verifier-one-core.log", cpus=core)
     ctx = mp.get_context("fork")
     try:
         def fleet(n: int, rounds: int, endpoint: str = endpoint, cpus: set[int] | None = None) -> tuple[list, float]:
@@ -397,7 +399,7 @@ def main() -> None:
                 p.join(10)
             return samples, elapsed
 
-        for label, at, cpus in (("", endpoint, None), (", one core", one_core_endpoint, {0})):
+        for label, at, cpus in (("", endpoint, None), (", one core", one_core_endpoint, core)):
             fleet(1, 30, at, cpus)  # warm-up
             s = summary(fleet(1, args.rounds, at, cpus)[0])
             print(row(f"ZeroMQ, 1 robot{label}", s,
