@@ -12,6 +12,7 @@ from spec_edge_cloud.bench.predict import calibrate
 from spec_edge_cloud.bench.replay import Replay, ReplayConfig
 from spec_edge_cloud.bench.report import write_profile
 from spec_edge_cloud.bench.stand_in import write_stand_in
+from spec_edge_cloud.decoding.modes import DecodeConfig
 
 PROFILE = {"name": "calibration", "description": "test regime: slow enough that the tiny pair's own compute hides",
            "draft": {"per_token_ms": 30.0, "prefill_ms": 0.0},
@@ -25,7 +26,8 @@ def test_simulator_agrees_with_a_real_emulated_run_within_10_percent(tmp_path):
     profile.write_text(json.dumps(PROFILE))
     draft, target = write_stand_in(tmp_path / "pair")
     cfg = ReplayConfig("data/bags/sim_small", draft, target, modes=["cloud", "spec", "spec-ee-pre"], frames=2,
-                       warmup=0, max_new_tokens=12, exit_threshold=0.0, regime=str(profile), inprocess=True)
+                       warmup=0, decode=DecodeConfig(max_new_tokens=12, exit_threshold=0.0), regime=str(profile),
+                       inprocess=True)
     for attempt in range(2):  # the CPU is shared: one stall of 0.15 s put a 2-frame run 13% off; one retry
         result = Replay(cfg).run(progress=False)
         assert result["emulated"] and result["lossless"]["ok"]

@@ -9,7 +9,7 @@ from spec_edge_cloud.bench.report import write_replay
 from spec_edge_cloud.bench.stand_in import write_stand_in
 from spec_edge_cloud.cli import main
 from spec_edge_cloud.commands.bench import parse_link
-from spec_edge_cloud.decoding.modes import MODES
+from spec_edge_cloud.decoding.modes import MODES, DecodeConfig
 
 BAG = "data/bags/sim_small"
 
@@ -22,7 +22,7 @@ def pair(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bridge_run(pair, tmp_path_factory):
     out = tmp_path_factory.mktemp("replay")
-    cfg = ReplayConfig(BAG, *pair, frames=2, warmup=0, max_new_tokens=12, exit_threshold=0.0,
+    cfg = ReplayConfig(BAG, *pair, frames=2, warmup=0, decode=DecodeConfig(max_new_tokens=12, exit_threshold=0.0),
                        link=parse_link("rtt=20ms,jitter=2ms,bandwidth=50mbit"), run_dir=out)
     result = Replay(cfg).run(progress=False)
     return result, write_replay(result, out)

@@ -112,3 +112,29 @@ def test_decode_against_a_running_verifier_over_zeromq(model_dirs, tmp_path):
         assert result["tokens"] == target_alone(target, target.encode("w4 w8 w15"), 16) and result["verified"]
     finally:
         server.stop()
+
+
+def test_decode_flags_are_derived_from_decode_config():
+    """Every DecodeConfig field is a `decode` flag with the config's own default and validation."""
+    from spec_edge_cloud.cli import build_parser
+    parser = build_parser()
+    args = parser.parse_args(["decode", "--prompt", "w1"])
+    assert DecodeConfig.from_args(args) == DecodeConfig()
+    args = parser.parse_args(["decode", "--prompt", "w1", "--exit-layers", "1,3", "--stop", "reached,.",
+                              "--draft-min-confidence", "0.2", "--deadline-s", "2.5", "--max-new-tokens", "9"])
+    cfg = DecodeConfig.from_args(args)
+    assert (cfg.exit_layers, cfg.stop, cfg.draft_min_confidence, cfg.deadline_s, cfg.max_new_tokens) == \
+        ((1, 3), ("reached", "."), 0.2, 2.5, 9)
+    assert cfg.wire_exit_layers == [1, 3] and DecodeConfig(mode="spec").wire_exit_layers == []
+    assert DecodeConfig().wire_exit_layers is None
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"exit_threshold": 1.5}, "exit_threshold must be in"),
+    ({"draft_min_confidence": -0.1}, "draft_min_confidence must be in"),
+    ({"deadline_s": 0}, "deadline_s must be positive"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be positive"),
+])
+def test_config_validates_each_setting(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DecodeConfig(**kwargs)

@@ -21,7 +21,7 @@ import contextlib
 import json
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -55,11 +55,8 @@ class ReplayConfig:
     repeat: int = 1
     frames: int | None = None           # replay only the first N frames
     warmup: int = 1                     # unrecorded responses per mode before measuring
-    gamma: int = 4
-    max_new_tokens: int = 32
-    exit_threshold: float = 0.5
+    decode: DecodeConfig = field(default_factory=DecodeConfig)   # every mode's settings but the mode
     inprocess: bool = False
-    seed: int = 0
     run_dir: Path = Path("runs")
     threads: int | None = 1             # torch threads in the robot and verifier processes (None: default)
 
@@ -145,7 +142,7 @@ class Replay:
         from .bridge import Bridge
         profile_file = _write_profile(self.profile, cfg.run_dir / f"profile-{self.profile.name}.json") \
             if self.profile else None
-        with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.seed,
+        with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.decode.seed,
                     threads=cfg.threads) as link:
             self.target_layers = link.welcome.layers
             yield link
@@ -158,9 +155,8 @@ class Replay:
         with self._cloud() as raw:
             link = MeteredLink(raw)
             self.pacers = {m: Pacer(self.profile) for m in cfg.modes} if self.profile else {}
-            clients = {m: SpecClient(self.draft, link, DecodeConfig(
-                mode=m, gamma=cfg.gamma, max_new_tokens=cfg.max_new_tokens, exit_threshold=cfg.exit_threshold,
-                seed=cfg.seed), pacer=self.pacers.get(m)) for m in cfg.modes}
+            clients = {m: SpecClient(self.draft, link, replace(cfg.decode, mode=m), pacer=self.pacers.get(m))
+                       for m in cfg.modes}
             for _ in range(cfg.warmup):
                 for m in cfg.modes:
                     self._respond(clients[m], link, frames[0])
@@ -220,7 +216,8 @@ class Replay:
     def _result(self, frames: list[Frame], records: list[dict], seconds: float) -> dict:
         cfg = self.cfg
         bound = measured_bound(records, self.link_spec.rtt_s)
-        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "decode"}
+        config.update({k: v for k, v in asdict(cfg.decode).items() if k != "mode"})
         config["link"] = asdict(self.link_spec)
         return {
             "kind": "replay",

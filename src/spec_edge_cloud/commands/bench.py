@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..decoding.modes import MODES
+from ..decoding.modes import MODES, DecodeConfig
 
 DEFAULT_REGIMES = "go2-orin-a100,nano-a100,h100"
 
@@ -67,11 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--exits", type=Path, default=None, help="exit-head directory (default: beside the target)")
     r.add_argument("--stand-in", type=Path, nargs="?", const=Path("runs/stand-in"), default=None,
                    help="use the tiny stand-in pair (bench/stand_in.py), written to DIR on first use")
-    r.add_argument("--gamma", type=int, default=4)
-    r.add_argument("--max-new-tokens", type=int, default=32)
-    r.add_argument("--exit-threshold", type=float, default=0.5)
+    DecodeConfig.add_arguments(r, exclude=("mode",))
     r.add_argument("--inprocess", action="store_true", help="in-process link instead of the ZeroMQ bridge")
-    r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads per process, robot and verifier (0: torch's default)")
     r.add_argument("--json", type=Path, default=None, help="also write the result JSON here")
@@ -84,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--agreement", type=_floats, default=[0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--tokens", type=int, default=32, help="tokens per simulated response")
     p.add_argument("--responses", type=int, default=40, help="simulated responses per mode and point")
-    p.add_argument("--gamma", type=int, default=4)
+    DecodeConfig.add_arguments(p, only=("gamma",))
     p.add_argument("--exit-fraction", type=float, default=0.5, help="depth of the first early exit")
     p.add_argument("--fleet", type=_ints, default=[1, 2, 4, 8, 16], help="robot counts (empty: skip)")
     p.add_argument("--traces", type=Path, default=None, help="replay result.json whose recorded rounds to replay")
@@ -118,8 +115,7 @@ def _replay(args: argparse.Namespace) -> int:
     draft, target = stand_in_dirs(args.stand_in) if args.stand_in else (args.draft, args.target)
     cfg = ReplayConfig(args.bag, draft, target, args.exits, [m.strip() for m in args.modes.split(",")],
                        parse_link(args.link) if args.link else None, args.regime, args.repeat, args.frames,
-                       args.warmup, args.gamma, args.max_new_tokens, args.exit_threshold, args.inprocess,
-                       args.seed, out, args.threads or None)
+                       args.warmup, DecodeConfig.from_args(args), args.inprocess, out, args.threads or None)
     try:
         result = Replay(cfg).run(progress=not args.quiet)
     except ModelDirError as exc:

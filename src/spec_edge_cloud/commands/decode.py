@@ -5,26 +5,20 @@ import argparse
 import json
 import sys
 
-from ..decoding.modes import MODES
+from ..decoding.modes import DecodeConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=MODES, default="spec-ee-pre")
+    DecodeConfig.add_arguments(p)
     p.add_argument("--draft", default="models/draft", help="draft model directory (Hugging Face format)")
     p.add_argument("--target", default="models/target", help="target model directory (in-process verifier)")
     p.add_argument("--exits", default=None, help="exit-head directory (default: beside the target)")
     p.add_argument("--prompt", required=True, help="instruction text")
     p.add_argument("--image", default=None, help="image file (JPEG/PNG) for a VLM")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--gamma", type=int, default=4, help="draft length per round")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (lossless token for token)")
-    p.add_argument("--exit-threshold", type=float, default=0.5)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rtt-ms", type=float, default=0.0, help="in-process link: emulated round trip")
     p.add_argument("--endpoint", default=None, help="tcp://HOST:PORT of a running verifier (else in-process)")
     p.add_argument("--client-key", default="", help="this robot's CURVE secret key file (NAME.key_secret)")
     p.add_argument("--server-key", default="", help="the verifier's CURVE public key file (NAME.key)")
-    p.add_argument("--exit-layers", default=None, help="comma-separated exits to ask for (default: all)")
     p.add_argument("--target-profile", default=None, help="timing profile for the in-process target (emulated)")
     p.add_argument("--draft-profile", default=None, help="timing profile for the draft (emulated)")
     p.add_argument("--json", action="store_true", help="print one JSON object: tokens, text, metrics")
@@ -43,17 +37,13 @@ def load_image(path: str):
 def run(args: argparse.Namespace) -> int:
     from ..decoding.client import SpecClient
     from ..decoding.link import InProcessLink
-    from ..decoding.modes import DecodeConfig
     from ..decoding.target import TargetEngine
     from ..decoding.timing import Pacer, TimingProfile
     from ..decoding.verifier import VerifierService
     from ..modeling.bundle import check_same_tokenizer, load_bundle
 
     try:
-        exit_layers = [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None
-        config = DecodeConfig(mode=args.mode, gamma=args.gamma, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, seed=args.seed, exit_threshold=args.exit_threshold,
-                              exit_layers=exit_layers)
+        config = DecodeConfig.from_args(args)
         draft = load_bundle(args.draft)
         image = load_image(args.image) if args.image else None
         prompt = draft.encode(args.prompt, image)

@@ -205,7 +205,7 @@ class _Run:
     def speculate(self) -> None:
         cfg, eng, link, ad = self.cfg, self.c.engine, self.c.link, self.c.adaptive
         eng.prefill(self.prompt)
-        exit_layers = cfg.exit_layers if cfg.early_verdicts else []
+        exit_layers = cfg.wire_exit_layers
         threshold = cfg.exit_threshold
 
         def send_draft(assumes=None) -> _Round:

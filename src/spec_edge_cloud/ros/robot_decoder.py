@@ -98,9 +98,7 @@ class RobotDecoder:
 
     def generate(self, instruction: str, image: np.ndarray, settings: dict, emit: Emit) -> DecodedResponse:
         """One response; `settings` holds the node's runtime parameters (mode, gamma, ...)."""
-        cfg = DecodeConfig(mode=settings["mode"], gamma=settings["gamma"], max_new_tokens=settings["max_new_tokens"],
-                           temperature=settings["temperature"], seed=settings["seed"],
-                           exit_threshold=settings["exit_threshold"], deadline_s=settings["deadline_s"])
+        cfg = DecodeConfig(**{k: settings[k] for k in DecodeConfig.defaults() if k in settings})
         if cfg.mode != "edge" and self.link is None:
             raise ValueError(f"mode {cfg.mode} needs the cloud: set endpoint or inprocess_target")
         if self.jpeg_quality is not None:
