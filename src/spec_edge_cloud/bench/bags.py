@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rosbags.highlevel import AnyReader
+from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
@@ -108,17 +108,22 @@ def read_frames(path: str | Path, limit: int | None = None) -> list[Frame]:
         raise BagError(f"{path} is not a rosbag2 directory (no metadata.yaml)")
     frames: list[Frame] = []
     instruction = None
-    with AnyReader([path], default_typestore=_TYPES) as reader:
-        wanted = [c for c in reader.connections if c.topic in (IMAGE_TOPIC, INSTRUCTION_TOPIC)]
-        for conn, _log_ns, raw in reader.messages(connections=wanted):
-            msg = reader.deserialize(raw, conn.msgtype)
-            if conn.topic == INSTRUCTION_TOPIC:
-                instruction = msg.data
-            elif instruction is not None:
-                stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                frames.append(Frame(stamp, image_array(msg), instruction))
-                if limit is not None and len(frames) >= limit:
-                    break
+    try:
+        with AnyReader([path], default_typestore=_TYPES) as reader:
+            wanted = [c for c in reader.connections if c.topic in (IMAGE_TOPIC, INSTRUCTION_TOPIC)]
+            for conn, _log_ns, raw in reader.messages(connections=wanted):
+                msg = reader.deserialize(raw, conn.msgtype)
+                if conn.topic == INSTRUCTION_TOPIC:
+                    instruction = msg.data
+                elif instruction is not None:
+                    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                    frames.append(Frame(stamp, image_array(msg), instruction))
+                    if limit is not None and len(frames) >= limit:
+                        break
+    except BagError:
+        raise
+    except (AnyReaderError, ValueError, KeyError, IndexError, OSError) as exc:  # rosbags' errors for a corrupt file
+        raise BagError(f"{path} could not be read ({type(exc).__name__}: {exc})") from None
     if not frames:
         raise BagError(f"{path} has no {IMAGE_TOPIC} frame after an {INSTRUCTION_TOPIC} message")
     return frames

@@ -28,7 +28,11 @@ def parse_sets(items: list[str]) -> dict[str, object]:
         name, eq, value = item.partition("=")
         if not eq or not name:
             raise ValueError(f"--set expects VAR=VALUE, got {item!r}")
-        sets[name] = yaml.safe_load(value) if value else ""
+        try:
+            sets[name] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {name}: {value!r} is not a YAML value ({exc.__class__.__name__}: "
+                             f"{' '.join(str(exc).split())})") from None
     return sets
 
 

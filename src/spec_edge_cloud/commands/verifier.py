@@ -44,7 +44,10 @@ def read_params(path: str | None) -> dict:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"parameter file {file} not found")
-    doc = yaml.safe_load(file.read_text()) or {}
+    try:
+        doc = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{file} is not valid YAML: {exc}") from None
     params = (doc.get(NODE) or {}).get("ros__parameters")
     if not isinstance(params, dict):
         raise ValueError(f"{file}: expected `{NODE}: ros__parameters: {{...}}`")
@@ -67,12 +70,17 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = merge(read_params(args.config), args)
         model = {k: params.pop(k, None) for k in MODEL_KEYS}
+        check_model_params(model)
         if not model["target_dir"]:
             raise ValueError("no target model: pass --target DIR or set target_dir in the parameter file")
         from ..transport.security import require_security
         from ..transport.server import ServerConfig
         config = ServerConfig.from_params(params)
         require_security(config.bind, bool(config.server_secret_key), config.insecure, "verifier bind")  # before loading
+        if config.insecure and not config.server_secret_key:
+            print(f"spec-edge-cloud verifier: WARNING: insecure: plaintext allowed on {config.bind}: anyone who "
+                  "can reach it can use the target and read the robots' prompts and images", file=sys.stderr,
+                  flush=True)
         from ..decoding.target import TargetEngine
         from ..decoding.timing import Pacer, TimingProfile
         from ..transport.server import VerifierServer
@@ -92,6 +100,23 @@ def run(args: argparse.Namespace) -> int:
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    while not done.wait(0.2) and not server.stopped.is_set():
+        pass
     server.stop()
+    if server.failure is not None:
+        print(f"spec-edge-cloud verifier: error: the serving thread died ({type(server.failure).__name__}: "
+              f"{server.failure}); exiting", file=sys.stderr)
+        return 1
     return 0
+
+
+def check_model_params(model: dict) -> None:
+    """The model-choosing parameters, typed as the server's (one clear error at start)."""
+    problems = [f"{k} must be a string, got {type(v).__name__} {v!r}"
+                for k in ("target_dir", "exits_dir", "target_profile") if (v := model[k]) is not None
+                and not isinstance(v, str)]
+    layers = model["exit_layers"]
+    if layers is not None and not (isinstance(layers, list) and all(type(x) is int and x >= 0 for x in layers)):
+        problems.append(f"exit_layers must be a list of non-negative integers, got {layers!r}")
+    if problems:
+        raise ValueError("verifier parameters: " + "; ".join(problems))

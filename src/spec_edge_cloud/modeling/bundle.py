@@ -6,6 +6,7 @@ safetensors weights and tokenizer files, optionally `preprocessor_config.json` f
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -17,7 +18,17 @@ import torch
 
 
 class ModelDirError(FileNotFoundError):
-    """A model directory is missing or incomplete."""
+    """A model directory is missing, incomplete or holds unreadable files."""
+
+
+@contextlib.contextmanager
+def model_file_errors(path: Path):
+    """Turn a corrupt or truncated weights/config file into a ModelDirError that names the directory."""
+    from safetensors import SafetensorError
+    try:
+        yield
+    except (SafetensorError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"model files in {path} are corrupt or truncated ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
@@ -149,11 +160,14 @@ def load_bundle(directory: str | Path, dtype: torch.dtype = torch.float32) -> Mo
     path = Path(directory)
     if not (path / "config.json").is_file():
         raise ModelDirError(f"model directory {path} not found or has no config.json")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    is_vlm = hasattr(config, "vision_config")
-    cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-    model = cls.from_pretrained(path, local_files_only=True, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if not (path / "tokenizer.json").is_file():
+        raise ModelDirError(f"model directory {path} has no tokenizer.json (its tokenizer is saved there)")
+    with model_file_errors(path):
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        is_vlm = hasattr(config, "vision_config")
+        cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
+        model = cls.from_pretrained(path, local_files_only=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     processor = None
     if is_vlm and (path / "preprocessor_config.json").is_file():
         processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .bundle import model_file_errors
 from .layers import DecoderParts
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class ExitHeads(nn.Module):
     def load(cls, directory: str | Path) -> "ExitHeads":
         directory = Path(directory)
         meta = json.loads((directory / META).read_text())
-        state = load_file(str(directory / WEIGHTS))
+        with model_file_errors(directory):
+            state = load_file(str(directory / WEIGHTS))
         hidden = state[f"adapters.{meta['layers'][0]}.linear.weight"].shape[0]
         heads = cls(meta["layers"], hidden, meta["rank"], trained=meta.get("trained", True))
         heads.load_state_dict(state)

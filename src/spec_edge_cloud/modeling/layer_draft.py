@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .bundle import ModelBundle, ModelDirError, load_bundle
+from .bundle import ModelBundle, ModelDirError, load_bundle, model_file_errors
 from .layers import decoder_parts
 from .text_teacher import AnswerSet
 
@@ -124,7 +124,8 @@ def build_draft(target: torch.nn.Module, directory: str | Path) -> torch.nn.Modu
     meta = json.loads((directory / META).read_text())
     draft = cut_draft(target, int(meta["keep"]))
     layer = decoder_parts(draft).layers[-1]
-    state = load_file(str(directory / WEIGHTS))
+    with model_file_errors(directory):
+        state = load_file(str(directory / WEIGHTS))
     layer.load_state_dict({k: v.to(next(layer.parameters()).dtype) for k, v in state.items()})
     return draft
 

@@ -9,6 +9,8 @@ loopback only, unless the operator says `insecure` in so many words.
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -92,16 +94,38 @@ def secure_client(socket: zmq.Socket, secret_key: str | Path, server_key: str | 
     socket.curve_serverkey = load_public(server_key)
 
 
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def _write_key(path: Path, public: bytes, secret: bytes | None = None) -> None:
+    """One certificate file in zmq.auth's format, created with its final mode: a secret is 0600 from
+    its first byte (written, then chmod-ed, another user could read it in between)."""
+    text = "#   ZeroMQ CURVE %s certificate (spec-edge-cloud keys)\n\nmetadata\ncurve\n" % (
+        "**Secret**" if secret is not None else "Public")
+    text += f'    public-key = "{public.decode()}"\n'
+    if secret is not None:
+        text += f'    secret-key = "{secret.decode()}"\n'
+    path.unlink(missing_ok=True)  # a fresh file: never a replaced one's mode, never through a link
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret is not None else 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def generate(directory: str | Path, name: str, force: bool = False) -> tuple[Path, Path]:
-    """Write NAME.key and NAME.key_secret in `directory` (never overwriting a secret unless forced)."""
+    """Write NAME.key and NAME.key_secret in `directory` (never overwriting a secret unless forced).
+
+    NAME is a plain file name (letters, digits, `_.-`): nothing that leaves `directory`."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"key name {name!r}: use 1..64 letters, digits, '_', '.' or '-' (no path, no '..')")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    secret = directory / f"{name}.key_secret"
-    if secret.exists() and not force:
-        raise FileExistsError(f"{secret} exists; pass --force to replace the key pair")
-    public_file, secret_file = zmq.auth.create_certificates(directory, name)
-    Path(secret_file).chmod(0o600)
-    return Path(public_file), Path(secret_file)
+    public_file, secret_file = directory / f"{name}.key", directory / f"{name}.key_secret"
+    if secret_file.exists() and not force:
+        raise FileExistsError(f"{secret_file} exists; pass --force to replace the key pair")
+    public, secret = zmq.curve_keypair()
+    _write_key(secret_file, public, secret)
+    _write_key(public_file, public)
+    return public_file, secret_file
 
 
 def authorize(public_key: str | Path, clients_dir: str | Path) -> Path:

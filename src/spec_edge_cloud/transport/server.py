@@ -17,6 +17,7 @@ robot at most `max_sessions_per_client` sessions, the server `max_sessions`; idl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -58,13 +59,43 @@ class ServerConfig:
     io_interval_s: float = 0.002         # during a pass, service the socket at most this often
     log_rounds: bool = True
 
+    def __post_init__(self) -> None:
+        problems = check_fields(self, _RANGES)
+        if problems:
+            raise ValueError("verifier parameters: " + "; ".join(problems))
+
     @classmethod
     def from_params(cls, params: dict) -> "ServerConfig":
-        known = {f.name: f.type for f in fields(cls)}
-        unknown = sorted(set(params) - set(known))
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown verifier parameters {unknown}; known: {sorted(known)}")
         return cls(**params)
+
+
+# inclusive bounds of the numeric knobs (None: unbounded on that side)
+_RANGES = {"idle_timeout_s": (1.0, None), "max_sessions": (1, None), "max_sessions_per_client": (1, None),
+           "max_batch": (1, 1024), "max_frame_bytes": (4096, 1 << 30), "max_draft_tokens": (1, 4096),
+           "max_session_tokens": (2, None), "max_new_tokens": (1, None), "reorder_wait_s": (0.0, 10.0),
+           "io_interval_s": (0.0, 1.0)}
+
+
+def check_fields(obj: object, ranges: dict) -> list[str]:
+    """What is wrong with a dataclass's values: each must be of its declared type (a bool is a bool,
+    not the string "false"; an int not a float; a float any finite number) and within `ranges`."""
+    problems = []
+    for f in fields(obj):
+        v, kind = getattr(obj, f.name), f.type
+        ok = {"bool": type(v) is bool, "int": type(v) is int, "str": isinstance(v, str),
+              "float": type(v) in (int, float) and math.isfinite(v)}.get(kind, True)
+        if not ok:
+            problems.append(f"{f.name} must be {'a' if kind != 'int' else 'an'} {kind}, got {type(v).__name__} {v!r}")
+            continue
+        lo, hi = ranges.get(f.name, (None, None))
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            problems.append(f"{f.name} = {v!r} is outside {lo if lo is not None else '-inf'}.."
+                            f"{hi if hi is not None else 'inf'}")
+    return problems
 
 
 @dataclass
@@ -141,6 +172,8 @@ class VerifierServer:
         self._ctx = zmq.Context()
         self._auth = None
         self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None   # what killed the serving thread, if anything did
+        self.stopped = threading.Event()            # set when the serving thread has ended, for any reason
         self._hooks: list = []
         self._last_io = 0.0
 
@@ -159,7 +192,7 @@ class VerifierServer:
         self.endpoint = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
         self._hooks = [layer.register_forward_hook(self._io_hook) for layer in self.engine.parts.layers]
         self._log_limits()
-        self._thread = threading.Thread(target=self._loop, name="verifier", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name="verifier", daemon=True)
         self._thread.start()
         return self.endpoint
 
@@ -187,6 +220,17 @@ class VerifierServer:
                  per_session * self.config.max_sessions, self.config.max_sessions, self.config.idle_timeout_s)
 
     # -- the loop --------------------------------------------------------------------------------
+    def _serve(self) -> None:
+        """The serving thread: a failure here is recorded and announced (`stopped`), so whoever runs
+        the server ends the process instead of leaving it up and deaf."""
+        try:
+            self._loop()
+        except BaseException as exc:
+            self.failure = exc
+            log.critical("the verifier's serving thread died: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        finally:
+            self.stopped.set()
+
     def _loop(self) -> None:
         next_chores = time.monotonic() + 1.0
         while not self._stop.is_set():
