@@ -6,6 +6,7 @@
 Both servers bind port 0 and print the endpoint they got on their ready line, so parallel runs never
 collide. Stopping sends SIGTERM (both shut down cleanly on it) and kills only what does not exit.
 """
+from ..modeling.placement import CPU_FP32, Placement
 from __future__ import annotations
 
 import os
@@ -70,9 +71,9 @@ class Bridge:
 
     def __init__(self, target_dir: Path, tokenizer_fingerprint: str, spec: LinkSpec,
                  exits_dir: Path | None = None, target_profile: Path | None = None, seed: int = 0,
-                 start_timeout_s: float = 120.0, threads: int | None = None):
+                 start_timeout_s: float = 120.0, threads: int | None = None, placement: Placement = CPU_FP32):
         self.args = ["verifier", "--target", str(target_dir), "--bind", "tcp://127.0.0.1:0", "--quiet-rounds",
-                     "--log-level", "WARNING"]
+                     "--log-level", "WARNING", "--device", placement.device, "--dtype", placement.dtype]
         if exits_dir is not None:
             self.args += ["--exits", str(exits_dir)]
         if target_profile is not None:

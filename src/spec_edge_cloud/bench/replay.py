@@ -35,6 +35,7 @@ from ..decoding.target import TargetEngine
 from ..decoding.timing import Pacer, TimingProfile
 from ..decoding.verifier import VerifierService
 from ..modeling.bundle import check_same_tokenizer, load_bundle
+from ..modeling.placement import CPU_FP32, Placement
 from ..transport import protocol
 from ..transport.emulator import LinkSpec
 from . import timeline
@@ -59,6 +60,7 @@ class ReplayConfig:
     inprocess: bool = False
     run_dir: Path = Path("runs")
     threads: int | None = 1             # torch threads in the robot and verifier processes (None: default)
+    placement: Placement = CPU_FP32     # draft and target (each in its own process)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
@@ -122,7 +124,7 @@ class Replay:
             # robot and cloud share this machine's cores: one thread each keeps them from fighting
             # (and spinning) over the same cores while both compute, as they do when pre-drafting
             torch.set_num_threads(cfg.threads)
-        self.draft = load_bundle(cfg.draft)
+        self.draft = load_bundle(cfg.draft, cfg.placement)
         self.target_layers: int | None = None
         self.pacers: dict[str, Pacer] = {}
 
@@ -130,7 +132,8 @@ class Replay:
     def _cloud(self):
         cfg, spec = self.cfg, self.link_spec
         if cfg.inprocess:
-            engine = TargetEngine.from_dir(cfg.target, cfg.exits, pacer=Pacer(self.profile) if self.profile else None)
+            engine = TargetEngine.from_dir(cfg.target, cfg.exits, pacer=Pacer(self.profile) if self.profile else None,
+                                           placement=cfg.placement)
             check_same_tokenizer(self.draft, engine.bundle)
             self.target_layers = engine.parts.num_layers
             link = InProcessLink(VerifierService(engine), rtt_s=spec.rtt_s)
@@ -143,7 +146,7 @@ class Replay:
         profile_file = _write_profile(self.profile, cfg.run_dir / f"profile-{self.profile.name}.json") \
             if self.profile else None
         with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.decode.seed,
-                    threads=cfg.threads) as link:
+                    threads=cfg.threads, placement=cfg.placement) as link:
             self.target_layers = link.welcome.layers
             yield link
 

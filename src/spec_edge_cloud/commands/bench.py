@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from ..decoding.modes import MODES, DecodeConfig
+from ..modeling.placement import add_placement_arguments, placement_from_args
 
 DEFAULT_REGIMES = "go2-orin-a100,nano-a100,h100"
 
@@ -71,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--inprocess", action="store_true", help="in-process link instead of the ZeroMQ bridge")
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads per process, robot and verifier (0: torch's default)")
+    add_placement_arguments(r)
     r.add_argument("--json", type=Path, default=None, help="also write the result JSON here")
     r.add_argument("--out", type=Path, default=None, help="report directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -115,7 +117,8 @@ def _replay(args: argparse.Namespace) -> int:
     draft, target = stand_in_dirs(args.stand_in) if args.stand_in else (args.draft, args.target)
     cfg = ReplayConfig(args.bag, draft, target, args.exits, [m.strip() for m in args.modes.split(",")],
                        parse_link(args.link) if args.link else None, args.regime, args.repeat, args.frames,
-                       args.warmup, DecodeConfig.from_args(args), args.inprocess, out, args.threads or None)
+                       args.warmup, DecodeConfig.from_args(args), args.inprocess, out, args.threads or None,
+                       placement_from_args(args))
     try:
         result = Replay(cfg).run(progress=not args.quiet)
     except ModelDirError as exc:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from ..decoding.modes import DecodeConfig
+from ..modeling.placement import add_placement_arguments, placement_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-key", default="", help="the verifier's CURVE public key file (NAME.key)")
     p.add_argument("--target-profile", default=None, help="timing profile for the in-process target (emulated)")
     p.add_argument("--draft-profile", default=None, help="timing profile for the draft (emulated)")
+    add_placement_arguments(p)  # the draft's and the in-process target's
     p.add_argument("--json", action="store_true", help="print one JSON object: tokens, text, metrics")
 
 
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         config = DecodeConfig.from_args(args)
-        draft = load_bundle(args.draft)
+        placement = placement_from_args(args)
+        draft = load_bundle(args.draft, placement)
         image = load_image(args.image) if args.image else None
         prompt = draft.encode(args.prompt, image)
         draft_pacer = Pacer(TimingProfile.load(args.draft_profile)) if args.draft_profile else None
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                                LinkOptions(client_secret_key=args.client_key, server_public_key=args.server_key))
             else:
                 pacer = Pacer(TimingProfile.load(args.target_profile)) if args.target_profile else None
-                engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer)
+                engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer, placement=placement)
                 check_same_tokenizer(draft, engine.bundle)
                 link = InProcessLink(VerifierService(engine), rtt_s=args.rtt_ms / 1000)
         try:

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..modeling.placement import add_placement_arguments, placement_from_args
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["train", "report"])
@@ -21,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--holdout", type=float, default=0.2, help="fraction of prompts kept for the report")
     p.add_argument("--seed", type=int, default=0)
+    add_placement_arguments(p)
 
 
 def read_prompts(path: Path, bundle) -> list:
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         torch.manual_seed(args.seed)
-        bundle = load_bundle(args.target)
+        placement = placement_from_args(args)
+        bundle = load_bundle(args.target, placement)
         parts = decoder_parts(bundle.model)
         prompts = read_prompts(Path(args.prompts), bundle)
         n_held = max(1, int(len(prompts) * args.holdout))
@@ -65,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(args.exits or args.target)
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
         if args.action == "report":
-            heads = load_or_init_exit_heads(out_dir, parts, bundle.hidden_size, layers)
+            heads = load_or_init_exit_heads(out_dir, parts, bundle.hidden_size, layers).to(bundle.device)
             held = teacher_data(bundle, held_prompts, heads.layers, args.max_new_tokens)
             print(json.dumps({"trained": heads.trained, "agreement": agreement(heads, bundle, held)}))
             return 0
         layers = layers or default_exit_layers(parts.num_layers)
-        heads = ExitHeads(layers, bundle.hidden_size, args.rank)
+        heads = ExitHeads(layers, bundle.hidden_size, args.rank).to(bundle.device)
         train = teacher_data(bundle, train_prompts, layers, args.max_new_tokens)
         held = teacher_data(bundle, held_prompts, layers, args.max_new_tokens)
         before = agreement(heads, bundle, held)

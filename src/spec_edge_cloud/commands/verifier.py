@@ -12,9 +12,11 @@ import sys
 import threading
 from pathlib import Path
 
+from ..modeling.placement import add_placement_arguments, resolve_placement
+
 NODE = "verifier_node"
 # parameters that choose the model; every other key of the file is a transport.server.ServerConfig field
-MODEL_KEYS = ("target_dir", "exits_dir", "exit_layers", "target_profile")
+MODEL_KEYS = ("target_dir", "exits_dir", "exit_layers", "target_profile", "device", "dtype")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default=None, help="target model directory (target_dir)")
     p.add_argument("--exits", default=None, help="exit-head directory (exits_dir; default: beside the target)")
     p.add_argument("--exit-layers", default=None, help="comma-separated exit layers (exit_layers)")
+    add_placement_arguments(p)
     p.add_argument("--bind", default=None, help="ROUTER endpoint, e.g. tcp://0.0.0.0:5555 (bind)")
     p.add_argument("--target-profile", default=None,
                    help="timing profile (name or JSON file): pad every pass to its times; timings are EMULATED")
@@ -59,7 +62,7 @@ def merge(params: dict, args: argparse.Namespace) -> dict:
              "target_profile": args.target_profile, "server_secret_key": args.server_key,
              "authorized_clients_dir": args.clients, "insecure": args.insecure,
              "idle_timeout_s": args.idle_timeout, "max_sessions": args.max_sessions,
-             "max_batch": args.max_batch,
+             "max_batch": args.max_batch, "device": args.device, "dtype": args.dtype,
              "log_rounds": False if args.quiet_rounds else None,
              "exit_layers": [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None}
     return {**params, **{k: v for k, v in flags.items() if v is not None}}
@@ -85,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
         from ..decoding.timing import Pacer, TimingProfile
         from ..transport.server import VerifierServer
         pacer = Pacer(TimingProfile.load(model["target_profile"])) if model["target_profile"] else None
+        placement = resolve_placement(model["device"], model["dtype"])
         engine = TargetEngine.from_dir(model["target_dir"], model["exits_dir"] or None,
-                                       model["exit_layers"] or None, pacer)
+                                       model["exit_layers"] or None, pacer, placement)
         server = VerifierServer(engine, config)
         endpoint = server.start()
     except (ValueError, FileNotFoundError, OSError) as exc:
@@ -95,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
         "PLAINTEXT, insecure"
     emulated = f"; timings EMULATED with profile {pacer.profile.name}" if pacer else ""
-    print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path}, exits "
+    print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path} on {placement}, exits "
           f"{engine.heads.layers if engine.heads else []}{emulated})", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 def check_model_params(model: dict) -> None:
     """The model-choosing parameters, typed as the server's (one clear error at start)."""
     problems = [f"{k} must be a string, got {type(v).__name__} {v!r}"
-                for k in ("target_dir", "exits_dir", "target_profile") if (v := model[k]) is not None
+                for k in ("target_dir", "exits_dir", "target_profile", "device", "dtype") if (v := model[k]) is not None
                 and not isinstance(v, str)]
     layers = model["exit_layers"]
     if layers is not None and not (isinstance(layers, list) and all(type(x) is int and x >= 0 for x in layers)):

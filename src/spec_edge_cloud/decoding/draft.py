@@ -54,14 +54,15 @@ class DraftEngine:
         tokens, rows = [], []
         for _ in range(n):
             logits = self.seq.feed_tail()[-1]
-            if self.temperature > 0:
-                probs = probabilities(logits, self.temperature)
+            if self.temperature > 0:  # the distribution goes to the cloud anyway: one copy to the host
+                probs = probabilities(logits, self.temperature).cpu()
                 tok = sample(probs, self.seed, len(self.seq.tokens), DRAFT)
                 rows.append(probs)
                 conf = float(probs[tok])
-            else:
-                tok = int(logits.argmax())
-                conf = float(torch.softmax(logits, -1)[tok])
+            else:  # one host sync a token: its id and probability together
+                top, arg = torch.softmax(logits, -1).max(-1)
+                conf, tok = torch.stack([top.double(), arg.double()]).tolist()
+                tok = int(tok)
             if tokens and conf < self.min_confidence:
                 rows = rows[: len(tokens)]
                 break

@@ -33,7 +33,7 @@ class CachedSequence:
 
     # -- forward ---------------------------------------------------------------------------------
     def _positions(self, start: int, n: int) -> torch.Tensor:
-        pos = torch.arange(start, start + n).view(1, -1) + self.rope_delta
+        pos = torch.arange(start + self.rope_delta, start + self.rope_delta + n, device=self.bundle.device).view(1, -1)
         return pos.view(1, 1, -1).expand(3, 1, n) if self._mrope else pos
 
     @torch.no_grad()
@@ -45,7 +45,7 @@ class CachedSequence:
         always go in explicitly: left to itself, Qwen2-VL keeps its rope delta in the model object,
         which threads that share the model (robots in one test process) would overwrite.
         """
-        ids = torch.tensor([new], dtype=torch.long)
+        ids = torch.tensor([new], dtype=torch.long, device=self.bundle.device)
         kwargs = {}
         if self.cached == 0 and self._vision:
             kwargs.update(self._vision)
@@ -122,6 +122,8 @@ def forward_rows(seqs: list[CachedSequence], tails: list[list[int]]) -> list[tor
     for r, (s, tail) in enumerate(zip(seqs, tails)):
         ids[r, :len(tail)] = torch.tensor(tail)
         mask[r, past - s.cached: past + len(tail)] = 1
+    device = seqs[0].bundle.device
+    ids, mask = ids.to(device), mask.to(device)  # built on the host, sent in one copy each
     # [rows, width], or [3, rows, width] with M-RoPE: each row at its own positions
     position_ids = torch.cat([s._positions(s.cached, width) for s in seqs], dim=-2)
     cache = DynamicCache(config=seqs[0].model.config)

@@ -17,6 +17,7 @@ import torch
 from ..modeling.bundle import ModelBundle, Prompt
 from ..modeling.exit_heads import ExitHeads
 from ..modeling.layers import decoder_parts
+from ..modeling.placement import CPU_FP32, Placement
 from .sequence import CachedSequence, forward_rows
 from .verify import Verdict, verdict
 
@@ -47,7 +48,8 @@ class TargetEngine:
     def __init__(self, bundle: ModelBundle, heads: ExitHeads | None = None, pacer=None):
         self.bundle = bundle
         self.parts = decoder_parts(bundle.model)
-        self.heads = heads.eval() if heads is not None else None
+        # the heads live where the layers they read live, in the model's precision
+        self.heads = heads.to(bundle.device, bundle.dtype).eval() if heads is not None else None
         self.pacer = pacer
         if pacer is not None:
             pacer.num_layers = self.parts.num_layers
@@ -57,11 +59,12 @@ class TargetEngine:
             self.parts.layers[layer - 1].register_forward_hook(self._hook(layer))
 
     @classmethod
-    def from_dir(cls, directory, exits_dir=None, exit_layers: list[int] | None = None, pacer=None) -> "TargetEngine":
+    def from_dir(cls, directory, exits_dir=None, exit_layers: list[int] | None = None, pacer=None,
+                 placement: Placement = CPU_FP32) -> "TargetEngine":
         """Load a target and its exit heads (beside it, or in `exits_dir`; untrained ones if none)."""
         from ..modeling.bundle import load_bundle
         from ..modeling.exit_heads import load_or_init_exit_heads
-        bundle = load_bundle(directory)
+        bundle = load_bundle(directory, placement)
         heads = load_or_init_exit_heads(exits_dir or directory, decoder_parts(bundle.model), bundle.hidden_size,
                                         exit_layers)
         return cls(bundle, heads, pacer)

@@ -56,21 +56,26 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
     if logits.shape[0] != gamma + 1:
         raise ValueError(f"need {gamma + 1} logit rows for a draft of {gamma}, got {logits.shape[0]}")
     if temperature <= 0:
-        top = logits.argmax(-1)
-        conf_rows = torch.softmax(logits.float(), -1).amax(-1)
+        # one host sync for the whole verdict: the argmax and top-1 probability of every row
+        conf_rows, top = torch.softmax(logits.float(), -1).max(-1)
+        top, conf_rows = torch.stack([top.double(), conf_rows.double()]).tolist()
         k = 0
         while k < gamma and int(top[k]) == draft[k]:
             k += 1
-        return Verdict(k, int(top[k]), float(conf_rows[: k + 1].min()))
+        return Verdict(k, int(top[k]), min(conf_rows[: k + 1]))
     if draft_probs is None or draft_probs.shape[0] != gamma:
         raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
     p = probabilities(logits, temperature)
-    q = draft_probs.float()
-    conf = float(p.amax(-1)[: gamma + 1].min())
+    q = draft_probs.to(p.device, torch.float32)
+    rows = torch.arange(gamma, device=p.device)
+    ids = torch.tensor(draft, dtype=torch.long, device=p.device)
+    # one host sync for every acceptance test: p_i(d_i), q_i(d_i) and each row's top-1 probability
+    flat = torch.cat([p[rows, ids], q[rows, ids], p.amax(-1)]).double().tolist()
+    p_tok, q_tok, top1 = flat[:gamma], flat[gamma:2 * gamma], flat[2 * gamma:]
     for i, tok in enumerate(draft):
-        ratio = float(p[i, tok]) / max(float(q[i, tok]), 1e-30)
+        ratio = p_tok[i] / max(q_tok[i], 1e-30)
         if uniform(seed, start + i, ACCEPT) >= min(1.0, ratio):
-            residual = torch.clamp(p[i] - q[i], min=0)
-            residual = residual / residual.sum() if float(residual.sum()) > 0 else p[i]
-            return Verdict(i, sample(residual, seed, start + i, RESIDUAL), float(p[: i + 1].amax(-1).min()))
-    return Verdict(gamma, sample(p[gamma], seed, start + gamma, BONUS), conf)
+            residual = torch.clamp(p[i] - q[i], min=0).cpu()
+            residual = residual / residual.sum() if float(residual.sum()) > 0 else p[i].cpu()
+            return Verdict(i, sample(residual, seed, start + i, RESIDUAL), min(top1[: i + 1]))
+    return Verdict(gamma, sample(p[gamma].cpu(), seed, start + gamma, BONUS), min(top1))

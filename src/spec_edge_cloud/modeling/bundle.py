@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .placement import CPU_FP32, Placement
+
 
 class ModelDirError(FileNotFoundError):
     """A model directory is missing, incomplete or holds unreadable files."""
@@ -74,10 +76,19 @@ class ModelBundle:
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else getattr(text_cfg, "eos_token_id", None)
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     # -- prompts ---------------------------------------------------------------------------------
     def vision_inputs(self, image: np.ndarray) -> dict:
         out = self.image_processor(images=check_image(image), return_tensors="pt")
-        return {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+        return {"pixel_values": out["pixel_values"].to(self.device, self.dtype),
+                "image_grid_thw": out["image_grid_thw"].to(self.device)}
 
     def image_token_count(self, vision: dict) -> int:
         merge = getattr(self.image_processor, "merge_size", 2)
@@ -152,8 +163,9 @@ def check_same_tokenizer(draft: ModelBundle, target: ModelBundle) -> None:
                          "decoding needs one vocabulary")
 
 
-def load_bundle(directory: str | Path, dtype: torch.dtype = torch.float32) -> ModelBundle:
-    """Load a local Hugging Face model directory (LLM or Qwen2-VL-style VLM); never touches a hub."""
+def load_bundle(directory: str | Path, placement: Placement = CPU_FP32) -> ModelBundle:
+    """Load a local Hugging Face model directory (LLM or Qwen2-VL-style VLM) onto `placement`'s device
+    in its precision, with PyTorch's SDPA attention; never touches a hub."""
     from transformers import (AutoConfig, AutoImageProcessor, AutoModelForCausalLM,
                               AutoModelForImageTextToText, AutoTokenizer)
 
@@ -166,7 +178,9 @@ def load_bundle(directory: str | Path, dtype: torch.dtype = torch.float32) -> Mo
         config = AutoConfig.from_pretrained(path, local_files_only=True)
         is_vlm = hasattr(config, "vision_config")
         cls = AutoModelForImageTextToText if is_vlm else AutoModelForCausalLM
-        model = cls.from_pretrained(path, local_files_only=True, dtype=dtype)
+        model = cls.from_pretrained(path, local_files_only=True, dtype=placement.torch_dtype,
+                                    attn_implementation="sdpa")
+        model.to(placement.device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     processor = None
     if is_vlm and (path / "preprocessor_config.json").is_file():

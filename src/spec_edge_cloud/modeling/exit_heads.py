@@ -55,12 +55,13 @@ class ExitHeads(nn.Module):
 
     def logits(self, layer: int, hidden: torch.Tensor, parts: DecoderParts) -> torch.Tensor:
         adapter = self.adapters[str(layer)]
-        return parts.lm_head(parts.norm(adapter(hidden.to(adapter.linear.weight.dtype))))
+        out = adapter(hidden.to(adapter.linear.weight.dtype))  # float32 heads train on a bfloat16 model
+        return parts.lm_head(parts.norm(out.to(parts.lm_head.weight.dtype)))
 
     def save(self, directory: str | Path, **meta) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS))
+        save_file({k: v.cpu().contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS))
         self.meta.update(meta)
         (directory / META).write_text(json.dumps(
             {"layers": self.layers, "rank": self.rank, "trained": self.trained, **self.meta}, indent=1))

@@ -30,7 +30,7 @@ class TeacherBatch:
 
 @torch.no_grad()
 def _generate(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> list[int]:
-    ids = torch.tensor([prompt.input_ids])
+    ids = torch.tensor([prompt.input_ids], device=bundle.device)
     kw = {}
     if prompt.vision:
         kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int())
@@ -50,7 +50,7 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int],
     for prompt in prompts:
         answer = _generate(bundle, prompt, max_new_tokens)
         full = prompt.input_ids + answer
-        ids = torch.tensor([full])
+        ids = torch.tensor([full], device=bundle.device)
         n = len(answer)  # positions len(prompt)-1 .. end-2 predict the answer tokens
         if n == 0:
             continue
@@ -89,14 +89,14 @@ def train_exit_heads(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, 
     parts = decoder_parts(bundle.model)
     for p in bundle.model.parameters():
         p.requires_grad_(False)
-    heads.train()
+    heads.to(bundle.device).train()  # float32 adapters (mixed precision on a bfloat16 model)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # indices drawn on the host, as on any device
     teacher = F.softmax(data.target / temperature, -1)
     n = teacher.shape[0]
     start = time.perf_counter()
     for step in range(steps):
-        idx = torch.randint(0, n, (min(batch, n),), generator=g)
+        idx = torch.randint(0, n, (min(batch, n),), generator=g).to(teacher.device)
         loss = sum(F.kl_div(F.log_softmax(heads.logits(k, data.hidden[k][idx], parts) / temperature, -1),
                             teacher[idx], reduction="batchmean") for k in heads.layers)
         opt.zero_grad()
