@@ -6,7 +6,6 @@
 Both servers bind port 0 and print the endpoint they got on their ready line, so parallel runs never
 collide. Stopping sends SIGTERM (both shut down cleanly on it) and kills only what does not exit.
 """
-from ..modeling.placement import CPU_FP32, Placement
 from __future__ import annotations
 
 import os
@@ -18,6 +17,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from ..modeling.placement import CPU_FP32, Placement
 from ..transport.client import LinkOptions, ZmqLink, connect
 from ..transport.emulator import LinkSpec
 
