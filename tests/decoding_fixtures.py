@@ -5,6 +5,7 @@ import copy
 
 import numpy as np
 import torch
+from transformers import StaticCache
 
 from spec_edge_cloud.modeling.bundle import ModelBundle, Prompt
 from spec_edge_cloud.modeling.tiny import tiny_bundle
@@ -38,4 +39,15 @@ def target_alone(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> li
     with torch.no_grad():
         out = bundle.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
                                     eos_token_id=sorted(bundle.eos_ids), pad_token_id=0, **kw)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def static_reference(bundle, prompt, max_new, kv_len):
+    """The target alone: Hugging Face's greedy generate() over a StaticCache of the slots' length."""
+    ids = torch.tensor([prompt.input_ids])
+    kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int()) if prompt.vision else {}
+    with torch.no_grad():
+        out = bundle.model.generate(ids, max_new_tokens=max_new, do_sample=False, eos_token_id=sorted(bundle.eos_ids),
+                                    pad_token_id=0, cache=StaticCache(config=bundle.model.config, max_cache_len=kv_len),
+                                    **kw)
     return out[0, ids.shape[1]:].tolist()

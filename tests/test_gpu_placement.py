@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from decoding_fixtures import pair
+from decoding_fixtures import pair, static_reference, target_alone
 from spec_edge_cloud.cli import main
 from spec_edge_cloud.decoding.draft import DraftEngine
 from spec_edge_cloud.decoding.target import TargetEngine
@@ -58,7 +58,12 @@ def test_decode_takes_device_and_dtype(model_dirs, capsys, dtype):
                  "--device", "cpu", "--dtype", dtype])
     out = capsys.readouterr()
     assert code == 0, out.err
-    assert 1 <= len(json.loads(out.out)["tokens"]) <= 6
+    target = load_bundle(model_dirs / "target", resolve_placement("cpu", dtype))
+    prompt = target.encode("w3 w5")
+    # float32 on the CPU: the dynamic cache; bfloat16: the static cache, whose reference is generate()
+    # over a static cache of the same length (tests/test_gpu_static.py says why)
+    ref = target_alone(target, prompt, 6) if dtype == "float32" else static_reference(target, prompt, 6, 512)
+    assert json.loads(out.out)["tokens"] == ref
 
 
 def test_decode_on_a_missing_gpu_is_a_clear_error(model_dirs, capsys):

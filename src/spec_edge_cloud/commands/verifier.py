@@ -16,7 +16,8 @@ from ..modeling.placement import add_placement_arguments, resolve_placement
 
 NODE = "verifier_node"
 # parameters that choose the model; every other key of the file is a transport.server.ServerConfig field
-MODEL_KEYS = ("target_dir", "exits_dir", "exit_layers", "target_profile", "device", "dtype")
+MODEL_KEYS = ("target_dir", "exits_dir", "exit_layers", "target_profile", "device", "dtype", "cache", "cache_slots",
+              "max_cache_len", "compile")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,6 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exits", default=None, help="exit-head directory (exits_dir; default: beside the target)")
     p.add_argument("--exit-layers", default=None, help="comma-separated exit layers (exit_layers)")
     add_placement_arguments(p)
+    p.add_argument("--cache", choices=["auto", "dynamic", "static"], default=None,
+                   help="KV cache (cache): static = one preallocated slot per session; auto (default) = static on a "
+                        "GPU or below float32, else dynamic")
+    p.add_argument("--cache-slots", type=int, default=None, help="static cache slots (cache_slots, default 16)")
+    p.add_argument("--max-cache-len", type=int, default=None,
+                   help="tokens per slot (max_cache_len; default: the model's context, at most 2048); a response "
+                        "that would outgrow it gets an ERROR")
+    p.add_argument("--compile", choices=["on", "off"], default=None,
+                   help="capture the static passes as CUDA graphs, one per segment between exits (compile)")
     p.add_argument("--bind", default=None, help="ROUTER endpoint, e.g. tcp://0.0.0.0:5555 (bind)")
     p.add_argument("--target-profile", default=None,
                    help="timing profile (name or JSON file): pad every pass to its times; timings are EMULATED")
@@ -62,7 +72,9 @@ def merge(params: dict, args: argparse.Namespace) -> dict:
              "target_profile": args.target_profile, "server_secret_key": args.server_key,
              "authorized_clients_dir": args.clients, "insecure": args.insecure,
              "idle_timeout_s": args.idle_timeout, "max_sessions": args.max_sessions,
-             "max_batch": args.max_batch, "device": args.device, "dtype": args.dtype,
+             "max_batch": args.max_batch, "device": args.device, "dtype": args.dtype, "cache": args.cache,
+             "cache_slots": args.cache_slots, "max_cache_len": args.max_cache_len,
+             "compile": None if args.compile is None else args.compile == "on",
              "log_rounds": False if args.quiet_rounds else None,
              "exit_layers": [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None}
     return {**params, **{k: v for k, v in flags.items() if v is not None}}
@@ -89,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
         from ..transport.server import VerifierServer
         pacer = Pacer(TimingProfile.load(model["target_profile"])) if model["target_profile"] else None
         placement = resolve_placement(model["device"], model["dtype"])
+        from ..decoding.static_cache import CacheConfig
+        cache = CacheConfig(model["cache"] or "auto", model["cache_slots"] or 16, model["max_cache_len"] or 0,
+                            bool(model["compile"]))
         engine = TargetEngine.from_dir(model["target_dir"], model["exits_dir"] or None,
-                                       model["exit_layers"] or None, pacer, placement)
+                                       model["exit_layers"] or None, pacer, placement, cache)
         server = VerifierServer(engine, config)
         endpoint = server.start()
     except (ValueError, FileNotFoundError, OSError) as exc:
@@ -99,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
         "PLAINTEXT, insecure"
     emulated = f"; timings EMULATED with profile {pacer.profile.name}" if pacer else ""
-    print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path} on {placement}, exits "
+    cache = f"static cache {engine.slots.slots} x {engine.slots.max_len}" if engine.slots else "dynamic cache"
+    print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path} on {placement}, {cache}, exits "
           f"{engine.heads.layers if engine.heads else []}{emulated})", flush=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -117,8 +133,12 @@ def run(args: argparse.Namespace) -> int:
 def check_model_params(model: dict) -> None:
     """The model-choosing parameters, typed as the server's (one clear error at start)."""
     problems = [f"{k} must be a string, got {type(v).__name__} {v!r}"
-                for k in ("target_dir", "exits_dir", "target_profile", "device", "dtype") if (v := model[k]) is not None
-                and not isinstance(v, str)]
+                for k in ("target_dir", "exits_dir", "target_profile", "device", "dtype", "cache")
+                if (v := model[k]) is not None and not isinstance(v, str)]
+    problems += [f"{k} must be a positive integer, got {v!r}" for k in ("cache_slots", "max_cache_len")
+                 if (v := model[k]) is not None and not (type(v) is int and v > 0)]
+    if model["compile"] is not None and type(model["compile"]) is not bool:
+        problems.append(f"compile must be a boolean, got {model['compile']!r}")
     layers = model["exit_layers"]
     if layers is not None and not (isinstance(layers, list) and all(type(x) is int and x >= 0 for x in layers)):
         problems.append(f"exit_layers must be a list of non-negative integers, got {layers!r}")

@@ -65,8 +65,12 @@ class CachedSequence:
         if self.cached >= len(self.tokens):
             self.truncate_cache(len(self.tokens) - 1)
         tail = self.tokens[self.cached:] + list(extra)
-        self.bundle.check_length(self.cached + len(tail))
+        self._check_room(self.cached + len(tail))
         return tail
+
+    def _check_room(self, n: int) -> None:
+        """A clear error before a pass that would hold `n` tokens and not fit."""
+        self.bundle.check_length(n)
 
     def feed_tail(self, extra: list[int] = ()) -> torch.Tensor:
         """Feed the uncached tail plus `extra`; returns logits for the last len(extra)+1 positions."""
@@ -82,7 +86,7 @@ class CachedSequence:
     def prefill(self) -> None:
         """Cache the prompt but its last token (the first prediction comes with the first real pass)."""
         if self.cached == 0 and len(self.tokens) > 1:
-            self.bundle.check_length(len(self.tokens))
+            self._check_room(len(self.tokens))
             self.forward(self.tokens[:-1])
 
     # -- rollback --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..modeling.exit_heads import ExitHeads
 from ..modeling.layers import decoder_parts
 from ..modeling.placement import CPU_FP32, Placement
 from .sequence import CachedSequence, forward_rows
+from .static_cache import CacheConfig, SlotCache, StaticSequence, static_forward_rows
 from .verify import Verdict, verdict
 
 
@@ -45,8 +46,14 @@ class TargetEngine:
     no hook bookkeeping and a prefill passes through them untouched.
     """
 
-    def __init__(self, bundle: ModelBundle, heads: ExitHeads | None = None, pacer=None):
+    def __init__(self, bundle: ModelBundle, heads: ExitHeads | None = None, pacer=None,
+                 cache: CacheConfig = CacheConfig()):
         self.bundle = bundle
+        self.cache = cache
+        # static: every session in a slot of one preallocated cache (`static_cache.py`)
+        self.slots = SlotCache(bundle, cache.slots, cache.length_for(bundle)) if cache.static_for(bundle) else None
+        if cache.compile and bundle.device.type != "cuda":
+            raise ValueError(f"--compile on captures CUDA graphs: it needs a CUDA device, not {bundle.device}")
         self.parts = decoder_parts(bundle.model)
         # the heads live where the layers they read live, in the model's precision
         self.heads = heads.to(bundle.device, bundle.dtype).eval() if heads is not None else None
@@ -60,18 +67,19 @@ class TargetEngine:
 
     @classmethod
     def from_dir(cls, directory, exits_dir=None, exit_layers: list[int] | None = None, pacer=None,
-                 placement: Placement = CPU_FP32) -> "TargetEngine":
+                 placement: Placement = CPU_FP32, cache: CacheConfig = CacheConfig()) -> "TargetEngine":
         """Load a target and its exit heads (beside it, or in `exits_dir`; untrained ones if none)."""
         from ..modeling.bundle import load_bundle
         from ..modeling.exit_heads import load_or_init_exit_heads
         bundle = load_bundle(directory, placement)
         heads = load_or_init_exit_heads(exits_dir or directory, decoder_parts(bundle.model), bundle.hidden_size,
                                         exit_layers)
-        return cls(bundle, heads, pacer)
+        return cls(bundle, heads, pacer, cache)
 
     def start(self, prompt: Prompt, temperature: float = 0.0, seed: int = 0) -> "TargetSequence":
         prompt = self.bundle.attach_image(prompt) if prompt.image is not None else prompt
-        return TargetSequence(self, CachedSequence(self.bundle, prompt), temperature, seed)
+        seq = StaticSequence(self.bundle, prompt, self.slots) if self.slots else CachedSequence(self.bundle, prompt)
+        return TargetSequence(self, seq, temperature, seed)
 
     @torch.no_grad()
     def verify(self, requests: list[VerifyRequest]) -> list[PassResult]:
@@ -88,7 +96,8 @@ class TargetEngine:
         p = _Pass(requests, t0, self.heads)
         self._pass = p
         try:
-            all_logits = forward_rows([r.seq.seq for r in requests], p.tails)
+            rows = static_forward_rows if self.slots else forward_rows
+            all_logits = rows([r.seq.seq for r in requests], p.tails)
         finally:
             self._pass = None
         results = []

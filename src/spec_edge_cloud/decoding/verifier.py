@@ -40,7 +40,8 @@ class VerifierService:
         self.engine = engine
         self.sessions: dict[str, Session] = {}
         self.idle_timeout_s = idle_timeout_s
-        self.max_sessions = max_sessions
+        # a static cache holds as many sessions as it has slots: the oldest makes room for a new one
+        self.max_sessions = min(max_sessions, engine.slots.slots) if engine.slots else max_sessions
 
     # -- dispatch --------------------------------------------------------------------------------
     def handle(self, msg: object, reply: Reply, should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -103,6 +104,7 @@ class VerifierService:
     def _start(self, msg: Start, reply: Reply) -> None:
         from ..modeling.bundle import Prompt
         self.evict_idle()
+        self.sessions.pop(msg.session, None)  # a restarted session gives its cache slot back first
         if msg.session not in self.sessions and len(self.sessions) >= self.max_sessions:
             oldest = min(self.sessions, key=lambda k: self.sessions[k].touched)
             del self.sessions[oldest]

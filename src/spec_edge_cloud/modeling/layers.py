@@ -15,6 +15,8 @@ class DecoderParts:
     layers: nn.ModuleList
     norm: nn.Module
     lm_head: nn.Module
+    embed: nn.Module | None = None   # token embeddings and rotary embeddings: what a pass run layer by
+    rotary: nn.Module | None = None  # layer (decoding/static_cache.py) feeds the first layer
 
     @property
     def num_layers(self) -> int:
@@ -28,4 +30,5 @@ def decoder_parts(model: nn.Module) -> DecoderParts:
     if layers is None or norm is None or lm_head is None:
         raise TypeError(f"{type(model).__name__}: expected a decoder with .layers and .norm and an lm_head; "
                         "early exits need them")
-    return DecoderParts(layers=layers, norm=norm, lm_head=lm_head)
+    return DecoderParts(layers=layers, norm=norm, lm_head=lm_head, embed=getattr(decoder, "embed_tokens", None),
+                        rotary=getattr(decoder, "rotary_emb", None))
