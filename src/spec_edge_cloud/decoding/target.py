@@ -20,7 +20,8 @@ from ..modeling.layers import decoder_parts
 from ..modeling.placement import CPU_FP32, Placement
 from .sequence import CachedSequence, forward_rows
 from .static_cache import CacheConfig, SlotCache, StaticSequence, static_forward_rows
-from .verify import Verdict, verdict
+from .graphs import SegmentGraphs
+from .verify import Verdict, greedy_verdict, verdict
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,13 @@ class TargetEngine:
         self.cache = cache
         # static: every session in a slot of one preallocated cache (`static_cache.py`)
         self.slots = SlotCache(bundle, cache.slots, cache.length_for(bundle)) if cache.static_for(bundle) else None
-        if cache.compile and bundle.device.type != "cuda":
-            raise ValueError(f"--compile on captures CUDA graphs: it needs a CUDA device, not {bundle.device}")
+        if cache.compile and (bundle.device.type != "cuda" or pacer is not None):
+            raise ValueError("--compile on captures CUDA graphs: it needs a CUDA device and no timing profile "
+                             f"(model on {bundle.device}{', profile given' if pacer else ''})")
         self.parts = decoder_parts(bundle.model)
         # the heads live where the layers they read live, in the model's precision
         self.heads = heads.to(bundle.device, bundle.dtype).eval() if heads is not None else None
+        self.graphs = SegmentGraphs(self.slots, self.heads) if cache.compile else None
         self.pacer = pacer
         if pacer is not None:
             pacer.num_layers = self.parts.num_layers
@@ -85,8 +88,9 @@ class TargetEngine:
     def verify(self, requests: list[VerifyRequest]) -> list[PassResult]:
         """Verify several sequences' drafts in ONE forward pass (one row each, padded); one result each.
 
-        Each exit layer's hook computes every row's early verdict as soon as the layer is done and
-        hands it to that row's callback, so all batched robots get their EARLY mid-pass. Sequences
+        Each exit layer's hook (eager), or the pinned copy behind each exit's segment graph (compiled,
+        graphs.py), gives every row's early verdict to that row's callback as soon as the layer is
+        done, so all batched robots get their EARLY mid-pass. Sequences
         that cannot join a batch (their image not yet in the cache) get passes of their own. The
         seconds reported are the whole verification: the pass, the verdicts and the commit.
         """
@@ -94,12 +98,17 @@ class TargetEngine:
             return [self.verify([r])[0] for r in requests]
         t0 = time.perf_counter()
         p = _Pass(requests, t0, self.heads)
-        self._pass = p
-        try:
-            rows = static_forward_rows if self.slots else forward_rows
-            all_logits = rows([r.seq.seq for r in requests], p.tails)
-        finally:
-            self._pass = None
+        seqs = [r.seq.seq for r in requests]
+        all_logits = None
+        if self.graphs is not None:  # the hooks stay quiet: graph warm-up and capture run the layers too
+            sampled = {row for row, r in enumerate(requests) if r.seq.temperature > 0}
+            all_logits = self.graphs.run(seqs, p.tails, sampled, p.graph_exit)
+        if all_logits is None:  # eager: the exits come from the layer hooks
+            self._pass = p
+            try:
+                all_logits = (static_forward_rows if self.slots else forward_rows)(seqs, p.tails)
+            finally:
+                self._pass = None
         results = []
         for row, (r, logits) in enumerate(zip(requests, all_logits)):
             start_pos, n = p.starts[row], p.sizes[row]
@@ -124,15 +133,11 @@ class TargetEngine:
                 return
             hidden = output[0] if isinstance(output, tuple) else output
             for row, r in enumerate(p.requests):
-                if layer not in p.wanted[row]:
-                    continue
-                fed, n = len(p.tails[row]), p.sizes[row]
-                logits = self.heads.logits(layer, hidden[row, fed - n:fed], self.parts)
-                v = verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed, p.starts[row])
-                ev = ExitVerdict(layer, v, time.perf_counter() - p.t0)
-                p.exits[row].append(ev)
-                if r.on_exit is not None:
-                    r.on_exit(ev)
+                if layer in p.wanted[row]:
+                    rows = p.verified(row)
+                    logits = self.heads.logits(layer, hidden[row, rows], self.parts)
+                    p.report(row, layer, verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
+                                                 p.starts[row]))
         return hook
 
 
@@ -148,6 +153,31 @@ class _Pass:
         default = heads.layers if heads is not None else []
         self.wanted = [set(r.exit_layers if r.exit_layers is not None else default) for r in requests]
         self.exits: list[list[ExitVerdict]] = [[] for _ in requests]
+
+    def verified(self, row: int) -> slice:
+        """Where a row's verified positions (last committed token + draft) sit in its tail."""
+        fed, n = len(self.tails[row]), self.sizes[row]
+        return slice(fed - n, fed)
+
+    def report(self, row: int, layer: int, v: Verdict) -> None:
+        ev = ExitVerdict(layer, v, time.perf_counter() - self.t0)
+        self.exits[row].append(ev)
+        r = self.requests[row]
+        if r.on_exit is not None:
+            r.on_exit(ev)
+
+    def graph_exit(self, layer: int, top: list, conf: list, logits_host: torch.Tensor | None) -> None:
+        """An exit's verdict inputs from a replayed graph (host lists; pinned logits when a row samples)."""
+        for row, r in enumerate(self.requests):
+            if layer not in self.wanted[row]:
+                continue
+            rows = self.verified(row)
+            if r.seq.temperature > 0:
+                v = verdict(logits_host[row, rows], r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
+                            self.starts[row])
+            else:
+                v = greedy_verdict(top[row][rows], conf[row][rows], r.draft)
+            self.report(row, layer, v)
 
 
 @dataclass

@@ -43,6 +43,14 @@ def probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits.float() / temperature, dim=-1)
 
 
+def greedy_verdict(top: list[int], confidence: list[float], draft: list[int]) -> Verdict:
+    """The greedy verdict from each row's argmax and top-1 probability (already on the host)."""
+    k = 0
+    while k < len(draft) and top[k] == draft[k]:
+        k += 1
+    return Verdict(k, top[k], min(confidence[: k + 1]))
+
+
 def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | None = None,
             temperature: float = 0.0, seed: int = 0, start: int = 0) -> Verdict:
     """Accept a prefix of `draft` given target `logits` [γ+1, V] at absolute positions start..start+γ.
@@ -59,10 +67,7 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
         # one host sync for the whole verdict: the argmax and top-1 probability of every row
         conf_rows, top = torch.softmax(logits.float(), -1).max(-1)
         top, conf_rows = torch.stack([top.double(), conf_rows.double()]).tolist()
-        k = 0
-        while k < gamma and int(top[k]) == draft[k]:
-            k += 1
-        return Verdict(k, int(top[k]), min(conf_rows[: k + 1]))
+        return greedy_verdict([int(t) for t in top], conf_rows, draft)
     if draft_probs is None or draft_probs.shape[0] != gamma:
         raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
     p = probabilities(logits, temperature)
