@@ -24,26 +24,18 @@ def target_joint(bundle, prompt_ids):
     return (p1[:, None] * p2).double().numpy()
 
 
-@pytest.mark.parametrize("mode", ["spec-ee-pre"])
-def test_sampled_pairs_of_tokens_follow_the_target(mode):
-    target, draft = pair("llama", 21, vocab=4, noise=0.5)
-    prompt = target.encode("w1 w2")
+def chi_square_pvalue(target, draft, prompt, link, mode, n=400, **settings) -> float:
+    """p-value of the pairs of tokens `n` seeded responses drew, against the target's own p(t1, t2)."""
     joint = target_joint(target, prompt.input_ids)
-    engine = TargetEngine(target, ExitHeads([2], target.hidden_size, 8))
-    link = InProcessLink(VerifierService(engine))
     counts = np.zeros_like(joint)
-    n = 400
-    try:
-        for seed in range(n):
-            cfg = DecodeConfig(mode=mode, gamma=2, max_new_tokens=2, temperature=TEMPERATURE, seed=seed,
-                               exit_threshold=0.0)
-            tokens = SpecClient(draft, link, cfg).generate(prompt).tokens
-            if len(tokens) == 2:
-                counts[tokens[0], tokens[1]] += 1
-            else:  # EOS first: count it in the t1 row, column of EOS
-                counts[tokens[0], tokens[0]] += 1
-    finally:
-        link.close()
+    for seed in range(n):
+        cfg = DecodeConfig(mode=mode, gamma=2, max_new_tokens=2, temperature=TEMPERATURE, seed=seed,
+                           exit_threshold=0.0, **settings)
+        tokens = SpecClient(draft, link, cfg).generate(prompt).tokens
+        if len(tokens) == 2:
+            counts[tokens[0], tokens[1]] += 1
+        else:  # EOS first: count it in the t1 row, column of EOS
+            counts[tokens[0], tokens[0]] += 1
     eos = next(iter(target.eos_ids))
     expected = joint.copy()
     expected[eos, :] = 0
@@ -56,4 +48,24 @@ def test_sampled_pairs_of_tokens_follow_the_target(mode):
     if exp[-1] == 0:
         obs, exp = obs[:-1], exp[:-1]
     assert big.sum() >= 4, "distribution too peaked for a meaningful test"
-    assert chisquare(obs, exp * obs.sum() / exp.sum()).pvalue > 1e-3
+    return chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+
+def sampling_pair():
+    target, draft = pair("llama", 21, vocab=4, noise=0.5)
+    return target, draft, target.encode("w1 w2")
+
+
+# the draft's whole distribution, its 2 likeliest tokens, the fewest holding 60%: exact all the same
+TRUNCATIONS = [(0, 1.0), (2, 1.0), (0, 0.6)]
+
+
+@pytest.mark.parametrize("top_k,top_p", TRUNCATIONS)
+def test_sampled_pairs_of_tokens_follow_the_target(top_k, top_p):
+    target, draft, prompt = sampling_pair()
+    link = InProcessLink(VerifierService(TargetEngine(target, ExitHeads([2], target.hidden_size, 8))))
+    try:
+        pvalue = chi_square_pvalue(target, draft, prompt, link, "spec-ee-pre", draft_top_k=top_k, draft_top_p=top_p)
+    finally:
+        link.close()
+    assert pvalue > 1e-3

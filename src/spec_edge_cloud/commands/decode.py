@@ -37,6 +37,7 @@ def load_image(path: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bench.replay import MeteredLink
     from ..decoding.client import SpecClient
     from ..decoding.link import InProcessLink
     from ..decoding.target import TargetEngine
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
                 engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer, placement=placement)
                 check_same_tokenizer(draft, engine.bundle)
                 link = InProcessLink(VerifierService(engine), rtt_s=args.rtt_ms / 1000)
+            link = MeteredLink(link)  # the wire size of every message, counted after the response
         try:
             response = SpecClient(draft, link, config, pacer=draft_pacer).generate(prompt)
         finally:
@@ -72,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.json:
         emulated = bool(args.target_profile or args.draft_profile)
+        metrics = response.metrics.to_dict()
+        if link is not None:
+            up, down = link.bytes(link.session)
+            rounds = max(response.metrics.rounds, 1)
+            metrics.update(bytes_up_per_round=up / rounds, bytes_down_per_round=down / rounds)
         print(json.dumps({"tokens": response.tokens, "text": response.text, "verified": response.verified,
-                          "timings_emulated": emulated, "metrics": response.metrics.to_dict()}))
+                          "timings_emulated": emulated, "metrics": metrics}))
     else:
         print(response.text)
     return 0

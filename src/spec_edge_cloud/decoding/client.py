@@ -65,7 +65,8 @@ class SpecClient:
         self.bundle = draft
         self.link = link
         self.config = config
-        self.engine = DraftEngine(draft, config.temperature, config.seed, config.draft_min_confidence, pacer)
+        self.engine = DraftEngine(draft, config.temperature, config.seed, config.draft_min_confidence, pacer,
+                                  config.draft_top_k, config.draft_top_p)
         self.adaptive = adaptive or AdaptiveController(gamma=config.gamma)
         if config.mode != "edge" and link is None:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
@@ -214,15 +215,15 @@ class _Run:
             gamma = min(gamma, cfg.max_new_tokens - len(self.generated) - provisional)
             base = len(eng.tokens)
             self.note("draft", pre=assumes is not None)
-            d_tokens, probs = [], None
+            d_tokens, probs, support = [], None, None
             if gamma > 0:
                 d = eng.draft(gamma)
                 self.m.draft_s += d.seconds
                 ad.observe_draft(d.seconds, len(d.tokens))
-                d_tokens, probs = d.tokens, d.probs
+                d_tokens, probs, support = d.tokens, d.probs, d.support
             rnd = next(self.rounds)
             link.send(DraftRequest(self.session, rnd, base, d_tokens, probs, assumes, exit_layers,
-                                   ad.threshold if cfg.mode == "adaptive" else threshold))
+                                   ad.threshold if cfg.mode == "adaptive" else threshold, support))
             self.m.gamma_used.append(len(d_tokens))
             self.note("send", round=rnd, tokens=len(d_tokens), pre=assumes is not None)
             return _Round(rnd, base, d_tokens, time.perf_counter(), assumes is not None)

@@ -39,6 +39,7 @@ class DraftRequest:
     assumes: tuple[int, int, int] | None = None
     exit_layers: list[int] | None = None
     exit_threshold: float = 0.0
+    support: list[list[int]] | None = None  # sampling: probs[i, j] is token support[i][j]'s (None: probs is dense)
 
 
 @dataclass

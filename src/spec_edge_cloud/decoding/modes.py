@@ -29,6 +29,9 @@ class DecodeConfig:
     exit_layers: tuple[int, ...] = _setting((), "exits to ask for early verdicts (empty: every exit)")
     stop: tuple[str, ...] = _setting((), "strings that end the response")
     draft_min_confidence: float = _setting(0.0, "the draft stops a round at a token below this probability")
+    draft_top_k: int = _setting(64, "sampling: the draft samples among its k likeliest tokens, and only they go "
+                                    "up (0: the whole vocabulary)")
+    draft_top_p: float = _setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut)")
     deadline_s: float = _setting(10.0, "no word from the cloud for this long: finish on the robot, unverified")
 
     def __post_init__(self) -> None:
@@ -45,6 +48,9 @@ class DecodeConfig:
         for name in ("exit_threshold", "draft_min_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.draft_top_k < 0 or not 0.0 < self.draft_top_p <= 1.0:
+            raise ValueError(f"draft_top_k must be >= 0 and draft_top_p in (0, 1], got {self.draft_top_k}, "
+                             f"{self.draft_top_p}")
         if self.deadline_s <= 0:
             raise ValueError(f"deadline_s must be positive, got {self.deadline_s}")
         if self.seed < 0:

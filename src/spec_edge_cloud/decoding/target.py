@@ -57,6 +57,7 @@ class TargetEngine:
             raise ValueError("--compile on captures CUDA graphs: it needs a CUDA device and no timing profile "
                              f"(model on {bundle.device}{', profile given' if pacer else ''})")
         self.parts = decoder_parts(bundle.model)
+        self.vocab_size = self.parts.lm_head.out_features
         # the heads live where the layers they read live, in the model's precision
         self.heads = heads.to(bundle.device, bundle.dtype).eval() if heads is not None else None
         self.graphs = SegmentGraphs(self.slots, self.heads) if cache.compile else None

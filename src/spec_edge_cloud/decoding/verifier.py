@@ -20,6 +20,7 @@ from typing import Callable, Generator
 
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong, Start, Token
 from .target import ExitVerdict, PassResult, TargetEngine, TargetSequence, VerifyRequest
+from .verify import dense
 
 log = logging.getLogger(__name__)
 Reply = Callable[[object], None]
@@ -139,7 +140,9 @@ class VerifierService:
                 reply(Early(msg.session, msg.round, ev.layer, ev.verdict.accepted, ev.verdict.next_token,
                             ev.verdict.confidence))
 
-        result = yield VerifyRequest(s.seq, list(msg.tokens), msg.probs, msg.exit_layers, on_exit)
+        probs = None if msg.probs is None else \
+            dense(msg.probs, msg.support, self.engine.vocab_size, self.engine.bundle.device)
+        result = yield VerifyRequest(s.seq, list(msg.tokens), probs, msg.exit_layers, on_exit)
         s.compute_s += result.seconds
         v = result.verdict
         s.last_final = (msg.round, v.accepted, v.next_token)

@@ -43,6 +43,31 @@ def probabilities(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.softmax(logits.float() / temperature, dim=-1)
 
 
+def truncate(probs: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A distribution cut to its k likeliest tokens and to the fewest of them holding `top_p`, renormalised:
+    (ids [k] as floats, exact below 2^24, so both leave the device in one copy; probabilities [k],
+    likeliest first; tokens past the top-p cut keep probability 0).
+
+    Why a draft may do this: speculative sampling is exact for any draft distribution q, so drafting
+    from the truncated q keeps the output the target's; only acceptance changes (the mass q moves onto
+    likely tokens), and the uplink carries k numbers instead of the vocabulary's."""
+    k = min(top_k or probs.shape[-1], probs.shape[-1])
+    q, ids = torch.topk(probs, k)
+    if top_p < 1.0:
+        before = torch.cumsum(q, -1) - q  # mass of the likelier tokens: keep a token while that is below top_p
+        q = torch.where(before < top_p, q, torch.zeros_like(q))
+    return ids.to(q.dtype), q / q.sum()
+
+
+def dense(probs: torch.Tensor, support: list[list[int]] | None, vocab: int, device=None) -> torch.Tensor:
+    """Draft distributions [γ, V] from their support form (ids + probabilities), on `device`."""
+    probs = probs.to(device, torch.float32)
+    if support is None:
+        return probs
+    ids = torch.tensor(support, dtype=torch.long, device=probs.device)
+    return torch.zeros(probs.shape[0], vocab, device=probs.device).scatter_add_(1, ids, probs)
+
+
 def greedy_verdict(top: list[int], confidence: list[float], draft: list[int]) -> Verdict:
     """The greedy verdict from each row's argmax and top-1 probability (already on the host)."""
     k = 0

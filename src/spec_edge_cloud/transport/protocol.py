@@ -311,6 +311,7 @@ class DraftWire(Struct, kw_only=True):
     assumes: Triple | None = None
     exit_layers: Layers | None = None
     exit_threshold: Annotated[float, Meta(ge=-1e3, le=1e3)]
+    support: Annotated[list[Ids], Meta(max_length=64)] | None = None  # the ids of a truncated `probs`
 
 
 class GenerateWire(Struct, kw_only=True):

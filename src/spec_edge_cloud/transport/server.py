@@ -130,6 +130,22 @@ class Limits:
             bad = [t for t in ids if t >= self.vocab]
             raise ProtocolError("bad-request", f"{what}: token ids {bad[:5]} outside the vocabulary of {self.vocab}")
 
+    def _draft_probs(self, msg: DraftRequest) -> None:
+        """Dense draft distributions are [tokens, vocab]; truncated ones [tokens, k] with k ids a row."""
+        support, shape = msg.support, tuple(msg.probs.shape)
+        if support is None:
+            expected = (len(msg.tokens), self.vocab)
+        else:
+            k = len(support[0]) if support else 0
+            expected = (len(msg.tokens), k)
+            if len(support) != len(msg.tokens) or any(len(row) != k for row in support) or not 0 < k <= self.vocab:
+                raise ProtocolError("bad-request", f"draft support of {[len(r) for r in support]} ids a row, "
+                                                   f"expected {len(msg.tokens)} rows of one length in 1..{self.vocab}")
+            for row in support:
+                self._ids(row, "draft support")
+        if shape != expected:
+            raise ProtocolError("bad-request", f"draft probabilities of shape {shape}, expected {expected}")
+
     def check(self, msg: object) -> None:
         if isinstance(msg, Start):
             if not 1 <= len(msg.input_ids) <= self.max_tokens:
@@ -141,9 +157,8 @@ class Limits:
             if msg.base + len(msg.tokens) + 1 > self.max_tokens:
                 raise ProtocolError("bad-request", f"session would exceed {self.max_tokens} tokens")
             self._ids(msg.tokens, "draft")
-            if msg.probs is not None and tuple(msg.probs.shape) != (len(msg.tokens), self.vocab):
-                raise ProtocolError("bad-request", f"draft probabilities of shape {tuple(msg.probs.shape)}, "
-                                                   f"expected {(len(msg.tokens), self.vocab)}")
+            if msg.probs is not None:
+                self._draft_probs(msg)
         elif isinstance(msg, Generate):
             if msg.max_new_tokens > self.max_new or msg.base + msg.max_new_tokens > self.max_tokens:
                 raise ProtocolError("bad-request", f"cloud decoding of {msg.max_new_tokens} tokens after {msg.base}: "
