@@ -77,6 +77,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--out", type=Path, default=None, help="report directory")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    g = sub.add_parser("gpu", help="time the engine's verification passes, eager and compiled, where they run")
+    source = g.add_mutually_exclusive_group()
+    source.add_argument("--target", default=None, help="a target checkpoint directory")
+    source.add_argument("--shape", default="llama-2-7b", help="random weights of a published shape: "
+                        "llama-2-7b, qwen2-vl-7b, qwen2-vl-2b, or tiny (default llama-2-7b)")
+    g.add_argument("--draft-lengths", type=_ints, default=[0, 1, 2, 4, 8])
+    g.add_argument("--rows", type=_ints, default=[1, 4, 16], help="robots batched into one pass")
+    g.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="auto: eager and compiled on a GPU, eager on the CPU")
+    g.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--dtype", default="auto", help="comma-separated precisions, e.g. float32,bfloat16 (side by side)")
+    g.add_argument("--prefix", type=int, default=512, help="cached tokens before each pass")
+    g.add_argument("--reps", type=int, default=10)
+    g.add_argument("--warmup", type=int, default=3, help="untimed passes first (compiled: the capture)")
+    g.add_argument("--json", type=Path, default=None)
+    g.add_argument("--profile-out", type=Path, default=None, help="a timing profile --target-profile accepts")
+
     p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
     p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
     p.add_argument("--acceptance", type=_floats, default=[0.55, 0.575, 0.6])
@@ -97,10 +114,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.bridge import BridgeError
     try:
-        return _replay(args) if args.bench_command == "replay" else _profile(args)
+        return {"replay": _replay, "profile": _profile, "gpu": _gpu}[args.bench_command](args)
     except (ValueError, FileNotFoundError, BridgeError) as exc:
         print(f"spec-edge-cloud bench {args.bench_command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _gpu(args: argparse.Namespace) -> int:
+    from ..bench import gpu
+    from ..modeling.placement import resolve_placement
+
+    if not args.target and args.shape not in gpu.SHAPES:
+        raise ValueError(f"unknown --shape {args.shape!r}; known: {', '.join(gpu.SHAPES)}")
+    placements = [resolve_placement(args.device, d) for d in args.dtype.split(",")]
+    cuda = placements[0].device.startswith("cuda")
+    if args.compile == "on" and not cuda:
+        raise ValueError("--compile on captures CUDA graphs: it needs a CUDA device")
+    modes = {"on": [True], "off": [False], "auto": [False, True] if cuda else [False]}[args.compile]
+    if args.reps < 1 or args.warmup < 0 or args.prefix < 1 or not args.rows or min(args.rows) < 1:
+        raise ValueError("--reps, --prefix and --rows must be positive, --warmup >= 0")
+    result = gpu.run_gpu_bench(args.target, args.shape, placements, args.draft_lengths, args.rows, modes,
+                               args.prefix, args.reps, args.warmup, log=lambda s: print(s, flush=True))
+    name = f"measured-{Path(args.target).name if args.target else args.shape}"
+    gpu.write(result, args.json, args.profile_out, name)
+    print(gpu.summary(result))
+    return 0
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
