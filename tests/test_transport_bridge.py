@@ -50,6 +50,8 @@ def world(tmp_path_factory):
     robot_pub, robot_sec = security.generate(keys, "robot")
     intruder_pub, intruder_sec = security.generate(keys / "other", "intruder")
     security.authorize(robot_pub, keys / "clients")
+    fuzzer_pub, fuzzer_sec = security.generate(keys, "fuzzer")  # an admitted robot gone bad: a peer of its own
+    security.authorize(fuzzer_pub, keys / "clients")
     vlm_dir = save_target(tmp / "vlm", "qwen", seed=3, exit_layers=[1, 2])
     paced_dir = save_target(tmp / "paced", "llama", seed=14, exit_layers=[2], zero_layers=(2, 3))
     (tmp / "paced.json").write_text(__import__("json").dumps(PROFILE))
@@ -82,6 +84,7 @@ def world(tmp_path_factory):
                    paced_target=paced_target, paced_draft=load_bundle(paced_dir), profile=tmp / "paced.json",
                    robot=dict(client_secret_key=str(robot_sec), server_public_key=str(server_pub)),
                    intruder=dict(client_secret_key=str(intruder_sec), server_public_key=str(server_pub)),
+                   fuzzer=dict(client_secret_key=str(fuzzer_sec), server_public_key=str(server_pub)),
                    server_public=server_pub)
     finally:
         for p in procs:
@@ -383,7 +386,7 @@ def test_malformed_frames_never_kill_the_server(world):
     def fuzz() -> None:
         ctx = zmq.Context()
         s = ctx.socket(zmq.DEALER)
-        security.secure_client(s, world["robot"]["client_secret_key"], world["robot"]["server_public_key"])
+        security.secure_client(s, world["fuzzer"]["client_secret_key"], world["fuzzer"]["server_public_key"])
         s.connect(world["vlm"].endpoint)
         # before HELLO: every frame is refused
         s.send(protocol.pack(Start("early", [1, 2]), 0, os.urandom(8)))
@@ -425,7 +428,7 @@ def test_malformed_frames_never_kill_the_server(world):
         # a frame beyond the hard limit costs its sender the connection, and nobody else anything
         ctx = zmq.Context()
         big = ctx.socket(zmq.DEALER)
-        security.secure_client(big, world["robot"]["client_secret_key"], world["robot"]["server_public_key"])
+        security.secure_client(big, world["fuzzer"]["client_secret_key"], world["fuzzer"]["server_public_key"])
         big.connect(world["vlm"].endpoint)
         big.send(b"\x00" * (8 * 262144))
         time.sleep(0.5)

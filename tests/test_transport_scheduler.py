@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from spec_edge_cloud.transport.scheduler import FairScheduler, Work
+from spec_edge_cloud.decoding.scheduler import FairScheduler, Work
 
 
 class Runner:

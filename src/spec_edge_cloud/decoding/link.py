@@ -2,7 +2,9 @@
 
 `InProcessLink` runs a `VerifierService` on a thread of this process and delivers every message
 after a one-way delay (half the round trip), so the whole protocol, early verdicts and pre-drafts
-included, runs without a network. The ZeroMQ link (`transport`) has the same two methods.
+included, runs without a network. The service is driven as the ZeroMQ server drives it (messages
+submitted as they arrive, a turn of its scheduler at a time), so cancelling and round handling are
+the same on both. The ZeroMQ link (`transport`) has the same two methods.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import threading
 import time
 from typing import Protocol
 
-from .messages import Cancel, End
 from .verifier import VerifierService
 
 
@@ -54,11 +55,6 @@ class _DelayLine:
                     wait = left if wait is None else min(wait, left)
                 self._cv.wait(wait)
 
-    def peek_all(self) -> list:
-        with self._cv:
-            now = time.monotonic()
-            return [item for t, _, item in self._heap if t <= now]
-
 
 class InProcessLink:
     def __init__(self, service: VerifierService, rtt_s: float = 0.0):
@@ -82,13 +78,10 @@ class InProcessLink:
         self._thread.join(timeout=5)
 
     def _serve(self) -> None:
+        service = self.service
         while not self._closed.is_set():
-            msg = self._up.get(timeout=0.5)
-            if msg is None:
-                continue
-            session = getattr(msg, "session", None)
-
-            def cancelled() -> bool:
-                return any(isinstance(m, (Cancel, End)) and m.session == session for m in self._up.peek_all())
-
-            self.service.handle(msg, self._down.put, cancelled)
+            msg = self._up.get(timeout=0 if service.busy else 0.5)
+            while msg is not None:  # take in everything that has arrived, then one turn of work
+                service.submit(self, self, msg, self._down.put)
+                msg = self._up.get(timeout=0)
+            service.run_once()

@@ -1,138 +1,234 @@
-"""The cloud's side of the protocol for any number of sessions, independent of the transport.
+"""The cloud's side of the protocol for any number of robots and sessions, independent of the transport.
 
-`VerifierService.handle(msg, reply)` is called with each incoming message in arrival order; `reply`
-puts a message on the way back at once (EARLY leaves from inside the forward pass). A pre-draft
-that arrives while its round is being verified simply waits its turn behind it and is verified
-the moment that round ends if its assumption holds: the server-side queue that saves a round trip
-on every hit. The in-process link and the ZeroMQ server both drive this class.
+This is the one session layer of the cloud, and its one driver of the work. A transport (the ZeroMQ
+server, or the in-process link) hands every incoming message to `submit(owner, group, msg, reply)` in
+arrival order and calls `run_once()` while `busy`; `reply` puts a message on the way back at once
+(EARLY leaves from inside the forward pass).
 
-`steps(msg, reply)` is the same work as a generator that yields a `VerifyRequest` for each forward
-pass it needs and takes the `PassResult` back: whoever drives it chooses how passes run. `handle`
-runs each alone; the server's scheduler verifies the requests of several robots that are ready
-together in one batched pass (`run_passes`).
+- Sessions are keyed by (owner, the robot's session id): `owner` is whatever the transport proved
+  the sender to be (a connection bound to its link, or its CURVE key), so no robot can name, drive
+  or read another's session, whatever id it sends. `group` is the authenticated peer the owner
+  belongs to: the caps on sessions and queued work are per group; turns are per owner (the server
+  caps the connections of a group, so a group gets at most that many turns a cycle).
+- Rounds are idempotent: a round number is used up only when its round is verified (a DRAFT refused
+  for a bad base or a pre-draft whose assumption failed leaves it free for the corrected one); a
+  DRAFT repeated for a verified round gets that round's FINAL again, never a second verification.
+- Admission: at most `max_sessions` sessions, `max_sessions_per_group` per group. A full cloud
+  evicts a session idle for `evictable_after_s` (with an ERROR to its owner) or refuses the new one
+  with ERROR `busy`; it never takes a live session from a robot. A group with `max_queued_per_group`
+  messages waiting is answered `busy` until its queue drains.
+- Cancelling (END, CANCEL, an evicted or departed owner) goes one way, `cancel`: the session is
+  forgotten, its queued work dropped and its running stream stopped before its next pass.
+- Each message becomes a generator (`steps`) that yields a `VerifyRequest` for each forward pass it
+  needs and takes the `PassResult` back; the `FairScheduler` runs the passes of the owners that are
+  ready together as one batched pass, a turn per owner, so no robot waits behind another's burst.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Generator
+from typing import Callable, Generator, Hashable
 
+from .scheduler import FairScheduler, Work
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong, Start, Token
 from .target import ExitVerdict, PassResult, TargetEngine, TargetSequence, VerifyRequest
 from .verify import dense
 
 log = logging.getLogger(__name__)
 Reply = Callable[[object], None]
+Key = tuple[Hashable, str]  # (owner, the robot's session id)
 
 
 @dataclass
 class Session:
     seq: TargetSequence
-    last_round: int = -1
+    group: Hashable
+    reply: Reply                               # to its owner (an evicted session is told so)
+    last_round: int = -1                       # the newest round verified
     last_final: tuple[int, int, int] | None = None  # (round, accepted, next)
+    finals: deque = field(default_factory=lambda: deque(maxlen=4))  # the last FINALs, for repeated DRAFTs
     touched: float = field(default_factory=time.monotonic)
     compute_s: float = 0.0
     cancelled: bool = False
 
 
 class VerifierService:
-    def __init__(self, engine: TargetEngine, idle_timeout_s: float = 300.0, max_sessions: int = 64):
+    def __init__(self, engine: TargetEngine, idle_timeout_s: float = 300.0, max_sessions: int = 64,
+                 max_sessions_per_group: int | None = None, max_batch: int = 8, max_queued_per_group: int = 64,
+                 evictable_after_s: float = 10.0):
         self.engine = engine
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[Key, Session] = {}
         self.idle_timeout_s = idle_timeout_s
-        # a static cache holds as many sessions as it has slots: the oldest makes room for a new one
+        # a static cache holds as many sessions as it has slots
         self.max_sessions = min(max_sessions, engine.slots.slots) if engine.slots else max_sessions
+        self.max_sessions_per_group = max_sessions_per_group or max_sessions
+        self.max_queued_per_group = max_queued_per_group
+        self.evictable_after_s = evictable_after_s
+        self.scheduler = FairScheduler(self.run_passes, self._on_step_error, max_batch)
+        self._queued_drafts: set[tuple] = set()  # DRAFTs waiting for their turn: an identical one is dropped
 
-    # -- dispatch --------------------------------------------------------------------------------
-    def handle(self, msg: object, reply: Reply, should_stop: Callable[[], bool] = lambda: False) -> None:
-        steps = self.steps(msg, reply)
-        try:
-            request = next(steps)
-            while not should_stop():
-                try:
-                    result = self.run_passes([request])[0]
-                except Exception as exc:  # handed to the step that asked: a bad request gets its ERROR
-                    request = steps.throw(exc)
-                else:
-                    request = steps.send(result)
-        except StopIteration:
-            pass
-        finally:
-            steps.close()
+    # -- the transport's calls -------------------------------------------------------------------
+    def submit(self, owner: Hashable, group: Hashable, msg: object, reply: Reply) -> None:
+        """Take one message of `owner` (in arrival order): answered, cancelled or queued at once."""
+        if isinstance(msg, Ping):
+            return reply(Pong(msg.sent))
+        sid = getattr(msg, "session", None)
+        if isinstance(msg, (End, Cancel)):
+            return self.cancel(owner, sid)
+        if isinstance(msg, DraftRequest):
+            same = self._draft_id(owner, msg)
+            s = self.sessions.get((owner, sid))
+            if same in self._queued_drafts or (s is not None and self._repeat(s, msg.round, reply)):
+                return  # a repeat: its FINAL is on the way, or sent again now
+            self._queued_drafts.add(same)
+        if self.scheduler.queued(group) >= self.max_queued_per_group:
+            return reply(Error("busy", f"{self.max_queued_per_group} requests of this robot are already "
+                                       "waiting: try again when they are answered", sid))
+        self.scheduler.submit(Work(owner, (owner, sid), self.steps(owner, group, msg, reply), group=group))
+
+    def run_once(self) -> bool:
+        """One turn of the scheduler (a batched pass, or a pass-less step); False if there was no work."""
+        return self.scheduler.run_once()
+
+    @property
+    def busy(self) -> bool:
+        return self.scheduler.busy
+
+    def cancel(self, owner: Hashable, sid: str) -> None:
+        """The one way a session ends early: forgotten, queued work dropped, a running stream stopped."""
+        self.scheduler.cancel(owner, (owner, sid))
+        s = self.sessions.pop((owner, sid), None)
+        if s is not None:
+            s.cancelled = True
+
+    def drop_owner(self, owner: Hashable) -> None:
+        """An owner that went away (or whose connection was taken over): all its sessions end."""
+        self.scheduler.cancel(owner)
+        for key in [k for k in self.sessions if k[0] == owner]:
+            self.sessions.pop(key).cancelled = True
+
+    def evict_idle(self, now: float | None = None) -> list[str]:
+        """End the sessions silent for `idle_timeout_s`, telling their owners; returns their ids."""
+        now = time.monotonic() if now is None else now
+        old = [k for k, s in self.sessions.items() if now - s.touched > self.idle_timeout_s]
+        for key in old:
+            self._evict(key, f"evicted after {self.idle_timeout_s:g} s idle")
+        return [sid for _, sid in old]
 
     def run_passes(self, requests: list[VerifyRequest]) -> list[PassResult]:
         """Run the passes that several steps ask for, as one batched forward pass."""
         return self.engine.verify(requests)
 
-    def steps(self, msg: object, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
-        """`handle` in slices: yields each forward pass it needs (one per round, one per token of cloud
-        decoding) and gets its result back, so a server shared by several robots can batch them with
-        other robots' passes, or run other robots' rounds in between (and stop a cancelled stream),
-        instead of running one stream to its end."""
+    # -- work ------------------------------------------------------------------------------------
+    def steps(self, owner: Hashable, group: Hashable, msg: object,
+              reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
+        """One message's work: yields each forward pass it needs (one per round, one per token of cloud
+        decoding) and gets its result back, so the scheduler can batch it with other robots' passes,
+        or run other robots' rounds in between (and stop a cancelled stream)."""
         try:
-            if isinstance(msg, Ping):
-                reply(Pong(msg.sent))
-            elif isinstance(msg, Start):
-                self._start(msg, reply)
+            if isinstance(msg, Start):
+                self._start(owner, group, msg, reply)
             elif isinstance(msg, DraftRequest):
-                yield from self._draft(msg, reply)
+                yield from self._draft(owner, msg, reply)
             elif isinstance(msg, Generate):
-                yield from self._generate(msg, reply)
-            elif isinstance(msg, (End, Cancel)):
-                self.sessions.pop(msg.session, None)
+                yield from self._generate(owner, msg, reply)
             else:
                 reply(Error("bad-message", f"unexpected message {type(msg).__name__}"))
         except ValueError as exc:
             reply(Error("bad-request", str(exc), getattr(msg, "session", None)))
+        except Exception as exc:  # a fault of ours: that robot is told, the others go on
+            log.exception("internal error in a %s", type(msg).__name__)
+            reply(Error("internal", f"{type(exc).__name__}: {exc}", getattr(msg, "session", None)))
 
-    def evict_idle(self, now: float | None = None) -> list[str]:
-        now = time.monotonic() if now is None else now
-        old = [k for k, s in self.sessions.items() if now - s.touched > self.idle_timeout_s]
-        for k in old:
-            del self.sessions[k]
-        return old
+    @staticmethod
+    def _on_step_error(work: Work, exc: Exception) -> None:
+        log.error("a step failed outside its own handling: %s: %s", type(exc).__name__, exc)
 
-    # -- messages --------------------------------------------------------------------------------
-    def _session(self, sid: str, reply: Reply) -> Session | None:
-        s = self.sessions.get(sid)
+    def _evict(self, key: Key, why: str) -> None:
+        s = self.sessions.pop(key)
+        s.cancelled = True
+        self.scheduler.cancel(key[0], key)
+        log.info("session %s", why)
+        s.reply(Error("evicted", f"session {key[1]!r} {why}", key[1]))
+
+    def _session(self, owner: Hashable, sid: str, reply: Reply) -> Session | None:
+        s = self.sessions.get((owner, sid))
         if s is None:
             reply(Error("unknown-session", f"no session {sid!r} (evicted or never started)", sid))
         else:
             s.touched = time.monotonic()
         return s
 
-    def _start(self, msg: Start, reply: Reply) -> None:
-        from ..modeling.bundle import Prompt
-        self.evict_idle()
-        self.sessions.pop(msg.session, None)  # a restarted session gives its cache slot back first
-        if msg.session not in self.sessions and len(self.sessions) >= self.max_sessions:
-            oldest = min(self.sessions, key=lambda k: self.sessions[k].touched)
-            del self.sessions[oldest]
-        seq = self.engine.start(Prompt(list(msg.input_ids), msg.image), msg.temperature, msg.seed)
-        session = Session(seq)
-        session.compute_s += seq.prefill()
-        self.sessions[msg.session] = session
+    def _admit(self, owner: Hashable, group: Hashable, sid: str, reply: Reply) -> bool:
+        """Room for a new session of `group`: its own oldest goes if the group is at its cap; a full
+        cloud evicts its longest-idle session if that one is idle enough, else refuses this one."""
+        now = time.monotonic()
+        mine = [k for k, s in self.sessions.items() if s.group == group]
+        if len(mine) >= self.max_sessions_per_group:
+            self._evict(min(mine, key=lambda k: self.sessions[k].touched),
+                        f"ended: a newer session of the same robot replaced it (at most "
+                        f"{self.max_sessions_per_group} per robot)")
+        if len(self.sessions) < self.max_sessions:
+            return True
+        idle = min(self.sessions, key=lambda k: self.sessions[k].touched)
+        if now - self.sessions[idle].touched >= self.evictable_after_s:
+            self._evict(idle, f"evicted after {now - self.sessions[idle].touched:.0f} s idle: the cloud is full")
+            return True
+        reply(Error("busy", f"the cloud serves its limit of {self.max_sessions} sessions, all active: "
+                            "try again later", sid))
+        return False
 
-    def _accept_round(self, s: Session, rnd: int, base: int) -> bool:
-        if rnd <= s.last_round:
-            return False  # duplicate or stale
+    def _start(self, owner: Hashable, group: Hashable, msg: Start, reply: Reply) -> None:
+        from ..modeling.bundle import Prompt
+        key = (owner, msg.session)
+        old = self.sessions.pop(key, None)  # a re-sent PREFILL starts the session afresh
+        if old is not None:
+            old.cancelled = True
+            del old  # its cache slot (static cache) goes back before the new session takes one
+        elif not self._admit(owner, group, msg.session, reply):
+            return
+        seq = self.engine.start(Prompt(list(msg.input_ids), msg.image), msg.temperature, msg.seed)
+        session = Session(seq, group, reply)
+        session.compute_s += seq.prefill()
+        self.sessions[key] = session
+
+    def _accept_round(self, s: Session, rnd: int, base: int) -> None:
         committed = len(s.seq.tokens)
         if base > committed:
             raise ValueError(f"round {rnd} starts at {base} but only {committed} tokens are committed")
         if base < committed:
             s.seq.seq.truncate(base)  # the robot dropped tokens (it switched plans): follow it
         s.last_round = rnd
+
+    def _repeat(self, s: Session, rnd: int, reply: Reply) -> bool:
+        """True if round `rnd` is already done: a repeated DRAFT gets its FINAL again (if still kept)."""
+        if rnd > s.last_round:
+            return False
+        for final in s.finals:
+            if final.round == rnd:
+                reply(final)
         return True
 
-    def _draft(self, msg: DraftRequest, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
-        s = self._session(msg.session, reply)
-        if s is None:
+    def _draft(self, owner: Hashable, msg: DraftRequest, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
+        try:
+            s = self._session(owner, msg.session, reply)
+            if s is not None:
+                yield from self._verify(s, msg, reply)
+        finally:
+            self._queued_drafts.discard(self._draft_id(owner, msg))
+
+    @staticmethod
+    def _draft_id(owner: Hashable, msg: DraftRequest) -> tuple:
+        return owner, msg.session, msg.round, msg.base, tuple(msg.tokens), msg.assumes and tuple(msg.assumes)
+
+    def _verify(self, s: Session, msg: DraftRequest, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
+        if self._repeat(s, msg.round, reply):
             return
         if msg.assumes is not None and s.last_final != tuple(msg.assumes):
             return  # a pre-draft on a verdict that did not hold: dropped, the robot knows from FINAL
-        if not self._accept_round(s, msg.round, msg.base):
-            return
+        self._accept_round(s, msg.round, msg.base)
         threshold = msg.exit_threshold
 
         def on_exit(ev: ExitVerdict) -> None:
@@ -143,22 +239,28 @@ class VerifierService:
         probs = None if msg.probs is None else \
             dense(msg.probs, msg.support, self.engine.vocab_size, self.engine.bundle.device)
         result = yield VerifyRequest(s.seq, list(msg.tokens), probs, msg.exit_layers, on_exit)
+        if s.cancelled:
+            return
         s.compute_s += result.seconds
         v = result.verdict
         s.last_final = (msg.round, v.accepted, v.next_token)
-        reply(Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
-                    [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows))
+        final = Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
+                      [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows)
+        s.finals.append(final)
+        reply(final)
 
-    def _generate(self, msg: Generate, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
-        s = self._session(msg.session, reply)
-        if s is None or not self._accept_round(s, msg.round, msg.base):
-            return
+    def _generate(self, owner: Hashable, msg: Generate, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
+        s = self._session(owner, msg.session, reply)
+        if s is None or msg.round <= s.last_round:
+            return  # a stream is never run twice
+        self._accept_round(s, msg.round, msg.base)
         stop = set(msg.stop_ids)
         for i in range(msg.max_new_tokens):
             result = yield VerifyRequest(s.seq, [], exit_layers=[])
-            if msg.session not in self.sessions:
+            if s.cancelled:
                 return  # ended while its pass ran: the token goes nowhere
             s.compute_s += result.seconds
+            s.touched = time.monotonic()
             tok = result.verdict.next_token
             reply(Token(msg.session, msg.round, i, tok, result.seconds))
             if tok in stop:

@@ -284,6 +284,7 @@ class ZmqLink:
         s.reconnect_ivl = 100
         s.reconnect_ivl_max = 1000
         s.sndhwm = s.rcvhwm = 1000
+        s.routing_id = b"\x01" + os.urandom(15)  # unguessable (libzmq's own are sequential); never 0-led (reserved)
         if opt.client_secret_key:
             security.secure_client(s, opt.client_secret_key, opt.server_public_key)
         s.connect(self.endpoint)

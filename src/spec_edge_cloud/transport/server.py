@@ -4,15 +4,24 @@ One thread owns the socket and the model, so a reply leaves the moment it exists
 between threads (and no lock, no GIL contention): an EARLY is put on the wire from inside the forward
 pass by the layer hook that computed it, while the pass goes on. The same thread
 - decodes and checks every frame (`protocol`), answering HELLO, PING and every malformed frame
-  itself, and answering a retried DRAFT with the FINAL it already sent (no round is verified twice);
-- runs the service a turn at a time, fairly across robots (`FairScheduler`): the rounds of up to
-  `max_batch` robots that are ready together are verified in one batched forward pass;
+  itself;
+- runs the service (`VerifierService`, the one session layer) a turn at a time, fairly across
+  peers: the rounds of up to `max_batch` peers that are ready together share one batched pass;
 - services the socket between decoder layers during a pass (a forward hook, at most every
   `io_interval_s`), so HELLOs, heartbeats and pre-drafts are taken in while a long pass runs.
 
-Sessions are named per robot connection (the ROUTER's identity for it), so no robot can touch
-another's. Memory is bounded: a session holds at most `max_session_tokens` tokens of KV cache, a
-robot at most `max_sessions_per_client` sessions, the server `max_sessions`; idle ones are evicted.
+Who is who. A connection (the ROUTER's routing identity) is bound at its HELLO to the link that said
+it (the frame's random `sender`) and, with CURVE, to the client's public key. A frame from another
+link or key under a known identity (a peer reusing a departed robot's identity) starts a fresh,
+unwelcomed connection: the sessions of the old one are ended, never inherited. Sessions belong to
+their connection; fairness and the caps belong to the authenticated peer: its CURVE key, or the
+connection itself when CURVE is off. ERROR texts never name an identity.
+
+Bounded: a session holds at most `max_session_tokens` tokens of KV cache; a peer at most
+`max_connections_per_client` connections (its least recently heard one makes room for a new
+one), `max_sessions_per_client` sessions and
+`max_queued_per_client` waiting requests; the server `max_sessions` (a full server evicts only
+idle sessions, else refuses); HELLOs are taken at `handshakes_per_s` at most.
 """
 from __future__ import annotations
 
@@ -21,8 +30,8 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from typing import Hashable
 
 import zmq
 
@@ -32,7 +41,6 @@ from ..decoding.verifier import VerifierService
 from . import protocol, security
 from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome
-from .scheduler import FairScheduler, Work
 
 log = logging.getLogger(__name__)
 # plain ints: pyzmq's flag enums cost microseconds a use, and the round's path uses several
@@ -50,6 +58,10 @@ class ServerConfig:
     idle_timeout_s: float = 120.0
     max_sessions: int = 64
     max_sessions_per_client: int = 4
+    max_connections_per_client: int = 4  # welcomed connections per CURVE key (without CURVE: each its own)
+    max_queued_per_client: int = 16      # requests of one peer waiting for their turn; more are refused `busy`
+    evictable_after_s: float = 10.0      # a full server may evict a session idle this long (never a live one)
+    handshakes_per_s: float = 50.0       # HELLOs answered per second at most, all peers together (burst: as many)
     max_batch: int = 8                   # robots' passes verified together in one forward pass (1: none)
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
     max_draft_tokens: int = 32
@@ -75,6 +87,8 @@ class ServerConfig:
 
 # inclusive bounds of the numeric knobs (None: unbounded on that side)
 _RANGES = {"idle_timeout_s": (1.0, None), "max_sessions": (1, None), "max_sessions_per_client": (1, None),
+           "max_connections_per_client": (1, None), "max_queued_per_client": (1, None),
+           "evictable_after_s": (0.0, None), "handshakes_per_s": (0.1, None),
            "max_batch": (1, 1024), "max_frame_bytes": (4096, 1 << 30), "max_draft_tokens": (1, 4096),
            "max_session_tokens": (2, None), "max_new_tokens": (1, None), "reorder_wait_s": (0.0, 10.0),
            "io_interval_s": (0.0, 1.0)}
@@ -98,22 +112,39 @@ def check_fields(obj: object, ranges: dict) -> list[str]:
     return problems
 
 
-@dataclass
-class _WireSession:
-    max_round: int = -1
-    finals: deque = field(default_factory=lambda: deque(maxlen=4))  # (round, packed FINAL body)
-
-
-@dataclass
+@dataclass(eq=False)
 class _Peer:
+    """One connection (routing identity), bound at its first frame to a link and a CURVE key: it owns
+    its sessions in the service; `group` (its CURVE key, or itself) is the peer that caps and fairness
+    count."""
     order: InOrder
     seen: float
     sender: bytes | None = None
+    key: str | None = None    # the client's CURVE public key (Z85), when CURVE is on
     welcomed: bool = False
     out_seq: int = 0
     name: str = ""
-    prefix: str = ""     # "<identity hex>/": this robot's namespace for session ids in the service
-    sessions: OrderedDict = field(default_factory=OrderedDict)  # robot session id -> _WireSession
+    group: Hashable = None
+
+    def __post_init__(self) -> None:
+        if self.group is None:
+            self.group = self.key if self.key is not None else self
+
+
+class _Bucket:
+    """A token bucket: `rate` events a second, bursts of as many."""
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.at = rate, rate, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class Limits:
@@ -171,9 +202,12 @@ class VerifierServer:
         security.require_security(config.bind, bool(config.server_secret_key), config.insecure, "verifier bind")
         self.engine = engine
         self.config = config
-        self.service = VerifierService(engine, config.idle_timeout_s, config.max_sessions)
+        self.service = VerifierService(engine, config.idle_timeout_s, config.max_sessions,
+                                       config.max_sessions_per_client, config.max_batch,
+                                       config.max_queued_per_client, config.evictable_after_s)
+        self.scheduler = self.service.scheduler
         self.limits = Limits(engine, config)
-        self.scheduler = FairScheduler(self.service.run_passes, self._on_step_error, config.max_batch)
+        self._handshakes = _Bucket(config.handshakes_per_s)
         self.sender = os.urandom(protocol.SENDER_BYTES)
         bundle = engine.bundle
         pacer = engine.pacer
@@ -249,14 +283,13 @@ class VerifierServer:
     def _loop(self) -> None:
         next_chores = time.monotonic() + 1.0
         while not self._stop.is_set():
-            self._pump(0 if self.scheduler.busy else self._poll_timeout_ms())
-            self.scheduler.run_once()
+            self._pump(0 if self.service.busy else self._poll_timeout_ms())
+            self.service.run_once()
             now = time.monotonic()
             if now >= next_chores:
-                for sid in self.service.evict_idle():
-                    log.info("session %s evicted after %.0f s idle", sid, self.config.idle_timeout_s)
+                self.service.evict_idle()
                 for peer in [p for p, st in self._peers.items() if now - st.seen > self.config.idle_timeout_s]:
-                    del self._peers[peer]
+                    self._forget(peer)
                 next_chores = now + 1.0
 
     def _pump(self, timeout_ms: int) -> None:
@@ -265,11 +298,11 @@ class VerifierServer:
         Lean on purpose, as the client's: after a pass it runs with cold caches."""
         self._last_io = time.monotonic()
         if zmq.zmq_poll([(self._router, _POLLIN)], timeout_ms):
-            router = self._router
+            router, copy = self._router, self._auth is None  # with CURVE, frames: they carry the client's key
             for _ in range(256):  # drain by ZMQ_EVENTS, not by catching zmq.Again (see the client)
                 parts = [router.recv(_NOBLOCK)]
                 while router.getsockopt(_RCVMORE):
-                    parts.append(router.recv(_NOBLOCK))
+                    parts.append(router.recv(_NOBLOCK, copy=copy))
                 self._on_frame(parts)
                 if not router.getsockopt(_EVENTS) & _POLLIN:
                     break
@@ -311,44 +344,40 @@ class VerifierServer:
 
     def _error(self, peer: bytes, st: _Peer, code: str, text: str, session: str | None = None) -> None:
         self.counters[f"error:{code}"] = self.counters.get(f"error:{code}", 0) + 1
-        log.debug("error to %s: %s: %s", peer.hex(), code, text)
+        log.debug("error to a peer: %s: %s", code, text)
         self._send_msg(peer, st, Error(code, text, session))
 
-    def _replier(self, peer: bytes):
-        """The service's `reply` for one robot: strip our session prefix and put the frame on the wire.
-
-        Each reply is a fresh message the service made for this call, so its session is rewritten in
-        place (a copy would cost more than the rest of the reply's path)."""
+    def _replier(self, peer: bytes, st: _Peer):
+        """The service's `reply` for one connection: put the frame on the wire (nowhere once the
+        connection is gone or was taken over)."""
         def reply(msg: object) -> None:
-            st = self._peers.get(peer)
-            if st is None:
-                return  # the robot went away
-            session = getattr(msg, "session", None)
-            if session is not None:
-                msg.session = session[len(st.prefix):]
+            if self._peers.get(peer) is not st:
+                return
             kind, body = protocol.pack_body(msg)
             self._send(peer, st, kind, body)
             if kind == "FINAL":
-                wire = st.sessions.get(msg.session)
-                if wire is not None:
-                    wire.finals.append((msg.round, body))
                 self.counters["rounds"] += 1
                 if self.config.log_rounds:
                     log.info("round %s/%d: %d tokens in the pass (shared by %d robots), %d accepted, compute %.1f ms",
                              msg.session, msg.round, msg.tokens_in_pass, msg.rows, msg.accepted, msg.compute_s * 1000)
+            elif kind == "ERROR":
+                self.counters[f"error:{msg.code}"] = self.counters.get(f"error:{msg.code}", 0) + 1
         return reply
 
-    def _on_step_error(self, work: Work, exc: Exception) -> None:
-        log.exception("internal error in session %s", work.session, exc_info=exc)
-        self._replier(work.client)(Error("internal", f"{type(exc).__name__}: {exc}", work.session))
-
     # -- receiving -------------------------------------------------------------------------------
-    def _on_frame(self, parts: list[bytes]) -> None:
+    def _on_frame(self, parts: list) -> None:
         now = time.monotonic()
         peer = parts[0]
         st = self._peers.get(peer)
+        key = None
+        if self._auth is not None:  # the CURVE key the ZAP handler admitted this connection with
+            key = parts[-1].get("User-Id")
+            parts[1:] = [p.bytes for p in parts[1:]]
+        if st is not None and key != st.key:  # the identity of a departed robot, reused by another key
+            self._forget(peer)
+            st = None
         if st is None:
-            st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now, prefix=f"{peer.hex()}/")
+            st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now, key=key)
         st.seen = now
         self.counters["frames_in"] += 1
         if len(parts) != 2:
@@ -359,10 +388,17 @@ class VerifierServer:
             return self._error(peer, st, exc.code, str(exc))
         if env.kind not in protocol.ROBOT_TO_CLOUD:
             return self._error(peer, st, "bad-message", f"{env.kind} is sent by the cloud, not to it")
-        if env.sender != st.sender:  # the first frame of this robot's link (or a new link on the same socket)
-            st.sender, st.order = env.sender, InOrder(self.config.reorder_wait_s)
+        if env.sender != st.sender:
+            if st.sender is not None:  # another link under this identity: a fresh connection, nothing inherited
+                self._forget(peer)
+                st = self._peers[peer] = _Peer(InOrder(self.config.reorder_wait_s), now, key=key)
+            st.sender = env.sender
         for msg in st.order.push(env.seq, env.msg, now):
             self._on_message(peer, st, msg)
+
+    def _forget(self, peer: bytes) -> None:
+        st = self._peers.pop(peer)
+        self.service.drop_owner(st)
 
     def _on_message(self, peer: bytes, st: _Peer, msg: object) -> None:
         if isinstance(msg, Hello):
@@ -371,38 +407,11 @@ class VerifierServer:
             return self._error(peer, st, "hello-required", "send HELLO first (or again: the server restarted)")
         if isinstance(msg, Ping):
             return self._send_msg(peer, st, Pong(msg.sent))
-        sid = msg.session
         try:
             self.limits.check(msg)
         except ProtocolError as exc:
-            return self._error(peer, st, exc.code, str(exc), sid)
-        if isinstance(msg, Start):
-            if sid not in st.sessions and len(st.sessions) >= self.config.max_sessions_per_client:
-                oldest = next(iter(st.sessions))
-                del st.sessions[oldest]
-                self._submit(peer, st, End(oldest))
-            st.sessions[sid] = _WireSession()  # a new (or re-sent) PREFILL starts the session afresh
-        elif isinstance(msg, (DraftRequest, Generate)):
-            wire = st.sessions.get(sid)
-            if wire is not None:
-                if msg.round <= wire.max_round:  # a retry or a duplicate: never verify a round twice
-                    for rnd, body in wire.finals:
-                        if rnd == msg.round:
-                            self._send(peer, st, "FINAL", body)
-                    return
-                wire.max_round = msg.round
-                st.sessions.move_to_end(sid)
-        elif isinstance(msg, (End, Cancel)):
-            st.sessions.pop(sid, None)
-        self._submit(peer, st, msg)
-
-    def _submit(self, peer: bytes, st: _Peer, msg: object) -> None:
-        """Queue a message for the service, under this robot's namespace (the message is ours: decoded
-        from its frame, or made here, so it is renamed in place)."""
-        msg.session = ns = st.prefix + msg.session
-        if isinstance(msg, (End, Cancel)):
-            self.scheduler.cancel(peer, ns)
-        self.scheduler.submit(Work(peer, ns, self.service.steps(msg, self._replier(peer))))
+            return self._error(peer, st, exc.code, str(exc), msg.session)
+        self.service.submit(st, st.group, msg, self._replier(peer, st))
 
     def _hello(self, peer: bytes, st: _Peer, hello: Hello) -> None:
         w = self.welcome
@@ -414,6 +423,14 @@ class VerifierServer:
             st.welcomed = False
             return self._error(peer, st, "hello-mismatch", f"robot expects target {hello.expect_model}, "
                                f"this cloud serves {w.model}")
+        if not st.welcomed:
+            if not self._handshakes.take():
+                return self._error(peer, st, "busy", "too many connections are starting: try again shortly")
+            if st.key is not None:  # the key's newest connections win: a robot is never locked out by its dead ones
+                mine = sorted((p for p, o in self._peers.items() if o.welcomed and o.key == st.key),
+                              key=lambda p: self._peers[p].seen)
+                for old in mine[:max(0, len(mine) + 1 - self.config.max_connections_per_client)]:
+                    self._forget(old)
         st.welcomed, st.name = True, hello.name
-        log.info("robot %r connected (%s)", hello.name, peer.hex())
+        log.info("robot %r connected", hello.name)
         self._send_msg(peer, st, w)

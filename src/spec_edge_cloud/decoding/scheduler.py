@@ -9,6 +9,7 @@ pass, and none waits behind another's long stream or burst by more than one pass
 without asking for a pass (a prefill, a pre-draft dropped on a miss) takes a turn of its own.
 Within a client, order is kept: a queued pre-draft runs right after the round it depends on.
 Cancelling a session drops its queued work and stops its running stream before its next pass.
+Work is counted per `group` (the authenticated peer a client belongs to), for admission caps.
 Single-threaded by design: the server's one thread submits and runs.
 """
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import Any, Callable, Generator, Hashable
 @dataclass
 class Work:
     client: Hashable
-    session: str
+    session: Hashable
     steps: Generator[Any, Any, None]
     cancelled: bool = False
     started: bool = False
     done: bool = False
     request: Any = None  # the pass it waits for
+    group: Hashable = None
 
 
 class FairScheduler:
@@ -38,6 +40,7 @@ class FairScheduler:
         self.max_batch = max_batch
         self._queues: dict[Hashable, deque[Work]] = {}
         self._turns: deque[Hashable] = deque()      # clients with work, in turn order
+        self._counts: dict[Hashable, int] = {}      # queued work by group
         self.batches: dict[int, int] = {}           # passes run, by how many robots shared them
 
     def submit(self, work: Work) -> None:
@@ -46,10 +49,13 @@ class FairScheduler:
             queue = self._queues[work.client] = deque()
             self._turns.append(work.client)
         queue.append(work)
+        self._counts[work.group] = self._counts.get(work.group, 0) + 1
 
-    def cancel(self, client: Hashable, session: str) -> None:
+    def cancel(self, client: Hashable, session: Hashable | None = None) -> None:
+        """Drop the client's queued work for `session` (None: all of it); a running stream stops
+        before its next pass."""
         for work in self._queues.get(client, ()):
-            if work.session == session:
+            if session is None or work.session == session:
                 work.cancelled = True
 
     @property
@@ -58,6 +64,9 @@ class FairScheduler:
 
     def pending(self) -> int:
         return sum(len(q) for q in self._queues.values())
+
+    def queued(self, group: Hashable) -> int:
+        return self._counts.get(group, 0)
 
     def run_once(self) -> bool:
         """One turn: the next clients' passes in one batch (or a pass-less step); False if idle."""
@@ -112,7 +121,11 @@ class FairScheduler:
             work.done = True
             self._on_error(work, exc)
 
-    @staticmethod
-    def _drop_finished(queue: deque[Work]) -> None:
+    def _drop_finished(self, queue: deque[Work]) -> None:
         while queue and (queue[0].done or queue[0].cancelled):
-            queue.popleft().steps.close()
+            work = queue.popleft()
+            work.steps.close()
+            if self._counts[work.group] > 1:
+                self._counts[work.group] -= 1
+            else:
+                del self._counts[work.group]

@@ -1,0 +1,240 @@
+"""Sessions on the cloud: admission (a full cloud refuses, never evicts a live session), binding to
+the peer that created them (plaintext and CURVE, a departed robot's identity reused), idempotent
+rounds, the per-peer queue cap, and the one cancel path. Real ZeroMQ sockets on loopback against an
+in-process server on a tiny target, with hand-written frames where a robot would never send them."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import zmq
+
+from spec_edge_cloud.decoding.messages import DraftRequest, End, Error, Final, Generate, Start, Token
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.tiny import tiny_bundle
+from spec_edge_cloud.transport import protocol, security
+from spec_edge_cloud.transport.client import LinkOptions, ZmqLink
+from spec_edge_cloud.transport.protocol import Hello
+from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
+
+PROMPT = [3, 4, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return TargetEngine(tiny_bundle("llama", seed=5, layers=2))
+
+
+class Peer:
+    """A hand-driven DEALER: any routing identity, any sender, optional CURVE keys."""
+
+    def __init__(self, endpoint: str, identity: bytes | None = None, keys: tuple | None = None):
+        self.ctx = zmq.Context()
+        self.s = self.ctx.socket(zmq.DEALER)
+        self.s.linger = 0
+        if identity is not None:
+            self.s.routing_id = identity
+        if keys is not None:
+            security.secure_client(self.s, *keys)
+        self.s.connect(endpoint)
+        self.sender, self.seq = os.urandom(protocol.SENDER_BYTES), 0
+
+    def send(self, msg: object) -> None:
+        self.s.send(protocol.pack(msg, self.seq, self.sender))
+        self.seq += 1
+
+    def recv(self, timeout: float = 5.0) -> object | None:
+        if not self.s.poll(int(timeout * 1000)):
+            return None
+        return protocol.unpack(self.s.recv()).msg
+
+    def until(self, kind: type, timeout: float = 5.0) -> object | None:
+        """The next message of `kind` (others skipped); None if none comes in time."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            msg = self.recv(left)
+            if isinstance(msg, kind):
+                return msg
+        return None
+
+    def hello(self, tokenizer: str) -> None:
+        self.send(Hello(tokenizer, name="test"))
+        assert isinstance(self.recv(), protocol.Welcome)
+
+    def close(self) -> None:
+        self.s.close(0)
+        self.ctx.term()
+
+
+def serve(engine, **config):
+    server = VerifierServer(engine, ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False, **config))
+    return server, server.start()
+
+
+def test_a_full_cloud_refuses_a_new_session_and_keeps_the_live_ones(engine):
+    """Old behaviour: another robot's live session was evicted, silently, to make room."""
+    server, endpoint = serve(engine, max_sessions=2, evictable_after_s=1.0)
+    tok = engine.bundle.tokenizer_fingerprint()
+    a, b = Peer(endpoint), Peer(endpoint)
+    try:
+        a.hello(tok)
+        b.hello(tok)
+        a.send(Start("a1", PROMPT))
+        a.send(Start("a2", PROMPT))
+        a.send(DraftRequest("a1", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(a.until(Final), Final)
+        b.send(Start("b1", PROMPT))
+        err = b.recv()
+        assert isinstance(err, Error) and err.code == "busy" and err.session == "b1", err
+        a.send(DraftRequest("a2", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(a.until(Final), Final), "a live session was taken"
+        time.sleep(1.2)  # both of a's sessions are idle now: the longest-idle one may go, its owner told
+        b.send(Start("b1", PROMPT))
+        b.send(DraftRequest("b1", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(b.until(Final), Final)
+        evicted = a.until(Error)
+        assert evicted.code == "evicted" and evicted.session == "a1", evicted
+    finally:
+        a.close(), b.close(), server.stop()
+
+
+def test_a_peer_reusing_a_departed_robots_identity_inherits_nothing(engine):
+    """Plaintext: the session is bound to the link that said HELLO (its sender), not to the identity."""
+    server, endpoint = serve(engine)
+    tok = engine.bundle.tokenizer_fingerprint()
+    identity = b"\x006b8b4567"  # what libzmq once gave the first robot on every start
+    robot = Peer(endpoint, identity)
+    robot.hello(tok)
+    robot.send(Start("s", PROMPT))
+    robot.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))
+    assert isinstance(robot.until(Final), Final)
+    robot.close()
+    time.sleep(0.3)
+    thief = Peer(endpoint, identity)
+    try:
+        thief.send(DraftRequest("s", 1, len(PROMPT) + 1, [8], exit_layers=[]))
+        err = thief.until(Error)
+        assert err.code == "hello-required", err
+        thief.hello(tok)
+        thief.send(DraftRequest("s", 1, len(PROMPT) + 1, [8], exit_layers=[]))
+        err = thief.until(Error)
+        assert err.code == "unknown-session", err
+        assert identity.hex() not in err.text and "6b8b4567" not in err.text
+        assert not server.service.sessions, "the departed robot's session outlived its connection"
+    finally:
+        thief.close(), server.stop()
+
+
+def test_with_curve_sessions_are_bound_to_the_key_that_made_them(engine, tmp_path):
+    server_pub, server_sec = security.generate(tmp_path, "server")
+    keys = {}
+    for name in ("robot", "other"):
+        pub, sec = security.generate(tmp_path, name)
+        security.authorize(pub, tmp_path / "clients")
+        keys[name] = (sec, server_pub)
+    server, endpoint = serve(engine, server_secret_key=str(server_sec), authorized_clients_dir=str(tmp_path / "clients"))
+    tok = engine.bundle.tokenizer_fingerprint()
+    identity = b"\x01robot-identity"
+    robot = Peer(endpoint, identity, keys["robot"])
+    robot.hello(tok)
+    robot.send(Start("s", PROMPT))
+    robot.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))
+    assert isinstance(robot.until(Final), Final)
+    robot.close()
+    time.sleep(0.3)
+    thief = Peer(endpoint, identity, keys["other"])
+    try:
+        thief.sender = robot.sender  # even the departed link's sender: the key gives it away
+        thief.send(DraftRequest("s", 1, len(PROMPT) + 1, [8], exit_layers=[]))
+        assert thief.until(Error).code == "hello-required"
+        thief.hello(tok)
+        thief.send(DraftRequest("s", 1, len(PROMPT) + 1, [8], exit_layers=[]))
+        assert thief.until(Error).code == "unknown-session"
+        assert thief.until(Final, 0.5) is None
+    finally:
+        thief.close(), server.stop()
+
+
+def test_links_choose_random_routing_identities():
+    links = [ZmqLink("tcp://127.0.0.1:9", "tok", LinkOptions(handshake_timeout_s=0.1)) for _ in range(2)]
+    try:
+        ids = [link._dealer.routing_id for link in links]
+        assert len(set(ids)) == 2 and all(len(i) == 16 and i[0] != 0 for i in ids)
+    finally:
+        for link in links:
+            link.close()
+
+
+def test_a_refused_draft_leaves_its_round_number_for_the_corrected_one(engine):
+    """Old behaviour: the refused DRAFT used up round 0, so the corrected round 0 was never answered."""
+    server, endpoint = serve(engine)
+    p = Peer(endpoint)
+    try:
+        p.hello(engine.bundle.tokenizer_fingerprint())
+        p.send(Start("s", PROMPT))
+        p.send(DraftRequest("s", 0, 99, [7], exit_layers=[]))           # a base beyond the committed tokens
+        assert p.until(Error).code == "bad-request"
+        p.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))  # corrected, same round
+        final = p.until(Final)
+        assert final is not None and final.round == 0
+        p.send(DraftRequest("s", 1, len(PROMPT) + 1, [7], assumes=(0, 99, 99), exit_layers=[]))  # a missed pre-draft
+        p.send(DraftRequest("s", 1, len(PROMPT) + final.accepted + 1, [7], exit_layers=[]))
+        again = p.until(Final)
+        assert again is not None and again.round == 1
+    finally:
+        p.close(), server.stop()
+
+
+def test_a_repeated_draft_gets_the_same_final_and_is_verified_once(engine):
+    server, endpoint = serve(engine)
+    p = Peer(endpoint)
+    try:
+        p.hello(engine.bundle.tokenizer_fingerprint())
+        p.send(Start("s", PROMPT))
+        draft = DraftRequest("s", 0, len(PROMPT), [7, 8], exit_layers=[])
+        p.send(draft)
+        p.send(draft)                         # while the first is queued: dropped, its FINAL is coming
+        first = p.until(Final)
+        p.send(draft)                         # after: the FINAL again, from memory
+        second = p.until(Final)
+        assert first == second
+        assert p.until(Final, 0.3) is None
+        assert sum(server.scheduler.batches.values()) == 1, server.scheduler.batches
+    finally:
+        p.close(), server.stop()
+
+
+def test_a_peer_with_too_much_queued_work_is_told_busy(engine):
+    server, endpoint = serve(engine, max_queued_per_client=4, max_sessions_per_client=64)
+    p = Peer(endpoint)
+    try:
+        p.hello(engine.bundle.tokenizer_fingerprint())
+        for i in range(40):
+            p.send(Start(f"s{i}", PROMPT * 20))
+        codes = []
+        while (msg := p.recv(1.0)) is not None:
+            codes.append(msg.code if isinstance(msg, Error) else type(msg).__name__)
+        assert codes.count("busy") >= 20, codes
+        assert len(server.service.sessions) <= 40 - codes.count("busy")
+    finally:
+        p.close(), server.stop()
+
+
+def test_end_is_the_one_cancel_path_and_stops_a_running_stream(engine):
+    """Driven as every transport drives it: END taken at arrival drops the queued work and stops the
+    running stream before its next pass; the session is gone."""
+    service = VerifierService(engine)
+    out: list = []
+    service.submit("robot", "robot", Start("s", PROMPT), out.append)
+    service.submit("robot", "robot", Generate("s", 0, len(PROMPT), 200), out.append)
+    service.submit("robot", "robot", DraftRequest("s", 1, len(PROMPT), [7]), out.append)  # queued behind it
+    for _ in range(5):
+        service.run_once()
+    service.submit("robot", "robot", End("s"), out.append)
+    while service.run_once():
+        pass
+    tokens = [m for m in out if isinstance(m, Token)]
+    assert 1 <= len(tokens) <= 5 and not [m for m in out if isinstance(m, (Final, Error))], out
+    assert not service.sessions and not service.busy
