@@ -124,16 +124,21 @@ def test_a_token_computes_alike_in_a_multi_token_pass_and_in_one_token_steps(dty
 
 def test_a_response_past_the_slot_length_is_a_clear_error_and_slots_are_reused():
     target, _ = pair("llama", 0)
-    service = VerifierService(engine(target, "static", slots=1, max_len=12))
+    service = VerifierService(engine(target, "static", slots=1, max_len=12), evictable_after_s=0.0)
     replies = []
+
+    def handle(msg) -> None:
+        service.submit("robot", "robot", msg, replies.append)
+        while service.run_once():
+            pass
     prompt = target.encode("w3 w4 w5")
     n = len(prompt.input_ids)
-    service.handle(Start("a", prompt.input_ids), replies.append)
-    service.handle(DraftRequest("a", 0, n, [5] * (12 - n)), replies.append)
+    handle(Start("a", prompt.input_ids))
+    handle(DraftRequest("a", 0, n, [5] * (12 - n)))
     assert not any(isinstance(r, Error) for r in replies)
-    service.handle(DraftRequest("a", 1, n, [5] * (13 - n)), replies.append)
+    handle(DraftRequest("a", 1, n, [5] * (13 - n)))
     assert isinstance(replies[-1], Error) and "max_cache_len" in replies[-1].text
-    service.handle(Start("a", prompt.input_ids), replies.append)  # restarted: its slot is reused
-    service.handle(Start("b", prompt.input_ids), replies.append)  # the only slot, taken by "a": evicts it
-    assert set(service.sessions) == {"b"} and service.engine.slots.in_use == 1
-    assert sum(isinstance(r, Error) for r in replies) == 1
+    handle(Start("a", prompt.input_ids))  # restarted: its slot is reused
+    handle(Start("b", prompt.input_ids))  # the only slot, held by "a" (idle): "a" is evicted, and told
+    assert set(service.sessions) == {("robot", "b")} and service.engine.slots.in_use == 1
+    assert [r.code for r in replies if isinstance(r, Error)][1:] == ["evicted"]

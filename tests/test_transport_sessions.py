@@ -100,18 +100,22 @@ def test_a_full_cloud_refuses_a_new_session_and_keeps_the_live_ones(engine):
         a.close(), b.close(), server.stop()
 
 
-def test_a_peer_reusing_a_departed_robots_identity_inherits_nothing(engine):
-    """Plaintext: the session is bound to the link that said HELLO (its sender), not to the identity."""
-    server, endpoint = serve(engine)
-    tok = engine.bundle.tokenizer_fingerprint()
-    identity = b"\x006b8b4567"  # what libzmq once gave the first robot on every start
-    robot = Peer(endpoint, identity)
+def one_round_then_leave(robot: Peer, tok: str) -> Peer:
     robot.hello(tok)
     robot.send(Start("s", PROMPT))
     robot.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))
     assert isinstance(robot.until(Final), Final)
     robot.close()
     time.sleep(0.3)
+    return robot
+
+
+def test_a_peer_reusing_a_departed_robots_identity_inherits_nothing(engine):
+    """Plaintext: the session is bound to the link that said HELLO (its sender), not to the identity."""
+    server, endpoint = serve(engine)
+    tok = engine.bundle.tokenizer_fingerprint()
+    identity = b"\x016b8b4567"  # an identity the thief learnt
+    one_round_then_leave(Peer(endpoint, identity), tok)
     thief = Peer(endpoint, identity)
     try:
         thief.send(DraftRequest("s", 1, len(PROMPT) + 1, [8], exit_layers=[]))
@@ -137,13 +141,7 @@ def test_with_curve_sessions_are_bound_to_the_key_that_made_them(engine, tmp_pat
     server, endpoint = serve(engine, server_secret_key=str(server_sec), authorized_clients_dir=str(tmp_path / "clients"))
     tok = engine.bundle.tokenizer_fingerprint()
     identity = b"\x01robot-identity"
-    robot = Peer(endpoint, identity, keys["robot"])
-    robot.hello(tok)
-    robot.send(Start("s", PROMPT))
-    robot.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))
-    assert isinstance(robot.until(Final), Final)
-    robot.close()
-    time.sleep(0.3)
+    robot = one_round_then_leave(Peer(endpoint, identity, keys["robot"]), tok)
     thief = Peer(endpoint, identity, keys["other"])
     try:
         thief.sender = robot.sender  # even the departed link's sender: the key gives it away
@@ -167,43 +165,43 @@ def test_links_choose_random_routing_identities():
             link.close()
 
 
-def test_a_refused_draft_leaves_its_round_number_for_the_corrected_one(engine):
+@pytest.fixture
+def started(engine):
+    """A server and a welcomed peer whose session "s" has been sent its PREFILL."""
+    server, endpoint = serve(engine)
+    p = Peer(endpoint)
+    p.hello(engine.bundle.tokenizer_fingerprint())
+    p.send(Start("s", PROMPT))
+    yield server, p
+    p.close()
+    server.stop()
+
+
+def test_a_refused_draft_leaves_its_round_number_for_the_corrected_one(started):
     """Old behaviour: the refused DRAFT used up round 0, so the corrected round 0 was never answered."""
-    server, endpoint = serve(engine)
-    p = Peer(endpoint)
-    try:
-        p.hello(engine.bundle.tokenizer_fingerprint())
-        p.send(Start("s", PROMPT))
-        p.send(DraftRequest("s", 0, 99, [7], exit_layers=[]))           # a base beyond the committed tokens
-        assert p.until(Error).code == "bad-request"
-        p.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))  # corrected, same round
-        final = p.until(Final)
-        assert final is not None and final.round == 0
-        p.send(DraftRequest("s", 1, len(PROMPT) + 1, [7], assumes=(0, 99, 99), exit_layers=[]))  # a missed pre-draft
-        p.send(DraftRequest("s", 1, len(PROMPT) + final.accepted + 1, [7], exit_layers=[]))
-        again = p.until(Final)
-        assert again is not None and again.round == 1
-    finally:
-        p.close(), server.stop()
+    _, p = started
+    p.send(DraftRequest("s", 0, 99, [7], exit_layers=[]))           # a base beyond the committed tokens
+    assert p.until(Error).code == "bad-request"
+    p.send(DraftRequest("s", 0, len(PROMPT), [7], exit_layers=[]))  # corrected, same round
+    final = p.until(Final)
+    assert final is not None and final.round == 0
+    p.send(DraftRequest("s", 1, len(PROMPT) + 1, [7], assumes=(0, 99, 99), exit_layers=[]))  # a missed pre-draft
+    p.send(DraftRequest("s", 1, len(PROMPT) + final.accepted + 1, [7], exit_layers=[]))
+    again = p.until(Final)
+    assert again is not None and again.round == 1
 
 
-def test_a_repeated_draft_gets_the_same_final_and_is_verified_once(engine):
-    server, endpoint = serve(engine)
-    p = Peer(endpoint)
-    try:
-        p.hello(engine.bundle.tokenizer_fingerprint())
-        p.send(Start("s", PROMPT))
-        draft = DraftRequest("s", 0, len(PROMPT), [7, 8], exit_layers=[])
-        p.send(draft)
-        p.send(draft)                         # while the first is queued: dropped, its FINAL is coming
-        first = p.until(Final)
-        p.send(draft)                         # after: the FINAL again, from memory
-        second = p.until(Final)
-        assert first == second
-        assert p.until(Final, 0.3) is None
-        assert sum(server.scheduler.batches.values()) == 1, server.scheduler.batches
-    finally:
-        p.close(), server.stop()
+def test_a_repeated_draft_gets_the_same_final_and_is_verified_once(started):
+    server, p = started
+    draft = DraftRequest("s", 0, len(PROMPT), [7, 8], exit_layers=[])
+    p.send(draft)
+    p.send(draft)                         # while the first is queued: dropped, its FINAL is coming
+    first = p.until(Final)
+    p.send(draft)                         # after: the FINAL again, from memory
+    second = p.until(Final)
+    assert first == second
+    assert p.until(Final, 0.3) is None
+    assert sum(server.scheduler.batches.values()) == 1, server.scheduler.batches
 
 
 def test_a_peer_with_too_much_queued_work_is_told_busy(engine):
