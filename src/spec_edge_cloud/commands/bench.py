@@ -94,6 +94,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--json", type=Path, default=None)
     g.add_argument("--profile-out", type=Path, default=None, help="a timing profile --target-profile accepts")
 
+    q = sub.add_parser("quantize", help="acceptance lost to a weight-only quantized draft (int8, int4)")
+    q.add_argument("--draft", type=Path, default=Path("models/draft"))
+    q.add_argument("--target", type=Path, default=Path("models/target"))
+    q.add_argument("--exits", type=Path, default=None, help="exit-head directory (default: beside the target)")
+    q.add_argument("--bag", type=Path, default=Path("data/bags/sim_small"), help="prompts: the bag's frames")
+    q.add_argument("--frames", type=int, default=8)
+    q.add_argument("--quantize", default="none,int8,int4", help="comma-separated: none, int8, int4")
+    DecodeConfig.add_arguments(q, only=("gamma", "max_new_tokens"))
+    add_placement_arguments(q)
+    q.add_argument("--json", type=Path, default=None)
+
     p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
     p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
     p.add_argument("--acceptance", type=_floats, default=[0.55, 0.575, 0.6])
@@ -114,7 +125,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.bridge import BridgeError
     try:
-        return {"replay": _replay, "profile": _profile, "gpu": _gpu}[args.bench_command](args)
+        return {"replay": _replay, "profile": _profile, "gpu": _gpu, "quantize": _quantize}[args.bench_command](args)
     except (ValueError, FileNotFoundError, BridgeError) as exc:
         print(f"spec-edge-cloud bench {args.bench_command}: error: {exc}", file=sys.stderr)
         return 2
@@ -139,6 +150,22 @@ def _gpu(args: argparse.Namespace) -> int:
     gpu.write(result, args.json, args.profile_out, name)
     print(gpu.summary(result))
     return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from ..bench.quantized import quantization_acceptance
+    from ..modeling.quantize import QUANTIZATIONS
+
+    modes = [m.strip() for m in args.quantize.split(",") if m.strip()]
+    if not modes or set(modes) - set(QUANTIZATIONS):
+        raise ValueError(f"--quantize {args.quantize!r}: choose from {', '.join(QUANTIZATIONS)}")
+    print(f"{args.draft} against {args.target}, {args.frames} frames of {args.bag}:", flush=True)
+    result = quantization_acceptance(args.draft, args.target, args.exits, args.bag, args.frames, modes,
+                                     placement_from_args(args), args.gamma, args.max_new_tokens)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0 if not any(m["lossless_mismatches"] for m in result["modes"].values()) else 1
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

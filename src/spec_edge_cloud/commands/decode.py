@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-profile", default=None, help="timing profile for the in-process target (emulated)")
     p.add_argument("--draft-profile", default=None, help="timing profile for the draft (emulated)")
     add_placement_arguments(p)  # the draft's and the in-process target's
+    p.add_argument("--quantize", choices=["none", "int8", "int4"], default="none",
+                   help="weight-only quantization of the draft (torchao)")
     p.add_argument("--json", action="store_true", help="print one JSON object: tokens, text, metrics")
 
 
@@ -49,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         config = DecodeConfig.from_args(args)
         placement = placement_from_args(args)
         draft = load_bundle(args.draft, placement)
+        if args.quantize != "none":
+            from ..modeling.quantize import quantize_weights
+            quantize_weights(draft.model, args.quantize)
         image = load_image(args.image) if args.image else None
         prompt = draft.encode(args.prompt, image)
         draft_pacer = Pacer(TimingProfile.load(args.draft_profile)) if args.draft_profile else None
