@@ -52,11 +52,11 @@ def test_jpeg_roundtrip_gives_both_sides_the_same_pixels():
     image = random_image(3)
     pixels = protocol.jpeg_roundtrip(image, quality=80)
     assert pixels.shape == image.shape and not np.array_equal(pixels, image)  # JPEG is lossy
-    got = protocol.unpack(protocol.pack(Start("s", [1], pixels), 0, SENDER)).msg.image
+    got = protocol.decode_jpeg(protocol.unpack(protocol.pack(Start("s", [1], pixels), 0, SENDER)).msg.image)
     assert np.array_equal(got, pixels), "the cloud must decode exactly what the robot drafted on"
     smooth = np.zeros((64, 96, 3), np.uint8)
     smooth[..., 0] = np.linspace(0, 255, 96, dtype=np.uint8)   # red ramp: channel order must survive
-    fresh = protocol.unpack(protocol.pack(Start("s", [1], smooth), 0, SENDER)).msg.image
+    fresh = protocol.decode_jpeg(protocol.unpack(protocol.pack(Start("s", [1], smooth), 0, SENDER)).msg.image)
     assert fresh.shape == smooth.shape and np.abs(fresh.astype(int) - smooth).mean() < 3
 
 

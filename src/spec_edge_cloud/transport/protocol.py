@@ -36,7 +36,9 @@ probabilities, so sampling is no longer exactly the target's distribution) bytes
 JPEG (opencv). JPEG is lossy: for the draft and the target to see the same pixels, the robot runs
 its draft on `jpeg_roundtrip(image)`; the encoder remembers the JPEG bytes of every image it decoded
 that way and sends exactly those bytes, so the cloud decodes the very pixels the robot drafted on
-(same opencv/libjpeg build on both sides).
+(same opencv/libjpeg build on both sides). A decoded PREFILL holds the JPEG bytes, their headers
+checked (`check_jpeg`: size, pixels, scans); the receiver decodes the pixels (`decode_jpeg`) where
+and when it chooses.
 
 Each kind's body has a wire type below (a msgspec Struct): msgspec checks every type, range and
 length in C while it decodes (a few microseconds a frame, against tens for the same checks in
@@ -67,6 +69,8 @@ from ..decoding.messages import (Cancel, DraftRequest, Early, End, Error, Final,
 VERSION = 1
 MAX_FRAME_BYTES = 8 << 20        # default limit on one frame (a JPEG and a draft's distributions fit)
 MAX_IMAGE_SIDE = 4096            # pixels; checked in the JPEG header before anything is decoded
+MAX_IMAGE_PIXELS = 1 << 22       # width x height (2048 x 2048); a receiver may allow fewer
+MAX_JPEG_SCANS = 32              # a progressive JPEG has ~10; each scan is a pass over every pixel
 MAX_LIST = 1 << 16               # longest list of ids in any field
 MAX_TENSOR_ELEMENTS = 1 << 24
 SENDER_BYTES = 8
@@ -224,43 +228,64 @@ def jpeg_roundtrip(image: np.ndarray, quality: int = 90) -> np.ndarray:
     return pixels
 
 
-def jpeg_size(data: bytes) -> tuple[int, int]:
-    """(height, width) from a JPEG's frame header, read before decoding (no decompression bombs)."""
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # the next marker after entropy-coded data
+
+
+def check_jpeg(data: bytes) -> tuple[int, int]:
+    """(height, width) of a JPEG, read from its headers before anything is decoded; ProtocolError if
+    decoding it could cost more than a camera frame does: a side beyond MAX_IMAGE_SIDE, more than
+    MAX_IMAGE_PIXELS pixels, or more than MAX_JPEG_SCANS scans (a progressive image whose scans
+    repeat makes a small file that takes a decoder minutes)."""
     if data[:2] != b"\xff\xd8":
         raise ProtocolError("bad-message", "image is not a JPEG (no SOI marker)")
-    i = 2
-    while i + 4 <= len(data):
-        if data[i] != 0xFF:
-            break
+    size, scans, i, n = None, 0, 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:
             i += 1
             continue
+        if marker == 0xD9:  # EOI
+            break
         if marker == 0x01 or 0xD0 <= marker <= 0xD8:
             i += 2
             continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= len(data):
-            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    raise ProtocolError("bad-message", "JPEG without a readable frame header")
+        end = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and size is None and i + 9 <= n:
+            size = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        if marker == 0xDA:
+            scans += 1
+            if scans > MAX_JPEG_SCANS:
+                raise ProtocolError("bad-message", f"JPEG with more than {MAX_JPEG_SCANS} scans")
+            m = _MARKER.search(data, end)
+            end = m.start() if m else n
+        i = end
+    if size is None:
+        raise ProtocolError("bad-message", "JPEG without a readable frame header")
+    h, w = size
+    if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE) or h * w > MAX_IMAGE_PIXELS:
+        raise ProtocolError("bad-message", f"image of {w}x{h} pixels: each side must be 1..{MAX_IMAGE_SIDE}, "
+                                           f"at most {MAX_IMAGE_PIXELS} pixels in all")
+    return h, w
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
+    """RGB pixels of a JPEG that passes `check_jpeg`. The cloud runs this off its serving thread."""
     import cv2
-    h, w = jpeg_size(data)
-    if not (1 <= h <= MAX_IMAGE_SIDE and 1 <= w <= MAX_IMAGE_SIDE):
-        raise ProtocolError("bad-message", f"image of {w}x{h} pixels: each side must be 1..{MAX_IMAGE_SIDE}")
+    h, w = check_jpeg(data)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.shape[:2] != (h, w):
         raise ProtocolError("bad-message", "JPEG data could not be decoded")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _decode_image(v: bytes, where) -> np.ndarray:
+def _check_image(v: bytes, where) -> bytes:
+    """Images stay JPEG bytes when a frame is decoded (the headers checked): decoding the pixels is
+    the receiver's choice of where and when."""
     try:
-        return decode_jpeg(v)
+        check_jpeg(v)
     except ProtocolError as exc:
         raise where(str(exc)) from None
+    return v
 
 
 # the schema: one wire type per kind, its fields named and ordered as the message's -------------------
@@ -297,7 +322,7 @@ class WelcomeWire(Struct, kw_only=True):
 class PrefillWire(Struct, kw_only=True):
     session: Session
     input_ids: Ids
-    image: bytes | None = None                               # JPEG (`_decode_image`)
+    image: bytes | None = None                               # JPEG (`_check_image`)
     temperature: Annotated[float, Meta(ge=0.0, le=1e3)]
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
@@ -372,7 +397,7 @@ SCHEMA: dict[str, tuple[type, type[Struct]]] = {
 }
 KIND_OF = {cls: kind for kind, (cls, _) in SCHEMA.items()}
 ROBOT_TO_CLOUD = frozenset({"HELLO", "PREFILL", "DRAFT", "GENERATE", "CANCEL", "END", "PING"})
-_FINISH = {"session": _session, "image": _decode_image, "probs": _decode_tensor}  # checks after msgspec's
+_FINISH = {"session": _session, "image": _check_image, "probs": _decode_tensor}  # checks after msgspec's
 
 for _kind, (_cls, _wire) in SCHEMA.items():  # the wire type names every field of its class, in order, and no other
     assert _wire.__struct_fields__ == tuple(f.name for f in fields(_cls)), _kind

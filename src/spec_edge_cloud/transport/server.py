@@ -7,6 +7,12 @@ pass by the layer hook that computed it, while the pass goes on. The same thread
   itself;
 - runs the service (`VerifierService`, the one session layer) a turn at a time, fairly across
   peers: the rounds of up to `max_batch` peers that are ready together share one batched pass;
+- hands images to a small pool of decoder threads (`image_workers`) and waits for none of them: a
+  peer's messages after a PREFILL with an image wait (for that peer only) until its pixels are in,
+  one image at a time per peer (its image memory: one decoded frame), an image that takes longer
+  than `image_decode_timeout_s` is answered with an ERROR; the JPEG headers were checked before
+  (`protocol.check_jpeg`: at most `max_image_pixels` pixels and a bounded number of scans), so an
+  image bomb costs its sender, not the fleet;
 - services the socket between decoder layers during a pass (a forward hook, at most every
   `io_interval_s`), so HELLOs, heartbeats and pre-drafts are taken in while a long pass runs.
 
@@ -30,7 +36,9 @@ import math
 import os
 import threading
 import time
-from dataclasses import dataclass, fields
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from typing import Hashable
 
 import zmq
@@ -62,6 +70,9 @@ class ServerConfig:
     max_queued_per_client: int = 16      # requests of one peer waiting for their turn; more are refused `busy`
     evictable_after_s: float = 10.0      # a full server may evict a session idle this long (never a live one)
     handshakes_per_s: float = 50.0       # HELLOs answered per second at most, all peers together (burst: as many)
+    max_image_pixels: int = 1 << 21      # width x height of a PREFILL's image (checked in its JPEG header)
+    image_workers: int = 2               # threads decoding images, off the serving thread
+    image_decode_timeout_s: float = 2.0  # an image not decoded by then is refused (ERROR to its sender)
     max_batch: int = 8                   # robots' passes verified together in one forward pass (1: none)
     max_frame_bytes: int = protocol.MAX_FRAME_BYTES
     max_draft_tokens: int = 32
@@ -89,6 +100,8 @@ class ServerConfig:
 _RANGES = {"idle_timeout_s": (1.0, None), "max_sessions": (1, None), "max_sessions_per_client": (1, None),
            "max_connections_per_client": (1, None), "max_queued_per_client": (1, None),
            "evictable_after_s": (0.0, None), "handshakes_per_s": (0.1, None),
+           "max_image_pixels": (1, protocol.MAX_IMAGE_PIXELS), "image_workers": (1, 64),
+           "image_decode_timeout_s": (0.01, 60.0),
            "max_batch": (1, 1024), "max_frame_bytes": (4096, 1 << 30), "max_draft_tokens": (1, 4096),
            "max_session_tokens": (2, None), "max_new_tokens": (1, None), "reorder_wait_s": (0.0, 10.0),
            "io_interval_s": (0.0, 1.0)}
@@ -125,10 +138,19 @@ class _Peer:
     out_seq: int = 0
     name: str = ""
     group: Hashable = None
+    decoding: "_Decoding | None" = None   # its image being decoded; its later messages wait in `held`
+    held: deque = field(default_factory=deque)
 
     def __post_init__(self) -> None:
         if self.group is None:
             self.group = self.key if self.key is not None else self
+
+
+@dataclass
+class _Decoding:
+    future: Future
+    msg: Start
+    deadline: float
 
 
 class _Bucket:
@@ -208,6 +230,8 @@ class VerifierServer:
         self.scheduler = self.service.scheduler
         self.limits = Limits(engine, config)
         self._handshakes = _Bucket(config.handshakes_per_s)
+        self._images = ThreadPoolExecutor(config.image_workers, thread_name_prefix="image-decoder")
+        self._decoding: set[bytes] = set()  # peers with an image in the pool
         self.sender = os.urandom(protocol.SENDER_BYTES)
         bundle = engine.bundle
         pacer = engine.pacer
@@ -254,6 +278,7 @@ class VerifierServer:
         self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
+        self._images.shutdown(wait=False, cancel_futures=True)
         self._ctx.term()
 
     def _log_limits(self) -> None:
@@ -284,6 +309,8 @@ class VerifierServer:
         next_chores = time.monotonic() + 1.0
         while not self._stop.is_set():
             self._pump(0 if self.service.busy else self._poll_timeout_ms())
+            if self._decoding:
+                self._images_in()
             self.service.run_once()
             now = time.monotonic()
             if now >= next_chores:
@@ -323,6 +350,8 @@ class VerifierServer:
             self._pump(0)
 
     def _poll_timeout_ms(self) -> int:
+        if self._decoding:
+            return 1
         deadlines = [d for st in self._peers.values() if (d := st.order.deadline()) is not None]
         if not deadlines:
             return 200
@@ -411,7 +440,56 @@ class VerifierServer:
             self.limits.check(msg)
         except ProtocolError as exc:
             return self._error(peer, st, exc.code, str(exc), msg.session)
+        self._to_service(peer, st, msg)
+
+    def _to_service(self, peer: bytes, st: _Peer, msg: object) -> None:
+        """Submit to the service, in this peer's order: a PREFILL's image is decoded in the pool first,
+        and the peer's later messages wait for it."""
+        if st.decoding is not None:
+            if len(st.held) >= self.config.max_queued_per_client:
+                return self._error(peer, st, "busy", "too many requests wait behind an image", msg.session)
+            return st.held.append(msg)
+        image = getattr(msg, "image", None)
+        if isinstance(image, bytes):
+            h, w = protocol.check_jpeg(image)
+            if h * w > self.config.max_image_pixels:
+                return self._error(peer, st, "bad-request", f"image of {w}x{h} pixels: this cloud takes at "
+                                   f"most {self.config.max_image_pixels}", msg.session)
+            st.decoding = _Decoding(self._images.submit(protocol.decode_jpeg, image), msg,
+                                    time.monotonic() + self.config.image_decode_timeout_s)
+            self._decoding.add(peer)
+            return
         self.service.submit(st, st.group, msg, self._replier(peer, st))
+
+    def _images_in(self) -> None:
+        """Peers whose image is decoded (or refused, or late): their PREFILL and what waited behind it go on."""
+        now = time.monotonic()
+        for peer in list(self._decoding):
+            st = self._peers.get(peer)
+            d = st.decoding if st is not None else None
+            if d is None:
+                self._decoding.discard(peer)
+                continue
+            if d.future.done():
+                try:
+                    d.msg.image = d.future.result()
+                except ProtocolError as exc:
+                    self._error(peer, st, exc.code, str(exc), d.msg.session)
+                    d.msg = None
+            elif now > d.deadline:
+                d.future.cancel()
+                self._error(peer, st, "bad-request", f"the image took longer than {self.config.image_decode_timeout_s:g}"
+                            " s to decode", d.msg.session)
+                d.msg = None
+            else:
+                continue
+            st.decoding = None
+            self._decoding.discard(peer)
+            if d.msg is not None:
+                self.service.submit(st, st.group, d.msg, self._replier(peer, st))
+            held, st.held = st.held, deque()
+            for msg in held:
+                self._to_service(peer, st, msg)
 
     def _hello(self, peer: bytes, st: _Peer, hello: Hello) -> None:
         w = self.welcome
