@@ -62,9 +62,10 @@ class LinkOptions:
     draft_model: str = ""           # this robot's draft fingerprint, for the cloud's logs
     name: str = field(default_factory=socket.gethostname)
     heartbeat_s: float = 0.5
-    dead_after_s: float = 2.0
+    dead_after_s: float = 6.0       # silence (no reply, no heartbeat answer) after which the cloud is gone
     reconnect_s: float = 1.0
-    retry_s: float = 1.0
+    retry_s: float = 1.0            # the retransmission timer until rounds have been timed, and its ceiling
+    min_retry_s: float = 0.05       # its floor
     handshake_timeout_s: float = 5.0
     # from shortly before a verdict is due (the recent round time after its DRAFT) until it comes,
     # wake this often (0: sleep through). A core idle for milliseconds drops into a deep sleep (on
@@ -154,6 +155,8 @@ class ZmqLink:
         self._pending: dict[str, _Pending] = {}
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
+        self._samples: deque = deque(maxlen=64)   # round trips (DRAFT to FINAL) of rounds sent once
+        self._resent: set[tuple[str, int]] = set()  # rounds re-sent: their round trips are not timed
         self._last_ping = 0.0
         self._tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
         self._chores_at = 0.0
@@ -337,12 +340,23 @@ class ZmqLink:
             for key in [k for k in self._timings if k[0] == session]:
                 del self._timings[key]
 
+    def retry_after(self) -> float:
+        """The retransmission timer, from the measured round trips: 1.25 x their 90th percentile
+        (a round-trip time that jitter and batching rarely exceed), within [min_retry_s, retry_s];
+        retry_s until 8 rounds have been timed. Only rounds sent once are timed (Karn's rule)."""
+        opt = self.options
+        if len(self._samples) < 8:
+            return opt.retry_s
+        p90 = sorted(self._samples)[int(0.9 * (len(self._samples) - 1))]
+        return min(opt.retry_s, max(opt.min_retry_s, 1.25 * p90))
+
     def _retry(self, now: float) -> None:
-        wait = max(self.options.retry_s, 2 * self._round_s if self._round_s else 0.0)
-        for p in self._pending.values():
+        wait = self.retry_after()
+        for session, p in self._pending.items():
             if p.drafts and now - p.heard > wait:
-                for body in p.drafts.values():
+                for rnd, body in p.drafts.items():
                     self._send_frame("DRAFT", body)
+                    self._resent.add((session, rnd))
                 p.heard = now
                 self.stats.retries += 1
 
@@ -401,7 +415,7 @@ class ZmqLink:
             self._go_down("the cloud forgot this robot (restarted?)")
             return True
         p = self._pending.get(err.session)
-        if err.code == "unknown-session" and p is not None and p.start is not None and p.restarts < 3:
+        if err.code == "unknown-session" and p is not None and p.start is not None and p.restarts < 8:
             p.restarts += 1  # its PREFILL was lost: send it again, then the drafts waiting on it
             self.stats.restarts += 1
             self._send_frame("PREFILL", p.start)
@@ -435,6 +449,10 @@ class ZmqLink:
         t.rows = msg.rows or 1
         self.stats.rounds.append(t)
         elapsed = arrival - t.sent
+        if (msg.session, msg.round) in self._resent:
+            self._resent.discard((msg.session, msg.round))
+        else:
+            self._samples.append(elapsed)
         self._round_s = elapsed if self._round_s is None else 0.8 * self._round_s + 0.2 * elapsed
         del self._timings[(msg.session, msg.round)]
 
