@@ -236,3 +236,29 @@ def test_end_is_the_one_cancel_path_and_stops_a_running_stream(engine):
     tokens = [m for m in out if isinstance(m, Token)]
     assert 1 <= len(tokens) <= 5 and not [m for m in out if isinstance(m, (Final, Error))], out
     assert not service.sessions and not service.busy
+
+
+def test_sessions_that_never_had_a_round_make_room_soon(engine):
+    """A PREFILL flood fills the cloud with sessions that never draft: after UNPROVEN_S they give way
+    to a robot that does (the flood benchmark's case), while sessions with rounds keep their place."""
+    server, endpoint = serve(engine, max_sessions=2, evictable_after_s=30.0)
+    tok = engine.bundle.tokenizer_fingerprint()
+    flood, good = Peer(endpoint), Peer(endpoint)
+    try:
+        flood.hello(tok)
+        good.hello(tok)
+        flood.send(Start("f1", PROMPT))
+        flood.send(Start("f2", PROMPT))
+        time.sleep(0.3)
+        good.send(Start("g", PROMPT))
+        assert good.until(Error).code == "busy"        # too soon: they might still draft
+        time.sleep(1.0)
+        good.send(Start("g", PROMPT))
+        good.send(DraftRequest("g", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(good.until(Final), Final)
+        assert flood.until(Error).code == "evicted"
+        flood.send(Start("f3", PROMPT))                   # the good robot's session has had a round
+        assert flood.until(Error).code in ("busy", "evicted")
+        assert flood.until(Final, 0.3) is None and any(sid == "g" for _, sid in server.service.sessions)
+    finally:
+        flood.close(), good.close(), server.stop()

@@ -14,8 +14,9 @@ arrival order and calls `run_once()` while `busy`; `reply` puts a message on the
   for a bad base or a pre-draft whose assumption failed leaves it free for the corrected one); a
   DRAFT repeated for a verified round gets that round's FINAL again, never a second verification.
 - Admission: at most `max_sessions` sessions, `max_sessions_per_group` per group. A full cloud
-  evicts a session idle for `evictable_after_s` (with an ERROR to its owner) or refuses the new one
-  with ERROR `busy`; it never takes a live session from a robot. A group with `max_queued_per_group`
+  evicts a session idle for `evictable_after_s` (with an ERROR to its owner; a session that never had
+  a round after its PREFILL is idle after `UNPROVEN_S`: a robot drafts at once, a PREFILL flood does
+  not) or refuses the new one with ERROR `busy`; it never takes a live session from a robot. A group with `max_queued_per_group`
   messages waiting is answered `busy` until its queue drains.
 - Cancelling (END, CANCEL, an evicted or departed owner) goes one way, `cancel`: the session is
   forgotten, its queued work dropped and its running stream stopped before its next pass.
@@ -39,6 +40,7 @@ from .verify import dense
 log = logging.getLogger(__name__)
 Reply = Callable[[object], None]
 Key = tuple[Hashable, str]  # (owner, the robot's session id)
+UNPROVEN_S = 1.0  # a session that has had no round after its PREFILL is idle after this long (a robot drafts at once)
 
 
 @dataclass
@@ -82,6 +84,8 @@ class VerifierService:
             s = self.sessions.get((owner, sid))
             if same in self._queued_drafts or (s is not None and self._repeat(s, msg.round, reply)):
                 return  # a repeat: its FINAL is on the way, or sent again now
+            if s is not None:
+                s.touched = time.monotonic()  # a session with a round waiting is not idle
             self._queued_drafts.add(same)
         if self.scheduler.queued(group) >= self.max_queued_per_group:
             return reply(Error("busy", f"{self.max_queued_per_group} requests of this robot are already "
@@ -172,9 +176,13 @@ class VerifierService:
                         f"{self.max_sessions_per_group} per robot)")
         if len(self.sessions) < self.max_sessions:
             return True
-        idle = min(self.sessions, key=lambda k: self.sessions[k].touched)
-        if now - self.sessions[idle].touched >= self.evictable_after_s:
-            self._evict(idle, f"evicted after {now - self.sessions[idle].touched:.0f} s idle: the cloud is full")
+        unproven = min(UNPROVEN_S, self.evictable_after_s)
+        waiting = {d[:2] for d in self._queued_drafts}  # (owner, session) with a round queued: live
+        idle = [k for k, s in self.sessions.items() if k not in waiting and
+                now - s.touched >= (self.evictable_after_s if s.last_round >= 0 else unproven)]
+        if idle:
+            key = min(idle, key=lambda k: self.sessions[k].touched)
+            self._evict(key, f"evicted after {now - self.sessions[key].touched:.1f} s idle: the cloud is full")
             return True
         reply(Error("busy", f"the cloud serves its limit of {self.max_sessions} sessions, all active: "
                             "try again later", sid))
