@@ -10,5 +10,7 @@ setup:
 demo: setup
 	.venv/bin/spec-edge-cloud demo $(ARGS)
 
+# The test set-up adds the ROS 2 launch wheels of ../shared/wheels where they exist (never setup.sh).
 test: setup
+	./scripts/launch-wheels.sh
 	.venv/bin/python -m pytest -q tests $(ARGS)
