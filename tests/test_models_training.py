@@ -115,13 +115,13 @@ def test_closed_loop_runner_moves_only_on_parsed_answers():
         seed = sim_eval.heldout_seeds(1, 0)[0]
         episode.start(world, seed)
         start = world.pose()
-        outcome, answers, unparsed = sim_eval.run_planner(world, camera, lambda img, text: "red ball ahead . walk 9.5 .",
+        outcome, answers, unparsed = sim_eval.run_planner(world, camera, lambda img, text: sim_eval.Answer.instant("red ball ahead . walk 9.5 ."),
                                                           timeout_s=1.5)
         assert outcome.reason == "timeout" and answers == len(unparsed) >= 2
         assert np.hypot(world.pose()[0] - start[0], world.pose()[1] - start[1]) < 0.1
         episode.start(world, seed)
         outcome, answers, unparsed = sim_eval.run_planner(
-            world, camera, lambda img, text: expert.answer(world, camera), timeout_s=40)
+            world, camera, lambda img, text: sim_eval.Answer.instant(expert.answer(world, camera)), timeout_s=40)
         assert outcome.success and answers >= 1 and not unparsed
     finally:
         camera.close()

@@ -22,11 +22,20 @@ Tick = Callable[[Go2World], None]
 
 
 def execute(world: Go2World, actions: Sequence[Action], judge: Judge, on_tick: Tick | None = None,
-            budget_s: float | None = None) -> Outcome | None:
+            budget_s: float | None = None, ready_s: Sequence[float] | None = None) -> Outcome | None:
     """Drive the actions open-loop until they are done, the episode ends (its Outcome is returned)
-    or `budget_s` of sim time has passed (then the robot keeps its current command)."""
-    deadline = world.time + budget_s if budget_s is not None else float("inf")
-    for action in actions:
+    or `budget_s` of sim time has passed (then the robot keeps its current command).
+
+    `ready_s[i]`: sim seconds after the call at which action i exists (it was still being decoded
+    before); the robot stands until then, as the robot's command node holds still between a new
+    response's start and its first complete action. None: every action is there at once."""
+    start = world.time
+    deadline = start + budget_s if budget_s is not None else float("inf")
+    for i, action in enumerate(actions):
+        if ready_s is not None and world.time < start + ready_s[i]:
+            outcome = _hold(world, judge, on_tick, min(start + ready_s[i], deadline))
+            if outcome is not None or world.time >= deadline:
+                return outcome
         for segment in action_segments(action):
             if segment.duration <= 0.0:
                 world.stop()
@@ -38,9 +47,13 @@ def execute(world: Go2World, actions: Sequence[Action], judge: Judge, on_tick: T
                     return outcome
                 if world.time >= deadline:
                     return None
+    return _hold(world, judge, on_tick, min(world.time + SETTLE_S, deadline))
+
+
+def _hold(world: Go2World, judge: Judge, on_tick: Tick | None, until: float) -> Outcome | None:
+    """Stand still until sim time `until`, or until the episode ends (its Outcome)."""
     world.stop()
-    end = min(world.time + SETTLE_S, deadline)
-    while world.time < end:
+    while world.time < until:
         outcome = _tick(world, judge, on_tick)
         if outcome is not None:
             return outcome

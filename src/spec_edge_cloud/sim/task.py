@@ -1,11 +1,13 @@
 """Go-to-object episodes: how one is judged.
 
 Success: the trunk centre comes within REACH_RADIUS of the goal's centre. Failure: the robot
-falls, touches anything but the floor and the goal (a wall, another object), or runs out of time.
+falls, touches anything but the floor and the goal (a wall, another object), or runs out of time
+(and, in a model's closed loop, training/sim_eval.py: the model ends the task away from the goal).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from spec_edge_cloud.sim.world import Go2World
@@ -17,7 +19,7 @@ DEFAULT_TIMEOUT_S = 60.0
 @dataclass(frozen=True)
 class Outcome:
     success: bool
-    reason: str          # "reached", "fell", "collision", "timeout"
+    reason: str          # "reached", "fell", "collision", "timeout", "stopped" (ended by the model)
     distance: float      # m, trunk centre to goal centre when the episode ended
     time: float          # s of sim time since the episode started
     touched: tuple[str, ...] = ()
@@ -54,3 +56,14 @@ class Judge:
         if elapsed >= self.timeout_s:
             return Outcome(False, "timeout", distance, elapsed)
         return None
+
+
+def success_interval(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a success rate (95% by default): honest at 0 or n successes and
+    with the few episodes a closed-loop run affords, where the normal approximation is not."""
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    p = successes / episodes
+    centre = (p + z * z / (2 * episodes)) / (1 + z * z / episodes)
+    half = z * math.sqrt(p * (1 - p) / episodes + z * z / (4 * episodes * episodes)) / (1 + z * z / episodes)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)

@@ -51,7 +51,8 @@ def collect(planner: Planner, layout_seeds: list[int], every_s: float = 1.0, max
                 if views.keep(view):
                     mine.append(Example(camera.render(w.data), text, expert.answer(w, camera, view)))
 
-            outcome, _, _ = run_planner(world, camera, planner, timeout_s=timeout_s, on_tick=record)
+            outcome, _, _ = run_planner(world, camera, planner, timeout_s=timeout_s, on_tick=record,
+                                        reached_confirmations=None)  # keep collecting views after a false "reached"
             outcomes.append(outcome.success)
             examples += mine
     finally:
