@@ -52,7 +52,7 @@ def test_decode_as_a_real_command_prints_text(model_dirs):
 @pytest.mark.parametrize("args,message", [
     (["--prompt", "   "], "empty prompt"),
     (["--prompt", " ".join(["w1"] * 600)], "does not fit the context"),
-    (["--prompt", "w1", "--gamma", "0"], "gamma must be positive"),
+    (["--prompt", "w1", "--gamma", "0"], "gamma must be in [1, inf]"),
     (["--prompt", "w1", "--draft", "/nonexistent/model"], "not found"),
     (["--prompt", "w1", "--mode", "cloud", "--target", "{other_vocab}"], "tokenizers differ"),
 ])
@@ -132,8 +132,9 @@ def test_decode_flags_are_derived_from_decode_config():
 @pytest.mark.parametrize("kwargs,message", [
     ({"exit_threshold": 1.5}, "exit_threshold must be in"),
     ({"draft_min_confidence": -0.1}, "draft_min_confidence must be in"),
-    ({"deadline_s": 0}, "deadline_s must be positive"),
-    ({"max_new_tokens": 0}, "max_new_tokens must be positive"),
+    ({"deadline_s": 0}, "deadline_s must be in"),
+    ({"max_new_tokens": 0}, "max_new_tokens must be in"),
+    ({"draft_top_p": 0.0}, "draft_top_p must be above 0"),
 ])
 def test_config_validates_each_setting(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -1,7 +1,8 @@
 """The camera node in its own processes over real DDS, one per source: a rosbag2 (MCAP written with
 rosbags), a video file (OpenCV), a ROS image topic (bgr8 in, rgb8 out) and the Go2 front camera (a
 stand-in video service on loopback DDS answering with a JPEG). Each publishes resized rgb8 images
-and JPEGs, stamped at capture."""
+and JPEGs with a CameraInfo beside each image, stamped at capture, under the namespace it is
+given (topic names are relative)."""
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 import cv2  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from spec_edge_cloud.ros import images  # noqa: E402
 from processes import stop  # noqa: E402
@@ -48,9 +49,11 @@ def write_video(path: Path) -> None:
     w.release()
 
 
-def camera(topic: str, **params) -> subprocess.Popen:
-    args = [sys.executable, "-m", "spec_edge_cloud.ros.camera_node", "--ros-args", "-p", f"output_topic:={topic}",
+def camera(namespace: str, *remaps: str, **params) -> subprocess.Popen:
+    args = [sys.executable, "-m", "spec_edge_cloud.ros.camera_node", "--ros-args", "-r", f"__ns:={namespace}",
             "-p", "rate_hz:=10.0"]
+    for r in remaps:
+        args += ["-r", r]
     for k, v in params.items():
         args += ["-p", f"{k}:={v}"]
     return subprocess.Popen(args)
@@ -75,16 +78,19 @@ def run(tmp_path_factory):
     assert standin.stdout.readline().strip() == "ready"
     procs = [camera("/t/bag", source="bag", bag_path=str(tmp / "bag"), bag_topic="/cam", width=32, height=24),
              camera("/t/video", source="opencv", device=str(tmp / "clip.avi"), width=32, height=24),
-             camera("/t/topic", source="topic", input_topic="/t/in", width=40, height=30),
-             camera("/t/go2", source="go2", go2_interface="lo", go2_domain_id=go2_domain, width=0, height=0)]
+             camera("/t/topic", "image:=/t/in", source="topic", width=40, height=30),
+             camera("/t/go2", source="go2", go2_interface="lo", go2_domain_id=go2_domain, width=0, height=0,
+                    horizontal_fov_deg=90.0)]
     rclpy.init()
     node = rclpy.create_node("camera_test")
-    got = {s: {"raw": [], "jpeg": []} for s in SOURCES}
+    got = {s: {"raw": [], "jpeg": [], "info": []} for s in SOURCES}
     for s in SOURCES:
-        node.create_subscription(Image, f"/t/{s}", lambda m, s=s: got[s]["raw"].append((time.time(), m)),
-                                 qos_profile_sensor_data)
-        node.create_subscription(CompressedImage, f"/t/{s}/compressed",
+        node.create_subscription(Image, f"/t/{s}/camera/image_raw",
+                                 lambda m, s=s: got[s]["raw"].append((time.time(), m)), qos_profile_sensor_data)
+        node.create_subscription(CompressedImage, f"/t/{s}/camera/image_raw/compressed",
                                  lambda m, s=s: got[s]["jpeg"].append(m), qos_profile_sensor_data)
+        node.create_subscription(CameraInfo, f"/t/{s}/camera/camera_info",
+                                 lambda m, s=s: got[s]["info"].append(m), qos_profile_sensor_data)
     src = node.create_publisher(Image, "/t/in", qos_profile_sensor_data)
     sent = []
     try:
@@ -147,12 +153,32 @@ def test_go2_jpeg_is_published_unchanged_and_decoded(run):
     assert (m.width, m.height) == (80, 60) and close_to(images.rgb_from_image(m), (250, 200, 0))
 
 
-def test_bad_parameters_fail_with_a_clear_message(tmp_path):
+def test_each_image_has_its_camera_info_in_the_one_camera_frame(run):
+    got, _, _ = run
+    for s in SOURCES:
+        stamps = {images.seconds(i.header.stamp): i for i in got[s]["info"]}
+        pairs = [(m, stamps[images.seconds(m.header.stamp)]) for _, m in got[s]["raw"]
+                 if images.seconds(m.header.stamp) in stamps]
+        assert len(pairs) >= len(got[s]["raw"]) // 2, f"{s}: images without their CameraInfo (best effort QoS)"
+        for m, info in pairs:
+            assert (info.width, info.height) == (m.width, m.height)
+            assert m.header.frame_id == info.header.frame_id == images.CAMERA_FRAME
+    calibrated, uncalibrated = got["go2"]["info"][0], got["bag"]["info"][0]
+    assert calibrated.k[0] == pytest.approx(40.0) and calibrated.k[2] == pytest.approx(39.5)   # 80 px, 90 deg
+    assert not any(uncalibrated.k)   # no field of view given: uncalibrated, as CameraInfo defines it
+
+
+def test_bad_parameters_end_the_node_with_one_fatal_line_and_code_2(tmp_path):
     for params, message in ((["-p", "source:=webcam"], "parameter source must be one of"),
+                            (["-p", "rate_hz:=0.0"], "rate_hz"),
+                            (["-p", "width:=wide"], "width"),
                             (["-p", "source:=bag", "-p", f"bag_path:={tmp_path / 'none'}"], "not found")):
         p = subprocess.run([sys.executable, "-m", "spec_edge_cloud.ros.camera_node", "--ros-args", *params],
                            capture_output=True, text=True, timeout=60)
-        assert p.returncode != 0 and message in p.stderr, p.stderr[-500:]
+        out = p.stdout + p.stderr
+        fatal = [x for x in out.splitlines() if "[FATAL]" in x]
+        assert p.returncode == 2 and len(fatal) == 1 and message in fatal[0], out[-800:]
+        assert "Traceback" not in out, out[-800:]
 
 
 def test_image_conversions_refuse_bad_input():

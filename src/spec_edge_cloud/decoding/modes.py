@@ -14,47 +14,51 @@ MODES = ("edge", "cloud", "spec", "spec-ee", "spec-ee-pre", "adaptive")
 GREEDY_LOSSLESS = ("cloud", "spec", "spec-ee", "spec-ee-pre", "adaptive")  # equal the target alone
 
 
-def _setting(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+def setting(default: Any, help: str, range: tuple[float | None, float | None] | None = None) -> Any:
+    """A config field with its help text and, for a number, its inclusive range (None: open end):
+    `check_ranges` validates it, and the ROS parameter declared from the field carries it."""
+    return field(default=default, metadata={"help": help, "range": range})
+
+
+def check_ranges(config: Any) -> None:
+    """ValueError naming the first field of the dataclass `config` outside its `range`."""
+    for f in fields(config):
+        if f.metadata.get("range") is None:
+            continue
+        low, high = f.metadata["range"]
+        value = getattr(config, f.name)
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+            raise ValueError(f"{f.name} must be in {bounds}, got {value!r}")
 
 
 @dataclass
 class DecodeConfig:
-    mode: str = _setting("spec-ee-pre", "edge | cloud | spec | spec-ee | spec-ee-pre | adaptive")
-    gamma: int = _setting(4, "draft length per round (adaptive: the starting one)")
-    max_new_tokens: int = _setting(48, "tokens per response at most")
-    temperature: float = _setting(0.0, "0: greedy (the target's own answer, token for token)")
-    seed: int = _setting(0, "sampling seed (temperature > 0)")
-    exit_threshold: float = _setting(0.5, "early verdicts below this exit confidence are not sent")
-    exit_layers: tuple[int, ...] = _setting((), "exits to ask for early verdicts (empty: every exit)")
-    stop: tuple[str, ...] = _setting((), "strings that end the response")
-    draft_min_confidence: float = _setting(0.0, "the draft stops a round at a token below this probability")
-    draft_top_k: int = _setting(64, "sampling: the draft samples among its k likeliest tokens, and only they go "
-                                    "up (0: the whole vocabulary)")
-    draft_top_p: float = _setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut)")
-    deadline_s: float = _setting(10.0, "no word from the cloud for this long: finish on the robot, unverified")
+    mode: str = setting("spec-ee-pre", "edge | cloud | spec | spec-ee | spec-ee-pre | adaptive")
+    gamma: int = setting(4, "draft length per round (adaptive: the starting one)", (1, None))
+    max_new_tokens: int = setting(48, "tokens per response at most", (1, None))
+    temperature: float = setting(0.0, "0: greedy (the target's own answer, token for token)", (0.0, None))
+    seed: int = setting(0, "sampling seed (temperature > 0)", (0, None))
+    exit_threshold: float = setting(0.5, "early verdicts below this exit confidence are not sent", (0.0, 1.0))
+    exit_layers: tuple[int, ...] = setting((), "exits to ask for early verdicts (empty: every exit)")
+    stop: tuple[str, ...] = setting((), "strings that end the response")
+    draft_min_confidence: float = setting(0.0, "the draft stops a round at a token below this probability",
+                                          (0.0, 1.0))
+    draft_top_k: int = setting(64, "sampling: the draft samples among its k likeliest tokens, and only they go "
+                                   "up (0: the whole vocabulary)", (0, None))
+    draft_top_p: float = setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut; "
+                                      "above 0)", (0.0, 1.0))
+    deadline_s: float = setting(10.0, "no word from the cloud for this long: finish on the robot, unverified",
+                                (0.001, None))
 
     def __post_init__(self) -> None:
         self.exit_layers = tuple(int(x) for x in self.exit_layers or ())
         self.stop = tuple(self.stop or ())
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        for name in ("gamma", "max_new_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}"
-                                )
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        for name in ("exit_threshold", "draft_min_confidence"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if self.draft_top_k < 0 or not 0.0 < self.draft_top_p <= 1.0:
-            raise ValueError(f"draft_top_k must be >= 0 and draft_top_p in (0, 1], got {self.draft_top_k}, "
-                             f"{self.draft_top_p}")
-        if self.deadline_s <= 0:
-            raise ValueError(f"deadline_s must be positive, got {self.deadline_s}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        check_ranges(self)
+        if self.draft_top_p == 0.0:
+            raise ValueError("draft_top_p must be above 0 (1: no cut)")
 
     @property
     def early_verdicts(self) -> bool:

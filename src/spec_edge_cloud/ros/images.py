@@ -5,10 +5,15 @@ Every conversion lives here so that the camera node, the draft node and the test
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+# The one frame id of the robot's camera, whichever node publishes its images (camera or sim).
+CAMERA_FRAME = "camera"
 
 # encoding -> (channels, cv2 conversion to RGB or None)
 ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -65,7 +70,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def stamp(t: float) -> Time:
-    """A wall-clock time (time.time()) as a header stamp."""
+    """A time in seconds (the node clock's) as a header stamp."""
     sec = int(t)
     return Time(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))
 
@@ -88,4 +93,20 @@ def compressed_msg(jpeg: bytes, t: float, frame_id: str) -> CompressedImage:
     msg.header.stamp, msg.header.frame_id = stamp(t), frame_id
     msg.format = "jpeg"
     msg.data = jpeg
+    return msg
+
+
+def camera_info(width: int, height: int, t: float, frame_id: str, horizontal_fov_deg: float) -> CameraInfo:
+    """CameraInfo for a pinhole camera of this size and horizontal field of view, no distortion;
+    a field of view of 0 leaves K, P and R zero: "uncalibrated", as sensor_msgs/CameraInfo defines."""
+    msg = CameraInfo()
+    msg.header.stamp, msg.header.frame_id = stamp(t), frame_id
+    msg.width, msg.height = width, height
+    if horizontal_fov_deg > 0:
+        f = (width / 2.0) / math.tan(math.radians(horizontal_fov_deg) / 2.0)
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        msg.distortion_model, msg.d = "plumb_bob", [0.0] * 5
+        msg.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+        msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        msg.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
     return msg

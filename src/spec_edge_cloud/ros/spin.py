@@ -1,17 +1,82 @@
-"""The one `main` every node shares: init, spin until Ctrl-C or shutdown, close, clean up."""
+"""The one `main` every node shares: init, spin until Ctrl-C or shutdown, close, clean up.
+
+It also sends the package's Python `logging` to the ROS logger (so link, verifier and round
+messages show under `ros2 launch` and on /rosout), and a node that cannot start with its parameters
+(a wrong type, a value out of range, a missing file) ends with one FATAL line and exit code 2
+instead of a traceback.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import logging
+import sys
+from typing import Any, Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
+PACKAGE_LOGGER = "spec_edge_cloud"
+BAD_PARAMETER_EXIT = 2
+
+
+class RosLogHandler(logging.Handler):
+    """Python `logging` records of this package -> the ROS logger (console, log files, /rosout).
+
+    Each module's records go to a child of the node's logger named after the module, so they read
+    `[draft_node.transport.client]`; before the node exists, to a logger named after the module."""
+
+    LEVELS = ((logging.CRITICAL, "fatal"), (logging.ERROR, "error"), (logging.WARNING, "warning"),
+              (logging.INFO, "info"), (logging.NOTSET, "debug"))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node: Node | None = None
+        self._loggers: dict[str, Any] = {}
+
+    def attach(self, node: Node) -> None:
+        self.node, self._loggers = node, {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = self._loggers.get(record.name)
+            if logger is None:
+                short = record.name.removeprefix(PACKAGE_LOGGER + ".")
+                logger = self.node.get_logger().get_child(short) if self.node is not None else \
+                    rclpy.logging.get_logger(record.name)
+                self._loggers[record.name] = logger
+            method = next(m for level, m in self.LEVELS if record.levelno >= level)
+            getattr(logger, method)(self.format(record))
+        except Exception:  # a log line must never take the node down
+            self.handleError(record)
+
+
+def forward_package_logging() -> RosLogHandler:
+    """Route `logging.getLogger("spec_edge_cloud...")` to ROS from now on (INFO and above)."""
+    package = logging.getLogger(PACKAGE_LOGGER)
+    for old in [h for h in package.handlers if isinstance(h, RosLogHandler)]:
+        package.removeHandler(old)
+    handler = RosLogHandler()
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    package.propagate = False
+    return handler
+
 
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
-    """Spin the node `make_node()` builds; its `close()` (releasing devices, threads, sockets) runs last."""
+    """Spin the node `make_node()` builds; its `close()` (releasing devices, threads, sockets) runs last.
+
+    A node that cannot start with its parameters (BadParameter, or a ValueError/OSError raised while
+    it sets up: a missing model directory, a wrong value) logs one FATAL line and exits with code 2."""
     rclpy.init(args=args)
-    node = make_node()
+    handler = forward_package_logging()
+    try:
+        node = make_node()
+    except (ValueError, OSError) as e:
+        name = getattr(make_node, "NODE_NAME", PACKAGE_LOGGER)
+        rclpy.logging.get_logger(name).fatal(f"cannot start: {e}")
+        rclpy.try_shutdown()
+        sys.exit(BAD_PARAMETER_EXIT)
+    handler.attach(node)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
