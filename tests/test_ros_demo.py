@@ -46,3 +46,29 @@ def test_demo_refuses_bad_arguments_before_starting_anything(capsys, tmp_path):
     assert "modes must be among" in capsys.readouterr().err
     assert main(["demo", "--target", str(tmp_path / "none")]) == 2
     assert "no target model" in capsys.readouterr().err
+
+
+def test_demo_report_gives_success_intervals_decisions_per_minute_and_marks_the_goal(tmp_path):
+    from spec_edge_cloud.ros.demo_observer import ModeRun, ResponseLog
+    from spec_edge_cloud.ros.demo_report import mode_summary, write_report
+    from spec_edge_cloud.ros.demo_session import episode_setup
+
+    setups = [episode_setup(s) for s in (0, 1)]
+
+    def run(mode, setup, success, answers):
+        responses = [ResponseLog(f"{mode}-{i}", 10.0 + i, 10.0 + i, end_t=10.5 + i) for i in range(answers)]
+        outcome = {"seed": setup.seed, "success": success, "reason": "reached" if success else "timeout",
+                   "time": 12.0 if success else 30.0}
+        return ModeRun(mode, setup.seed, setup.instruction, 0.0, 30.0, outcome, responses, [], [(0.0, 0.0), (1.0, 1.0)])
+    runs = [run("cloud", setups[0], False, 3), run("cloud", setups[1], False, 3),
+            run("spec-ee-pre", setups[0], True, 6), run("spec-ee-pre", setups[1], True, 6)]
+    rows = {r["mode"]: r for r in mode_summary(runs, ["cloud", "spec-ee-pre"])}
+    assert rows["cloud"]["decisions_per_minute"] == pytest.approx(6.0)
+    assert rows["spec-ee-pre"]["decisions_per_minute"] == pytest.approx(12.0)
+    assert rows["spec-ee-pre"]["task_s"] == 12.0 and rows["cloud"]["task_s"] is None
+    lo, hi = rows["spec-ee-pre"]["success_interval"]
+    assert 0.3 < lo < 0.4 and hi == 1.0
+    report = write_report(tmp_path, ["header"], runs, setups, ["cloud", "spec-ee-pre"]).read_text()
+    assert "| spec-ee-pre | 2/2 (95% CI 34%-100%) | 12.0 |" in report and "share of drafted tokens" in report
+    assert (tmp_path / "trajectories.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "results.json").read_text())["per_mode"][1]["successes"] == 2

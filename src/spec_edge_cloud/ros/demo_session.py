@@ -11,7 +11,7 @@ from pathlib import Path
 import rclpy
 
 from .demo_observer import DemoObserver, ModeRun
-from .demo_report import EpisodeSetup, fmt, mode_summary, write_report
+from .demo_report import EpisodeSetup, fmt, mode_summary, success_text, write_report
 from .launcher import ProcessGroup
 
 READY_TIMEOUT_S = 180.0      # torch, models and MuJoCo load on a busy 2-core machine
@@ -103,11 +103,12 @@ class DemoSession:
             print(f"demo: FAILED: {e}", flush=True)
             return 1
         self.group.interrupt()   # the nodes shut down while the report is written
-        print("\nPer mode (means over the episodes; TTC speedup = cloud's TTC / the mode's):")
+        print("\nPer mode (means over the episodes; TTC speedup = cloud's TTC / the mode's; acceptance = share of "
+              "drafted tokens accepted):")
         for row in mode_summary(runs, self.modes):
-            print(f"  {row['mode']:12s} success {row['successes']}/{row['episodes']}   TTFA {fmt(row['ttfa_s'])} s   "
-                  f"TTC {fmt(row['ttc_s'])} s   speedup {fmt(row['speedup'])}   acceptance {fmt(row['acceptance'])}"
-                  f"   hit rate {fmt(row['hit_rate'])}")
+            print(f"  {row['mode']:12s} success {success_text(row)}   {fmt(row['decisions_per_minute'], 1)} decisions/min"
+                  f"   time to goal {fmt(row['task_s'], 1)} s   TTFA {fmt(row['ttfa_s'])} s   TTC {fmt(row['ttc_s'])} s"
+                  f"   speedup {fmt(row['speedup'])}   acceptance {fmt(row['acceptance'])}   hit rate {fmt(row['hit_rate'])}")
         report = write_report(self.out, self.header, runs, setups, self.modes)
         print(f"\nReport: {report}")
         return 0
