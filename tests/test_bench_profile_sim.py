@@ -17,9 +17,10 @@ def regime(jitter_ms=0.0, **kw):
     return SimRegime("t", profile, R / 1000, jitter_ms / 1000, **kw)
 
 
-def jobs(n=1, tokens=10, acceptance=1.0, agreement=1.0, seed=0, first_action=None):
+def jobs(n=1, tokens=10, token_acceptance_prob=1.0, agreement=1.0, seed=0, first_action=None):
     rng = random.Random(seed)
-    return [Job(tokens, BernoulliRounds(acceptance, agreement, rng), first_action, frame=i) for i in range(n)]
+    return [Job(tokens, BernoulliRounds(token_acceptance_prob, agreement, rng), first_action, frame=i)
+            for i in range(n)]
 
 
 def ttc_ms(mode, **kw):
@@ -78,7 +79,7 @@ def test_recorded_rounds_replay_in_order_and_adapt_to_another_draft_length():
     fallback = BernoulliRounds(1.0, 1.0, random.Random(0))
     rec = RecordedRounds([Round(4, 2, True, False), Round(4, 4, True, True)], fallback)
     assert rec.next(4) == Round(4, 2, True, False)
-    assert rec.next(6).accepted == 6              # all 4 accepted, 2 more from the fallback (acceptance 1)
+    assert rec.next(6).accepted == 6              # all 4 accepted, 2 more from the fallback (probability 1)
     assert rec.next(3).accepted == 3              # past the record: the fallback
     with pytest.raises(ValueError, match="probability"):
         BernoulliRounds(1.2, 0.5, random.Random(0))
@@ -118,3 +119,26 @@ def test_the_server_side_queue_saves_a_round_trip_on_every_hit_over_client_only_
     # client-only: the pre-draft (ready long before) leaves when round 0's FINAL arrives, 4D + R + 600
     assert client["ttc_s"] * 1000 == pytest.approx(4 * D + 2 * (R + 600))
     assert (client["ttc_s"] - queued["ttc_s"]) * 1000 == pytest.approx(R)
+
+
+def test_per_token_acceptance_probability_and_acceptance_are_told_apart():
+    assert predict.acceptance_share(0.575, 4) == pytest.approx((0.575 + 0.575**2 + 0.575**3 + 0.575**4) / 4)
+    assert predict.acceptance_share(1.0, 4) == 1.0 and predict.acceptance_share(0.0, 4) == 0.0
+    assert predict.token_acceptance_prob(predict.acceptance_share(0.6, 4), 4) == pytest.approx(0.6, abs=1e-6)
+    recs = simulate(regime(), "spec", jobs(40, 32, 0.575, 1.0, 5), 4, 32)
+    share = sum(r["accepted"] for r in recs) / sum(r["drafted"] for r in recs)
+    assert share == pytest.approx(predict.acceptance_share(0.575, 4), abs=0.05)   # not 0.575
+    comp = predict.paper_comparison("go2-orin-a100", (0.575,), (0.7,), tokens=16, responses=4, seed=1)
+    assert comp["grid"][0]["token_acceptance_prob"] == 0.575 and "acceptance" not in comp["grid"][0]
+    assert comp["implied_acceptance"] == pytest.approx(predict.acceptance_share(
+        comp["implied_token_acceptance_prob"], 4))
+
+
+def test_bench_profile_report_names_the_per_token_probability_beside_the_acceptance(tmp_path, capsys):
+    from spec_edge_cloud import cli
+    assert cli.main(["bench", "profile", "--regime", "go2-orin-a100", "--token-acceptance-prob", "0.575",
+                     "--agreement", "0.7", "--responses", "4", "--tokens", "16", "--fleet", "1",
+                     "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "| per-token acceptance probability | acceptance | tokens/round |" in report
+    assert "Per-token acceptance probability 0.575 (acceptance 0.3" in report

@@ -1,11 +1,12 @@
 """What `bench profile` reports: predictions in the paper's regimes, their sensitivity, the fleet, and
 the calibration of the simulator against real replay runs.
 
-- paper comparison: at the acceptance the paper's Go2 figure implies (0.55 to 0.6 per token at
-  γ = 4), exit agreement swept from 0.5 to 0.9, every mode simulated on the same seeded jobs;
-  latency reduction against `cloud` printed beside the paper's figures, for our pre-drafting (with
-  the server-side queue) and the paper's (client-only); and the acceptance at which the paper's
-  method would reach the paper's figure with this regime's timing;
+- paper comparison: at the per-token acceptance probability the paper's Go2 figure implies (0.55
+  to 0.6 at γ = 4, i.e. an acceptance, the share of drafted tokens accepted, of 0.29 to 0.33),
+  exit agreement swept from 0.5 to 0.9, every mode simulated on the same seeded jobs; latency
+  reduction against `cloud` printed beside the paper's figures, for our pre-drafting (with the
+  server-side queue) and the paper's (client-only); and the per-token acceptance probability at
+  which the paper's method would reach the paper's figure with this regime's timing;
 - adaptive against the best fixed mode, per regime and point (should be within 5%);
 - fleet: N robots sharing one verifier GPU, batched verification: latency and GPU s per token;
 - calibration: a replay result (its regime, link and recorded per-round traces) simulated and
@@ -34,10 +35,25 @@ def sim_regime(name: str, profile: TimingProfile, link: LinkSpec | None = None, 
     return SimRegime(name, profile, link.rtt_s, link.jitter_s, link.bandwidth_bps, exit_fraction, encode_s=encode_s)
 
 
-def bernoulli_jobs(n: int, tokens: int, acceptance: float, agreement: float, seed: int,
+def acceptance_share(token_acceptance_prob: float, gamma: int) -> float:
+    """The acceptance (expected share of drafted tokens accepted) of a draft whose tokens are each
+    accepted with this probability until the first miss: (p + p^2 + ... + p^γ) / γ."""
+    return sum(token_acceptance_prob ** k for k in range(1, gamma + 1)) / gamma
+
+
+def token_acceptance_prob(share: float, gamma: int) -> float:
+    """The inverse of acceptance_share (bisection): the per-token probability with this acceptance."""
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if acceptance_share(mid, gamma) < share else (lo, mid)
+    return (lo + hi) / 2
+
+
+def bernoulli_jobs(n: int, tokens: int, token_acceptance_prob: float, agreement: float, seed: int,
                    first_action: int | None = None) -> list[Job]:
     rng = random.Random(seed)
-    return [Job(tokens, BernoulliRounds(acceptance, agreement, rng), first_action, frame=i, repeat=0)
+    return [Job(tokens, BernoulliRounds(token_acceptance_prob, agreement, rng), first_action, frame=i, repeat=0)
             for i in range(n)]
 
 
@@ -75,10 +91,10 @@ def client_only_reduction(regime: SimRegime, make_jobs, cloud_ttc: float, gamma:
     return 1 - statistics.mean(r["ttc_s"] for r in recs) / cloud_ttc
 
 
-def implied_acceptance(regime: SimRegime, target: float, agreement: float, tokens: int, responses: int,
-                       gamma: int, seed: int) -> float | None:
-    """The acceptance at which the paper's method (client-only pre-drafting) reaches `target`
-    latency reduction; None if even 0.99 does not (bisection on seeded simulations)."""
+def implied_token_acceptance_prob(regime: SimRegime, target: float, agreement: float, tokens: int, responses: int,
+                                  gamma: int, seed: int) -> float | None:
+    """The per-token acceptance probability at which the paper's method (client-only pre-drafting)
+    reaches `target` latency reduction; None if even 0.99 does not (bisection on seeded simulations)."""
     def red(a: float) -> float:
         make = lambda: bernoulli_jobs(responses, tokens, a, agreement, seed)  # noqa: E731
         cloud = statistics.mean(r["ttc_s"] for r in simulate(regime, "cloud", make(), gamma, tokens, seed))
@@ -92,34 +108,36 @@ def implied_acceptance(regime: SimRegime, target: float, agreement: float, token
     return (lo + hi) / 2
 
 
-def paper_comparison(regime_name: str, acceptances=(0.55, 0.575, 0.6), agreements=(0.5, 0.6, 0.7, 0.8, 0.9),
-                     tokens: int = 32, responses: int = 40, gamma: int = 4, seed: int = 0,
-                     exit_fraction: float = 0.5) -> dict:
-    """The sensitivity grid for one regime: per (acceptance, agreement) every mode's summary, the
-    paper's client-only pre-drafting beside ours, and the acceptance the paper's figure implies here."""
+def paper_comparison(regime_name: str, token_acceptance_probs=(0.55, 0.575, 0.6),
+                     agreements=(0.5, 0.6, 0.7, 0.8, 0.9), tokens: int = 32, responses: int = 40, gamma: int = 4,
+                     seed: int = 0, exit_fraction: float = 0.5) -> dict:
+    """The sensitivity grid for one regime: per (per-token acceptance probability, agreement) every
+    mode's summary (its acceptance and tokens per round measured on the simulated rounds), the paper's
+    client-only pre-drafting beside ours, and the per-token probability the paper's figure implies here."""
     profile = load_regime(regime_name)
     regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
     grid = []
-    for a in acceptances:
+    for a in token_acceptance_probs:
         for g in agreements:
             make = lambda: bernoulli_jobs(responses, tokens, a, g, seed)  # noqa: E731
             s = run_modes(regime, make, gamma=gamma, max_new_tokens=tokens, seed=seed)
-            grid.append({"acceptance": a, "agreement": g, "summary": s,
+            grid.append({"token_acceptance_prob": a, "agreement": g, "summary": s,
                          "reduction": {m: reduction(s, m) for m in s if m != "cloud"},
                          "client_only_reduction": client_only_reduction(regime, make, s["cloud"]["ttc_s"]["mean"],
                                                                         gamma, tokens, seed),
                          "predraft_gain": 1 - s["spec-ee-pre"]["ttc_s"]["mean"] / s["spec-ee"]["ttc_s"]["mean"],
                          "adaptive": adaptive_check(s)})
     paper = PAPER.get(regime_name) or {}
-    implied = implied_acceptance(regime, paper["spec-ee-pre"], 0.7, tokens, min(responses, 20), gamma, seed) \
-        if "spec-ee-pre" in paper else None
+    implied = implied_token_acceptance_prob(regime, paper["spec-ee-pre"], 0.7, tokens, min(responses, 20), gamma,
+                                            seed) if "spec-ee-pre" in paper else None
     return {"regime": regime_name, "description": profile.description, "paper": PAPER.get(regime_name),
             "tokens": tokens, "responses": responses, "gamma": gamma, "exit_fraction": exit_fraction,
             "link": {"rtt_s": regime.rtt_s, "jitter_s": regime.jitter_s}, "grid": grid,
-            "implied_acceptance": implied}
+            "implied_token_acceptance_prob": implied,
+            "implied_acceptance": None if implied is None else acceptance_share(implied, gamma)}
 
 
-def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), acceptance: float = 0.575, agreement: float = 0.7,
+def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), token_acceptance_prob: float = 0.575, agreement: float = 0.7,
           tokens: int = 32, responses: int = 10, gamma: int = 4, seed: int = 0,
           modes=("cloud", "spec-ee-pre")) -> dict:
     """N robots, one GPU, batched verification: mean TTC, per-token latency and GPU s per token."""
@@ -128,15 +146,16 @@ def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), acceptance: float = 0.575, 
     rows = []
     for mode in modes:
         for n in robots:
-            out = simulate_fleet(regime, mode, lambda i: bernoulli_jobs(responses, tokens, acceptance, agreement,
-                                                                         seed * 1000 + i),
+            out = simulate_fleet(regime, mode, lambda i: bernoulli_jobs(responses, tokens, token_acceptance_prob,
+                                                                         agreement, seed * 1000 + i),
                                  n, gamma, tokens, seed, batched=True)
             recs = out["records"]
             rows.append({"mode": mode, "robots": n, "ttc_s": statistics.mean(r["ttc_s"] for r in recs),
                          "per_token_s": statistics.mean(r["ttc_s"] / r["tokens"] for r in recs),
                          "gpu_s_per_token": out["gpu_busy_s"] / out["tokens"],
                          "gpu_utilisation": out["gpu_busy_s"] / out["makespan_s"]})
-    return {"regime": regime_name, "acceptance": acceptance, "agreement": agreement, "tokens": tokens,
+    return {"regime": regime_name, "token_acceptance_prob": token_acceptance_prob,
+            "acceptance": acceptance_share(token_acceptance_prob, gamma), "agreement": agreement, "tokens": tokens,
             "responses_per_robot": responses, "rows": rows}
 
 
@@ -148,7 +167,7 @@ def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
 
 def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
     """The replay's responses of `mode` as jobs, each with its own recorded rounds; extra rounds (a
-    different draft length) from a Bernoulli model at the run's own acceptance and agreement."""
+    different draft length) from a Bernoulli model with the run's own acceptance and agreement."""
     recs = [r for r in result["records"] if r["mode"] == mode]
     if not recs:
         raise ValueError(f"the replay has no {mode} responses (modes: {sorted({r['mode'] for r in result['records']})})")
@@ -158,7 +177,8 @@ def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
     agreement = sum(x["agreed"] for x in trace) / len(trace) if trace else 0.0
     rng = random.Random(seed)
     return [Job(r["tokens"], RecordedRounds(_rounds(r["round_trace"], result["target_layers"]),
-                                            BernoulliRounds(acceptance, agreement, rng)),
+                                            BernoulliRounds(token_acceptance_prob(acceptance, result["config"]["gamma"]),
+                                                            agreement, rng)),
                 r["first_action_token"], r["frame"], r["repeat"]) for r in recs]
 
 

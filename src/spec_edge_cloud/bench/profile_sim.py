@@ -48,18 +48,20 @@ class Round:
 
 
 class BernoulliRounds:
-    """Each draft token accepted with probability `acceptance` (the run stops at the first miss);
+    """Each draft token accepted with probability `token_acceptance_prob` (the run stops at the first
+    miss), so the acceptance (share of drafted tokens accepted) is lower: predict.acceptance_share;
     the early verdict agrees with the final one with probability `agreement`."""
 
-    def __init__(self, acceptance: float, agreement: float, rng: random.Random, early: float = 1.0):
-        for name, p in (("acceptance", acceptance), ("agreement", agreement), ("early", early)):
+    def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0):
+        for name, p in (("token_acceptance_prob", token_acceptance_prob), ("agreement", agreement),
+                        ("early", early)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
-        self.acceptance, self.agreement, self.early, self.rng = acceptance, agreement, early, rng
+        self.token_acceptance_prob, self.agreement, self.early, self.rng = token_acceptance_prob, agreement, early, rng
 
     def next(self, gamma: int) -> Round:
         k = 0
-        while k < gamma and self.rng.random() < self.acceptance:
+        while k < gamma and self.rng.random() < self.token_acceptance_prob:
             k += 1
         return Round(gamma, k, self.rng.random() < self.early, self.rng.random() < self.agreement)
 

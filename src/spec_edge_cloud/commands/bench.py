@@ -107,7 +107,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
     p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
-    p.add_argument("--acceptance", type=_floats, default=[0.55, 0.575, 0.6])
+    p.add_argument("--token-acceptance-prob", type=_floats, default=[0.55, 0.575, 0.6],
+                   help="the simulated draft's per-token acceptance probability (each token accepted with it until "
+                        "the first miss); its acceptance, the share of drafted tokens accepted, is lower and is "
+                        "reported beside it")
     p.add_argument("--agreement", type=_floats, default=[0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--tokens", type=int, default=32, help="tokens per simulated response")
     p.add_argument("--responses", type=int, default=40, help="simulated responses per mode and point")
@@ -205,7 +208,7 @@ def _profile(args: argparse.Namespace) -> int:
     result = {"kind": "profile", "seed": args.seed, "regimes": regimes, "emulated": True, "paper": [],
               "fleet": [], "calibration": [], "traces": []}
     for name in regimes:
-        result["paper"].append(predict.paper_comparison(name, args.acceptance, args.agreement, args.tokens,
+        result["paper"].append(predict.paper_comparison(name, args.token_acceptance_prob, args.agreement, args.tokens,
                                                         args.responses, args.gamma, args.seed, args.exit_fraction))
         if args.fleet:
             result["fleet"].append(predict.fleet(name, args.fleet, tokens=args.tokens, gamma=args.gamma,
