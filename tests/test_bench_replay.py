@@ -79,3 +79,14 @@ def test_bad_arguments_get_clear_errors(tmp_path, capsys):
     assert "--stand-in" in capsys.readouterr().err
     assert main(["bench", "replay", str(tmp_path), "--stand-in", str(tmp_path / "pair"), "--inprocess"]) == 2
     assert "not a rosbag2 directory" in capsys.readouterr().err
+
+
+def test_a_final_answered_twice_is_one_round_of_the_timeline():
+    from spec_edge_cloud.bench import timeline
+    from spec_edge_cloud.decoding.messages import Final
+    final = Final("s", 1, 2, 7, 0.01, 4)
+    trace = [(0.0, "draft", {}), (0.01, "send", {"round": 1, "tokens": 3, "pre": False}),
+             (0.05, "recv", {"msg": final}), (0.09, "recv", {"msg": final})]   # the retransmission's reply
+    tl = timeline.build(trace, "s", 0.0, 0.01)
+    assert len(tl["finals"]) == 1 and len(tl["passes"]) == 1
+    assert timeline.rounds(tl) == [{"drafted": 3, "accepted": 2, "early_layer": None, "agreed": False}]

@@ -39,6 +39,8 @@ def build(trace: list[tuple[float, str, dict]], session: str, offset_s: float, o
                 early.append({"t": t, "round": msg.round, "layer": msg.layer, "accepted": msg.accepted,
                               "next": msg.next_token})
             elif isinstance(msg, Final):
+                if msg.round in final_rounds:       # a retransmitted DRAFT is answered again: one round
+                    continue
                 finals.append({"t": t, "round": msg.round, "accepted": msg.accepted, "next": msg.next_token,
                                "compute_s": msg.compute_s, "tokens_in_pass": msg.tokens_in_pass})
                 final_rounds.add(msg.round)
