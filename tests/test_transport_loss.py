@@ -50,3 +50,36 @@ def test_most_responses_come_back_verified_and_equal_through_30_percent_loss():
         link.close()
         emu.stop()
         server.stop()
+
+
+def test_a_prefill_sent_while_the_link_was_down_is_sent_again_once_it_is_back():
+    """Found by the soak: a response started while the link was down and drafting when it came
+    back up had its DRAFT answered `unknown-session` (its PREFILL had been dropped, not kept), and
+    the client raised instead of getting its FINAL."""
+    import time
+
+    from spec_edge_cloud.decoding.messages import DraftRequest, Final, Start
+    target, draft = pair("llama", 21)
+    server = VerifierServer(TargetEngine(target), ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False))
+    emu = LinkEmulator("tcp://127.0.0.1:0", server.start(), LinkSpec(), seed=0).start()
+    options = LinkOptions(handshake_timeout_s=30, heartbeat_s=0.1, dead_after_s=0.6, reconnect_s=0.2)
+    link = connect(emu.endpoint, draft.tokenizer_fingerprint(), options)
+    try:
+        emu.cut(down_s=1.5)
+        for _ in range(100):
+            if not link.is_up:
+                break
+            time.sleep(0.05)
+        assert not link.is_up, "the link never noticed the outage"
+        prompt = draft.encode("w3 w9 w2")
+        link.send(Start("s1", list(prompt.input_ids)))  # while down: not on the wire
+        assert link.wait_up(20), "the link did not come back"
+        link.send(DraftRequest("s1", 0, len(prompt.input_ids), []))
+        reply = link.recv(10)
+        assert isinstance(reply, Final), f"expected the round's FINAL, got {reply}"
+        assert reply.next_token == target_alone(target, target.encode("w3 w9 w2"), 1)[0]
+        assert link.stats.restarts == 1
+    finally:
+        link.close()
+        emu.stop()
+        server.stop()

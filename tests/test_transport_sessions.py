@@ -262,3 +262,66 @@ def test_sessions_that_never_had_a_round_make_room_soon(engine):
         assert flood.until(Final, 0.3) is None and any(sid == "g" for _, sid in server.service.sessions)
     finally:
         flood.close(), good.close(), server.stop()
+
+
+def test_hellos_beyond_the_handshake_rate_are_told_busy_and_welcomed_later(engine):
+    """Issue 19, item 2: a flood of connections kept the one serving thread busy; HELLOs are now taken
+    at `handshakes_per_s` (a burst of as many), the others told `busy` at no cost."""
+    server, endpoint = serve(engine, handshakes_per_s=2.0)
+    tok = engine.bundle.tokenizer_fingerprint()
+    peers = [Peer(endpoint) for _ in range(5)]
+    try:
+        for p in peers:
+            p.send(Hello(tok, name="flood"))
+        answers = [p.recv() for p in peers]
+        welcomed = [p for p, a in zip(peers, answers) if isinstance(a, protocol.Welcome)]
+        refused = [p for p, a in zip(peers, answers) if isinstance(a, Error) and a.code == "busy"]
+        assert len(welcomed) == 2 and len(refused) == 3, answers
+        time.sleep(0.6)  # the bucket refills: one more handshake
+        refused[0].hello(tok)
+    finally:
+        for p in peers:
+            p.close()
+        server.stop()
+
+
+def test_a_curve_key_holds_at_most_its_connections_and_sessions(engine, tmp_path):
+    """Issue 19, item 2: caps per authenticated peer. One robot key opening a third connection makes
+    room by ending its least recently heard one (never locked out by its dead ones); its sessions,
+    across connections, are capped too (its own oldest gives way, its owner told), never another's."""
+    server_pub, server_sec = security.generate(tmp_path, "server")
+    pub, sec = security.generate(tmp_path, "robot")
+    security.authorize(pub, tmp_path / "clients")
+    server, endpoint = serve(engine, server_secret_key=str(server_sec), authorized_clients_dir=str(tmp_path / "clients"),
+                             max_connections_per_client=2, max_sessions_per_client=2)
+    tok = engine.bundle.tokenizer_fingerprint()
+    conns = []
+    try:
+        for i in range(2):
+            c = Peer(endpoint, keys=(sec, server_pub))
+            c.hello(tok)
+            c.send(Start(f"s{i}", PROMPT))
+            c.send(DraftRequest(f"s{i}", 0, len(PROMPT), [7], exit_layers=[]))
+            assert isinstance(c.until(Final), Final)
+            conns.append(c)
+            time.sleep(0.1)
+        third = Peer(endpoint, keys=(sec, server_pub))
+        conns.append(third)
+        third.hello(tok)                                    # the key's oldest connection made room
+        conns[0].send(DraftRequest("s0", 1, len(PROMPT) + 1, [7], exit_layers=[]))
+        assert conns[0].until(Error).code == "hello-required"
+        conns[1].send(DraftRequest("s1", 1, len(PROMPT) + 1, [7], exit_layers=[]))
+        assert isinstance(conns[1].until(Final), Final)     # the other one goes on
+        third.send(Start("t1", PROMPT))                     # the key's second session
+        third.send(DraftRequest("t1", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(third.until(Final), Final)
+        third.send(Start("t2", PROMPT))                     # a third: the key's own oldest session makes room
+        third.send(DraftRequest("t2", 0, len(PROMPT), [7], exit_layers=[]))
+        assert isinstance(third.until(Final), Final)
+        err = conns[1].until(Error)
+        assert err.code == "evicted" and err.session == "s1", err
+        assert len(server.service.sessions) == 2, server.service.sessions
+    finally:
+        for c in conns:
+            c.close()
+        server.stop()

@@ -28,9 +28,13 @@ class BridgeError(RuntimeError):
     """A server process did not come up; the message carries the end of its output."""
 
 
-class _Process:
-    def __init__(self, name: str, args: list[str], threads: int | None = None):
+class ServerProcess:
+    """`spec-edge-cloud ARGS` in a process of its own: its output kept (the last 40 lines, and each
+    line handed to `on_line`), the endpoint of its ready line."""
+
+    def __init__(self, name: str, args: list[str], threads: int | None = None, on_line=None):
         self.name = name
+        self.on_line = on_line
         self.lines: deque[str] = deque(maxlen=40)
         env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
         self.proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.cli", *args], stdout=subprocess.PIPE,
@@ -42,6 +46,8 @@ class _Process:
     def _read(self) -> None:
         for line in self.proc.stdout:
             self.lines.append(line.rstrip())
+            if self.on_line is not None:
+                self.on_line(line.rstrip())
             m = READY.search(line)
             if m and self.endpoint is None:
                 self.endpoint = m.group(1)
@@ -80,12 +86,12 @@ class Bridge:
             self.args += ["--target-profile", str(target_profile)]
         self.spec, self.seed, self.timeout, self.threads = spec, seed, start_timeout_s, threads
         self.fingerprint = tokenizer_fingerprint
-        self.procs: list[_Process] = []
+        self.procs: list[ServerProcess] = []
         self.link: ZmqLink | None = None
 
     def __enter__(self) -> ZmqLink:
         try:
-            verifier = _Process("verifier", self.args, self.threads)
+            verifier = ServerProcess("verifier", self.args, self.threads)
             self.procs.append(verifier)
             cloud = verifier.wait_ready(self.timeout)
             s = self.spec
@@ -93,7 +99,7 @@ class Bridge:
                    "--jitter", f"{s.jitter_s * 1000:g}ms", "--loss", f"{s.loss:g}", "--seed", str(self.seed)]
             if s.bandwidth_bps:
                 emu += ["--bandwidth", f"{round(s.bandwidth_bps)}bit"]
-            emulator = _Process("link emulator", emu)
+            emulator = ServerProcess("link emulator", emu)
             self.procs.append(emulator)
             robot = emulator.wait_ready(self.timeout)
             self.link = connect(robot, self.fingerprint, LinkOptions(handshake_timeout_s=self.timeout))

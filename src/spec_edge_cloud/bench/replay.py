@@ -18,7 +18,6 @@ modes must return exactly the `cloud` mode's tokens: checked for every frame.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
@@ -100,18 +99,6 @@ class MeteredLink:
         return sum(map(size, self.sent.pop(session, []))), sum(map(size, self.received.pop(session, [])))
 
 
-def _write_profile(profile: TimingProfile, path: Path) -> Path:
-    """A profile as a JSON file (TimingProfile.load's format), for the verifier process."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "name": profile.name, "description": profile.description,
-        "draft": {"per_token_ms": profile.draft_per_token_ms, "prefill_ms": profile.draft_prefill_ms},
-        "target": {"prefill_ms": profile.target_prefill_ms,
-                   "cum_layer_ms": {str(k): v for k, v in profile.target_cum_layer_ms.items()}},
-        "link": {"rtt_ms": profile.rtt_ms or 0.0, "jitter_ms": profile.jitter_ms}}))
-    return path
-
-
 class Replay:
     """Owns the models, the link and one client per mode for a whole run."""
 
@@ -143,7 +130,7 @@ class Replay:
                 link.close()
             return
         from .bridge import Bridge
-        profile_file = _write_profile(self.profile, cfg.run_dir / f"profile-{self.profile.name}.json") \
+        profile_file = self.profile.save(cfg.run_dir / f"profile-{self.profile.name}.json") \
             if self.profile else None
         with Bridge(cfg.target, self.draft.tokenizer_fingerprint(), spec, cfg.exits, profile_file, cfg.decode.seed,
                     threads=cfg.threads, placement=cfg.placement) as link:

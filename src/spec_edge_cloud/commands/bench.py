@@ -8,6 +8,10 @@
                   [--json FILE]
         predicted latency in regimes this machine cannot run (discrete-event simulator)
 
+    bench soak --minutes 60 --robots 8 --regime go2-orin-a100 [--cycles 6] [--json FILE]
+        robots decoding for an hour against a verifier restarted and a link broken on a schedule:
+        memory and descriptors over time, sessions left open, every verified answer checked
+
 Reports (report.md, result.json, plots) go to --out (default runs/bench-<kind>-<time>/).
 """
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..decoding.modes import MODES, DecodeConfig
 from ..modeling.placement import add_placement_arguments, placement_from_args
 
 DEFAULT_REGIMES = "go2-orin-a100,nano-a100,h100"
+DEFAULT_SOAK_MODES = ("spec-ee-pre", "spec-ee", "spec", "adaptive", "cloud")
 
 
 def _floats(text: str) -> list[float]:
@@ -105,6 +110,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_placement_arguments(q)
     q.add_argument("--json", type=Path, default=None)
 
+    s = sub.add_parser("soak", help="robots for an hour against a cloud restarted and a link broken on a schedule")
+    s.add_argument("--minutes", type=float, default=60.0)
+    s.add_argument("--robots", type=int, default=8)
+    s.add_argument("--regime", default="go2-orin-a100", help="timing profile the verifier and drafts are paced to")
+    s.add_argument("--cycles", type=int, default=6, help="fault cycles over the run (each: restart, lossy, cut, down)")
+    s.add_argument("--modes", default=",".join(DEFAULT_SOAK_MODES), help="greedy modes, one per robot in turn")
+    s.add_argument("--bag", type=Path, default=Path("data/bags/sim_small"), help="prompts: the bag's frames")
+    s.add_argument("--draft", type=Path, default=Path("models/draft"))
+    s.add_argument("--target", type=Path, default=Path("models/target"))
+    s.add_argument("--exits", type=Path, default=None, help="exit-head directory (default: beside the target)")
+    s.add_argument("--max-new-tokens", type=int, default=16)
+    s.add_argument("--sample-s", type=float, default=30.0, help="seconds between memory and descriptor samples")
+    s.add_argument("--idle-timeout", type=float, default=120.0, help="the verifier's idle_timeout_s")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", type=Path, default=None, help="the whole result: samples, faults, every response")
+
     p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
     p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
     p.add_argument("--token-acceptance-prob", type=_floats, default=[0.55, 0.575, 0.6],
@@ -128,7 +149,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..bench.bridge import BridgeError
     try:
-        return {"replay": _replay, "profile": _profile, "gpu": _gpu, "quantize": _quantize}[args.bench_command](args)
+        return {"replay": _replay, "profile": _profile, "gpu": _gpu, "quantize": _quantize,
+                "soak": _soak}[args.bench_command](args)
     except (ValueError, FileNotFoundError, BridgeError) as exc:
         print(f"spec-edge-cloud bench {args.bench_command}: error: {exc}", file=sys.stderr)
         return 2
@@ -169,6 +191,22 @@ def _quantize(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     return 0 if not any(m["lossless_mismatches"] for m in result["modes"].values()) else 1
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from ..bench.soak import SoakConfig, run_soak, summary
+
+    cfg = SoakConfig(minutes=args.minutes, robots=args.robots, regime=args.regime, cycles=args.cycles, bag=args.bag,
+                     draft=args.draft, target=args.target, exits=args.exits,
+                     modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+                     max_new_tokens=args.max_new_tokens, sample_s=args.sample_s, idle_timeout_s=args.idle_timeout,
+                     seed=args.seed)
+    result = run_soak(cfg, log=lambda s: print(s, flush=True))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    print(summary(result))
+    return 0 if result["ok"] else 1
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

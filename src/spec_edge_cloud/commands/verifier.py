@@ -1,11 +1,13 @@
 """`spec-edge-cloud verifier`: serve a target model (with its exit heads) to robots over ZeroMQ.
 
 Parameters come from a ROS parameter file (`verifier_node: ros__parameters: {...}`, the file the
-future ROS verifier node reads too), and command-line flags override them.
+future ROS verifier node reads too), and command-line flags override them. `kill -USR1 PID` prints
+one line, `verifier stats: {JSON}` (sessions, connections, counters: `VerifierServer.stats`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
         from ..decoding.target import TargetEngine
         from ..decoding.timing import Pacer, TimingProfile
-        from ..transport.server import VerifierServer
+        from ..transport.server import STATS_LINE, VerifierServer
         pacer = Pacer(TimingProfile.load(model["target_profile"])) if model["target_profile"] else None
         placement = resolve_placement(model["device"], model["dtype"])
         from ..decoding.static_cache import CacheConfig
@@ -111,17 +113,20 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"spec-edge-cloud verifier: error: {exc}", file=sys.stderr)
         return 2
+    done, asked = threading.Event(), threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: asked.set())
     secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
         "PLAINTEXT, insecure"
     emulated = f"; timings EMULATED with profile {pacer.profile.name}" if pacer else ""
     cache = f"static cache {engine.slots.slots} x {engine.slots.max_len}" if engine.slots else "dynamic cache"
     print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path} on {placement}, {cache}, exits "
           f"{engine.heads.layers if engine.heads else []}{emulated})", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     while not done.wait(0.2) and not server.stopped.is_set():
-        pass
+        if asked.is_set():
+            asked.clear()
+            print(f"{STATS_LINE} {json.dumps(server.stats())}", flush=True)
     server.stop()
     if server.failure is not None:
         print(f"spec-edge-cloud verifier: error: the serving thread died ({type(server.failure).__name__}: "

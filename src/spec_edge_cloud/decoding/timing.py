@@ -45,6 +45,17 @@ class TimingProfile:
                    target_cum_layer_ms={int(k): v for k, v in target.get("cum_layer_ms", {}).items()},
                    rtt_ms=d.get("link", {}).get("rtt_ms"), jitter_ms=d.get("link", {}).get("jitter_ms", 0.0))
 
+    def save(self, path: Path) -> Path:
+        """Write this profile as `load` reads it (for a verifier process: `--target-profile PATH`)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "name": self.name, "description": self.description,
+            "draft": {"per_token_ms": self.draft_per_token_ms, "prefill_ms": self.draft_prefill_ms},
+            "target": {"prefill_ms": self.target_prefill_ms,
+                       "cum_layer_ms": {str(k): v for k, v in self.target_cum_layer_ms.items()}},
+            "link": {"rtt_ms": self.rtt_ms or 0.0, "jitter_ms": self.jitter_ms}}))
+        return path
+
     def target_ms(self, fraction: float, tokens: int) -> float:
         """Cumulative target time at `fraction` of the depth for a pass of `tokens` tokens."""
         if not self.target_cum_layer_ms:

@@ -21,7 +21,8 @@ numbers (`ordering.InOrder` drops duplicates and restores order); for each sessi
 the PREFILL and the DRAFTs still waiting for their FINAL, and re-sends them when nothing about the
 session has come back for `retry_s` (or twice the recent round time, if longer). The server never
 verifies a round twice: it answers a re-sent DRAFT with the FINAL it already computed. A PREFILL
-that never arrived is re-sent when the server answers `unknown-session`. Cloud decoding (GENERATE)
+that never arrived (lost, or sent while the link was down) is re-sent when the server answers
+`unknown-session`. Cloud decoding (GENERATE)
 streams tokens and is not retried: a lost TOKEN ends in the client's deadline fallback.
 """
 from __future__ import annotations
@@ -320,6 +321,10 @@ class ZmqLink:
     def _outgoing(self, kind: str, session: str | None, rnd: int | None, predraft: bool, body: bytes) -> None:
         if not self._up:
             self.stats.dropped_while_down += 1
+            if kind == "PREFILL":  # kept: if the link is back before the response gives up, its first
+                self._pending[session] = _Pending(start=body, heard=time.monotonic())  # DRAFT brings it
+            elif kind in ("END", "CANCEL"):
+                self._pending.pop(session, None)
             return
         sent = time.perf_counter()
         self._send_frame(kind, body)  # first: the bookkeeping below runs while the frame travels

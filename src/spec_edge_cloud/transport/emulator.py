@@ -15,6 +15,9 @@ Semantics, per direction (robot->cloud and cloud->robot are independent):
   connection that stalls and is torn down with messages in it), and the protocol must survive it by
   deadlines and retries. Handshake and other ZMTP commands are never dropped (see `zmtp`).
 Units are the ZMTP greeting pieces, then whole messages (`zmtp.ZmtpSplitter`).
+Faults on demand (the soak benchmark): `impair` changes delay, jitter and loss on the open
+connections too; `cut` drops every connection at once, as a lost radio link, and can refuse new ones
+for a while (the link down).
 """
 from __future__ import annotations
 
@@ -194,6 +197,7 @@ class LinkEmulator:
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._down_until = 0.0
         self._server = socket.create_server(self.listen_addr, reuse_port=False)
         self.port = self._server.getsockname()[1]
         self.endpoint = f"tcp://{self.listen_addr[0]}:{self.port}"
@@ -211,12 +215,30 @@ class LinkEmulator:
                 _close(s)
             self._sockets.clear()
 
+    def impair(self, rtt_s: float, jitter_s: float, loss: float) -> None:
+        """From now on, on the connections open and to come: this delay, jitter and loss (a link
+        getting worse or better; the bandwidth stays)."""
+        new = LinkSpec(rtt_s, jitter_s, None, loss)  # validated
+        self.spec.rtt_s, self.spec.jitter_s, self.spec.loss = new.rtt_s, new.jitter_s, new.loss
+
+    def cut(self, down_s: float = 0.0) -> None:
+        """The radio link lost: every open connection is dropped now, and for `down_s` seconds new
+        ones are dropped as soon as they are made."""
+        self._down_until = time.monotonic() + down_s
+        with self._lock:
+            for s in list(self._sockets):
+                _close(s)
+            self._sockets.clear()
+
     def _accept(self) -> None:
         while not self._stopped.is_set():
             try:
                 robot, _ = self._server.accept()
             except OSError:
                 return
+            if time.monotonic() < self._down_until:
+                _close(robot)
+                continue
             try:
                 cloud = socket.create_connection(self.forward_addr, timeout=2.0)
                 cloud.settimeout(None)

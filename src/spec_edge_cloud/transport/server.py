@@ -51,6 +51,7 @@ from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome
 
 log = logging.getLogger(__name__)
+STATS_LINE = "verifier stats:"  # how the verifier process prints `VerifierServer.stats()` (on SIGUSR1)
 # plain ints: pyzmq's flag enums cost microseconds a use, and the round's path uses several
 _POLLIN, _EVENTS, _RCVMORE = int(zmq.POLLIN), int(zmq.EVENTS), int(zmq.RCVMORE)
 _NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
@@ -280,6 +281,16 @@ class VerifierServer:
             self._auth.stop()
         self._images.shutdown(wait=False, cancel_futures=True)
         self._ctx.term()
+
+    def stats(self) -> dict:
+        """What the server holds now, for operators (`kill -USR1` on the verifier prints it) and the soak
+        benchmark: sessions, connections, images being decoded, the frame and error counters, and how
+        far real compute fell behind an emulated profile (`pacer_late_s`: 0 when this CPU kept up)."""
+        peers = list(self._peers.values())
+        pacer = self.engine.pacer
+        return {"sessions": len(self.service.sessions), "connections": len(peers),
+                "welcomed": sum(p.welcomed for p in peers), "decoding_images": len(self._decoding),
+                **dict(self.counters), "pacer_late_s": round(pacer.late_s, 3) if pacer is not None else None}
 
     def _log_limits(self) -> None:
         text_cfg = self.engine.bundle.model.config.get_text_config()
