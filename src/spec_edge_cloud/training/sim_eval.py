@@ -110,7 +110,8 @@ def model_planner(bundle: ModelBundle, max_new_tokens: int = 40) -> Planner:
 class PipelinePlanner:
     """The speculative pipeline in one mode (draft engine + verifier service over an in-process link
     with the regime's round trip, both paced to the regime's profile when it has one); each answer
-    carries the wall-clock time at which each word became final."""
+    carries the wall-clock time at which each word became final. Frames go through JPEG at the wire's
+    quality first, as the robot's do when they cross to the cloud."""
 
     def __init__(self, draft_dir: Path, target_dir: Path, mode: str, profile_name: str | None, rtt_ms: float,
                  max_new_tokens: int = 40) -> None:
@@ -134,7 +135,11 @@ class PipelinePlanner:
         self.metrics: list[dict] = []
 
     def __call__(self, image: np.ndarray, text: str) -> Answer:
+        from spec_edge_cloud.transport.protocol import WireOptions, decode_jpeg, encode_jpeg
+
         t0 = time.perf_counter()
+        if self.link is not None:
+            image = decode_jpeg(encode_jpeg(image, WireOptions().jpeg_quality))
         words: list[str] = []
         final_s: list[float] = []
 
