@@ -38,9 +38,9 @@ def _images(rng: np.random.Generator, n: int = 8) -> list[np.ndarray]:
     return out
 
 
-def _train(bundle: ModelBundle, steps: int, seed: int) -> None:
+def _train(bundle: ModelBundle, steps: int, seed: int, text: str) -> None:
     tok, model = bundle.tokenizer, bundle.model
-    answer = tok(ANSWER, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    answer = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     rng = np.random.default_rng(seed)
     batches = []
     for image in _images(rng):
@@ -63,13 +63,14 @@ def _train(bundle: ModelBundle, steps: int, seed: int) -> None:
     torch.set_num_threads(threads)
 
 
-def make_pair(directory: Path, steps: int = 120, draft_noise: float = 0.15, seed: int = 0) -> tuple[Path, Path]:
-    """Save (target_dir, draft_dir) under `directory`."""
+def make_pair(directory: Path, steps: int = 120, draft_noise: float = 0.15, seed: int = 0,
+              answer: str = ANSWER) -> tuple[Path, Path]:
+    """Save (target_dir, draft_dir) under `directory`: a pair that answers `answer`."""
     words = list(dict.fromkeys(OBSERVATION_WORDS + INSTRUCTION_WORDS + ACTION_WORDS))
     tok = build_word_tokenizer(words)
     torch.manual_seed(seed)
     target = ModelBundle(tiny_qwen2vl(tok, layers=2, hidden=64, seed=seed, logit_scale=1.0), tok, image_processor(112))
-    _train(target, steps, seed)
+    _train(target, steps, seed, answer)
     draft_model = copy.deepcopy(target.model)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():

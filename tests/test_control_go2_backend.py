@@ -41,7 +41,10 @@ def timed(fn, *args):
 def test_backend_sends_sport_requests_without_blocking(robot):
     backend = Go2SdkBackend("lo", DOMAIN)
     try:
-        assert timed(backend.start) < 0.05
+        assert backend.start() == "normal" and backend.mode == "normal"  # the motion mode, checked
+        with pytest.raises(queue.Empty):
+            robot.next_request(timeout=1.0)  # and nothing more: starting never stands the robot up
+        assert timed(backend.stand) < 0.05
         expect(robot, SPORT_API_ID_STANDUP)
         expect(robot, SPORT_API_ID_BALANCESTAND)
 
@@ -67,7 +70,9 @@ def test_backend_sends_sport_requests_without_blocking(robot):
 
         codes = dict(backend.codes)
         assert codes["StandUp"] == codes["BalanceStand"] == codes["StopMove"] == codes["Damp"] == 0
-        assert codes["Move"] == 0 and codes["StandDown"] == 3104  # RPC_ERR_CLIENT_API_TIMEOUT
+        assert codes["Move"] == codes["CheckMode"] == 0
+        assert codes["StandDown"] == 3104  # RPC_ERR_CLIENT_API_TIMEOUT
+        assert backend.code_summary()["StandDown"] == (3104, 1)
         assert sit["noreply"] is False
     finally:
         backend.close()

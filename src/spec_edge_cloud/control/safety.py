@@ -2,7 +2,8 @@
 
 Whatever the model, parser or executor do, what leaves the gate is (a) inside the velocity clamps,
 (b) within the acceleration limits relative to the previous output, (c) zero while the emergency
-stop is latched, (d) zero once commands go stale (watchdog), and (e) never NaN/inf. Actions outside
+stop is latched, (d) zero once commands go stale (watchdog: a command is as fresh as the last word
+from its source, so a plan whose producer died stops), and (e) never NaN/inf. Actions outside
 the allow-list are refused before they reach the executor.
 
 Time is passed in (`now`, seconds on a monotonic clock) rather than read, so the gate is plain,
@@ -110,9 +111,11 @@ class SafetyGate:
         if on:
             self._output = (0.0, 0.0, 0.0)
 
-    def command(self, vx: float, vy: float, vyaw: float, now: float) -> bool:
-        """Offer a new velocity setpoint. Returns False when it is refused: while the estop is latched,
-        or when a value is NaN/inf (the target then drops to zero and the watchdog is not fed)."""
+    def command(self, vx: float, vy: float, vyaw: float, t: float) -> bool:
+        """Offer a velocity setpoint that is fresh as of `t`: when its source (the draft node, for the
+        command node) was last heard, not when a local loop replayed it; the watchdog runs from `t`.
+        Returns False when it is refused: while the estop is latched, or when a value is NaN/inf (the
+        target then drops to zero and the watchdog is not fed)."""
         if self._estop:
             return False
         values = (vx, vy, vyaw)
@@ -121,7 +124,7 @@ class SafetyGate:
             self._target = (0.0, 0.0, 0.0)
             return False
         self._target = tuple(min(max(float(v), lo), hi) for v, lo, hi in zip(values, self._lo, self._hi))
-        self._command_t = now
+        self._command_t = t
         return True
 
     def step(self, now: float) -> GateOutput:

@@ -1,13 +1,21 @@
-"""ROS command node: final tokens on /spec/tokens become motion on /cmd_vel or a real Go2.
+"""ROS command node: final tokens on spec/tokens become motion on cmd_vel or a real Go2.
 
-A thin adapter over control.Controller (parser + safety gate + executor + backend): it decodes
-messages, keeps the clock, and publishes. Every decision about what moves the robot lives in
-control/, where it is tested without ROS.
+A thin adapter over control.Controller (parser + plan limits + safety gate + executor + backend):
+it hands over messages, keeps the clock, and publishes. Every decision about what moves the robot
+lives in control/, where it is tested without ROS. Topic names are relative, so a namespace (or a
+launch remapping) gives each robot its own.
 
-Subscribes:  /spec/tokens  std_msgs/String, JSON token events (control/token_events.py); reliable
-             /estop        std_msgs/Bool, reliable + transient local (a latched estop reaches late joiners)
-Publishes:   /cmd_vel      geometry_msgs/Twist at rate_hz (backend "twist" only)
-             /spec/actions std_msgs/String, one JSON ActionRecord per parsed sentence (TTFA for benchmarks)
+Subscribes:  spec/tokens     std_msgs/String, JSON token events (control/token_events.py); reliable
+             spec/heartbeat  std_msgs/Header from the draft node while it works: with the token
+                             events, what keeps a plan alive (none for watchdog_s: the robot stops)
+             estop           std_msgs/Bool, reliable + transient local (a latched estop reaches late
+                             joiners); with estop_timeout_s > 0 it must be re-published that often
+Publishes:   cmd_vel         geometry_msgs/Twist (or TwistStamped) at rate_hz while moving; after a
+                             stop, stop_zeros zero twists, then silence (backend "twist" only)
+             spec/actions    std_msgs/String, one JSON ActionRecord per decision (TTFA for benchmarks)
+             /diagnostics    the controller's state and, for a Go2, its SDK return codes, once a second
+Services:    ~/stand, ~/sit  std_srvs/Trigger: the operator's postures. The node never stands the
+                             robot up by itself; after an e-stop damped a Go2, ~/stand is the way back.
 """
 from __future__ import annotations
 
@@ -15,25 +23,33 @@ import json
 import time
 from dataclasses import fields
 
-from geometry_msgs.msg import Twist
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from std_msgs.msg import Bool, String
+from std_msgs.msg import Bool, Header, String
+from std_srvs.srv import Trigger
 
 from spec_edge_cloud.control.actions import MotionSpeeds
-from spec_edge_cloud.control.backends import Go2SdkBackend, TwistBackend
+from spec_edge_cloud.control.backends import GO2_SPORT_MODES, STOP_ZEROS, Go2SdkBackend, TwistBackend, describe_code
 from spec_edge_cloud.control.controller import Controller
+from spec_edge_cloud.control.limits import PlanLimits
 from spec_edge_cloud.control.safety import GateConfig, SafetyGate
-from spec_edge_cloud.control.token_events import parse_token_event
 from .spin import run_node
 
 # Every parameter of the node, with its default (mirrored in config/robot.yaml, command_node).
 PARAMETERS = {
-    "backend": "twist",  # twist: publish /cmd_vel; go2_sdk: drive a Go2 through unitree_sdk2py
+    "backend": "twist",  # twist: publish cmd_vel; go2_sdk: drive a Go2 through unitree_sdk2py
     **{f.name: (list(f.default) if f.name == "allowed_actions" else f.default) for f in fields(GateConfig)},
+    **{f.name: f.default for f in fields(PlanLimits)},
+    "estop_timeout_s": 0.0,  # > 0: the e-stop publisher must speak this often, else the robot is held
     "act_on_unverified": False,  # act on words the robot decoded alone while the cloud was gone
+    "twist_stamped": False,  # publish geometry_msgs/TwistStamped instead of Twist
+    "frame_id": "base_link",  # the TwistStamped header's frame
+    "stop_zeros": STOP_ZEROS,  # zero twists after a stop before the output goes silent
     "go2_interface": "eth0",  # network interface wired to the Go2
     "go2_domain_id": 0,
+    "go2_sport_modes": list(GO2_SPORT_MODES),  # motion modes (MotionSwitcher) the node may start in
     "walk_speed": MotionSpeeds.walk,
     "strafe_speed": MotionSpeeds.strafe,
     "turn_speed": MotionSpeeds.turn,
@@ -41,6 +57,8 @@ PARAMETERS = {
 TOKENS_QOS = QoSProfile(depth=256, reliability=ReliabilityPolicy.RELIABLE)  # a lost word stops a plan
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+HEARTBEAT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+HEARTBEAT_PERIOD_S = 0.1  # how often the draft node says it is alive: well inside watchdog_s
 
 
 class CommandNode(Node):
@@ -49,47 +67,108 @@ class CommandNode(Node):
         p = {name: self.declare_parameter(name, default).value for name, default in PARAMETERS.items()}
         p["allowed_actions"] = tuple(p["allowed_actions"])
         gate = SafetyGate(GateConfig(**{f.name: p[f.name] for f in fields(GateConfig)}))
+        limits = PlanLimits(**{f.name: p[f.name] for f in fields(PlanLimits)})
         speeds = MotionSpeeds(p["walk_speed"], p["strafe_speed"], p["turn_speed"])
+        self._stamped, self._frame_id = p["twist_stamped"], p["frame_id"]
         if p["backend"] == "twist":
-            self._cmd_vel = self.create_publisher(Twist, "/cmd_vel", 10)
-            self.backend = TwistBackend(self._publish_twist)
+            self._cmd_vel = self.create_publisher(TwistStamped if self._stamped else Twist, "cmd_vel", 10)
+            self.backend = TwistBackend(self._publish_twist, p["stop_zeros"])
         elif p["backend"] == "go2_sdk":
-            self.backend = Go2SdkBackend(p["go2_interface"], p["go2_domain_id"])
-            self.backend.start()
+            self.backend = Go2SdkBackend(p["go2_interface"], p["go2_domain_id"], on_code=self._on_sdk_code,
+                                         sport_modes=tuple(p["go2_sport_modes"]))
+            mode = self.backend.start()
+            self.get_logger().info(f"Go2 on {p['go2_interface']}: motion mode {mode!r}; not standing it up "
+                                   f"(call ~/stand)")
         else:
             raise ValueError(f"parameter backend must be 'twist' or 'go2_sdk', got {p['backend']!r}")
-        self.controller = Controller(self.backend, gate, speeds, act_on_unverified=p["act_on_unverified"])
-        self.actions = self.create_publisher(String, "/spec/actions", 100)
-        self.create_subscription(String, "/spec/tokens", self._on_tokens, TOKENS_QOS)
-        self.create_subscription(Bool, "/estop", self._on_estop, ESTOP_QOS)
-        self.create_timer(gate.config.period, lambda: self.controller.tick(time.monotonic()))
+        self.controller = Controller(self.backend, gate, speeds, act_on_unverified=p["act_on_unverified"],
+                                     limits=limits, estop_timeout_s=p["estop_timeout_s"])
+        self.actions = self.create_publisher(String, "spec/actions", 100)
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(String, "spec/tokens", self._on_tokens, TOKENS_QOS)
+        self.create_subscription(Header, "spec/heartbeat", self._on_heartbeat, HEARTBEAT_QOS)
+        self.create_subscription(Bool, "estop", self._on_estop, ESTOP_QOS)
+        self.create_service(Trigger, "~/stand", lambda req, res: self._posture("stand", res))
+        self.create_service(Trigger, "~/sit", lambda req, res: self._posture("sit", res))
+        self.create_timer(gate.config.period, self._tick)
+        self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(f"command node: backend {p['backend']}, {gate.config.rate_hz:g} Hz, "
-                               f"allowed {sorted(gate.allowed)}")
+                               f"allowed {sorted(gate.allowed)}, watchdog {gate.config.watchdog_s:g} s")
+
+    def _tick(self) -> None:
+        self.controller.tick(time.monotonic())
+        self._publish_records(self.controller.take_notices())
 
     def _on_tokens(self, msg: String) -> None:
-        try:
-            event = parse_token_event(msg.data)
-        except ValueError as e:
-            self.get_logger().warning(f"dropped a token event: {e}")
-            return
-        now = time.monotonic()
-        records = self.controller.on_event(event, now, time.time())
-        for record in records:
-            self.actions.publish(String(data=json.dumps(record.to_dict())))
+        records = self.controller.on_message(msg.data, time.monotonic())
+        self._publish_records(records)
         if any(r.kind == "action" for r in records):
-            self.controller.tick(now)  # start moving now rather than at the next timer tick
+            self._tick()  # start moving now rather than at the next timer tick
+
+    def _on_heartbeat(self, msg: Header) -> None:
+        self.controller.heartbeat(time.monotonic())
 
     def _on_estop(self, msg: Bool) -> None:
-        now = time.monotonic()
-        self.controller.set_estop(msg.data, now)
-        self.controller.tick(now)  # the zero goes out at once, not at the next timer tick
-        self.get_logger().warning(f"estop {'LATCHED' if msg.data else 'released'}")
+        was = self.controller.status()["estop"]
+        self.controller.set_estop(msg.data, time.monotonic())
+        self._tick()  # the zero goes out at once, not at the next timer tick
+        now = self.controller.status()["estop"]
+        if now != was:
+            self.get_logger().warning(f"estop {now}" + (": damped, call ~/stand to move again"
+                                                        if self.controller.needs_stand else ""))
+
+    def _posture(self, verb: str, response: Trigger.Response) -> Trigger.Response:
+        refusal = self.controller.operator_posture(verb, time.monotonic())
+        response.success = refusal is None
+        response.message = refusal or f"{verb} sent"
+        self.get_logger().info(f"operator {verb}: {response.message}")
+        return response
+
+    def _publish_records(self, records: list) -> None:
+        for record in records:
+            if record.kind == "rejected" and not record.sentence:
+                self.get_logger().warning(record.reason)  # not a sentence of the answer: the stream or liveness
+            self.actions.publish(String(data=json.dumps(record.to_dict())))
 
     def _publish_twist(self, vx: float, vy: float, vyaw: float) -> None:
-        if self.context.ok():  # the last zero, from close(), may come after Ctrl-C shut ROS down
-            t = Twist()
-            t.linear.x, t.linear.y, t.angular.z = float(vx), float(vy), float(vyaw)
+        if not self.context.ok():
+            return
+        t = Twist()
+        t.linear.x, t.linear.y, t.angular.z = float(vx), float(vy), float(vyaw)
+        if self._stamped:
+            msg = TwistStamped(twist=t)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = self._frame_id
+            self._cmd_vel.publish(msg)
+        else:
             self._cmd_vel.publish(t)
+
+    def _on_sdk_code(self, call: str, code: int) -> None:
+        """Every unitree_sdk2py return code: failures are logged at once (and counted for /diagnostics)."""
+        if code != 0:
+            self.get_logger().warning(f"Go2 SDK {call} returned {describe_code(code)}",
+                                      throttle_duration_sec=1.0)
+
+    def _publish_diagnostics(self) -> None:
+        state = self.controller.status()
+        level = DiagnosticStatus.WARN if state["estop"] != "released" or state["needs_stand"] == "true" \
+            else DiagnosticStatus.OK
+        statuses = [DiagnosticStatus(name="command_node", hardware_id="robot", level=level,
+                                     message=f"estop {state['estop']}, plan {state['plan']}",
+                                     values=[KeyValue(key=k, value=v) for k, v in state.items()])]
+        if isinstance(self.backend, Go2SdkBackend):
+            codes = self.backend.code_summary()
+            failed = [call for call, (last, _) in codes.items() if last != 0]
+            statuses.append(DiagnosticStatus(
+                name="command_node: go2 sdk", hardware_id="go2",
+                level=DiagnosticStatus.WARN if failed else DiagnosticStatus.OK,
+                message=f"last call failed: {', '.join(failed)}" if failed else f"mode {self.backend.mode}",
+                values=[KeyValue(key="mode", value=str(self.backend.mode))] +
+                       [KeyValue(key=call, value=f"last {describe_code(last)}, {n} failed")
+                        for call, (last, n) in codes.items()]))
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(array)
 
     def close(self) -> None:
         self.backend.close()

@@ -13,6 +13,9 @@ learns as token events (control/token_events.py) on /spec/tokens:
     unverified   words the robot decoded alone after the cloud missed `deadline_s`
     end          the response is complete
 
+While a task runs, a std_msgs/Header on spec/heartbeat every HEARTBEAT_PERIOD_S says the node is
+alive: the command node stops a plan whose producer went silent (a killed or hung draft node).
+
 Each event carries capture_t, the frame's stamp, so latency is measured from the camera. After each
 response a DiagnosticArray on /spec/metrics reports latency, acceptance, hit rate and bytes; once a
 second /diagnostics says whether the cloud link is up, the mode, and the task.
@@ -37,14 +40,14 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Header, String
 
 from spec_edge_cloud.control.parser import IncrementalParser, Observation
 from spec_edge_cloud.control.token_events import TokenEvent
 from spec_edge_cloud.decoding.modes import MODES
 
 from . import images
-from .command_node import TOKENS_QOS
+from .command_node import HEARTBEAT_PERIOD_S, HEARTBEAT_QOS, TOKENS_QOS
 from .qos import INSTRUCTION_QOS
 from .robot_decoder import open_robot_decoder
 from .spin import run_node
@@ -118,6 +121,8 @@ class DraftNode(Node):
         self.tokens_pub = self.create_publisher(String, "/spec/tokens", TOKENS_QOS)
         self.metrics_pub = self.create_publisher(DiagnosticArray, "/spec/metrics", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.heartbeat_pub = self.create_publisher(Header, "spec/heartbeat", HEARTBEAT_QOS)
+        self.create_timer(HEARTBEAT_PERIOD_S, self._heartbeat)
         self.create_timer(1.0, self._publish_diagnostics)
         self.create_subscription(String, "/instruction", self._on_instruction, INSTRUCTION_QOS)
         self.create_subscription(Image, p["image_topic"], self._on_image, qos_profile_sensor_data)
@@ -260,6 +265,11 @@ class DraftNode(Node):
         self._publish(TokenEvent(rid, "start", 0, (), (), now, None))
         self._publish(TokenEvent(rid, "end", 0, (), (), now, None))
         self.get_logger().info(f"{rid}: robot stopped ({reason})")
+
+    def _heartbeat(self) -> None:
+        """Alive while a task runs and the worker that decodes for it is."""
+        if self._task is not None and self._worker.is_alive():
+            self.heartbeat_pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self._prefix))
 
     def _publish(self, event: TokenEvent) -> None:
         if self.context.ok():

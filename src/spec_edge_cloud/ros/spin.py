@@ -4,19 +4,26 @@ It also sends the package's Python `logging` to the ROS logger (so link, verifie
 messages show under `ros2 launch` and on /rosout), and a node that cannot start with its parameters
 (a wrong type, a value out of range, a missing file) ends with one FATAL line and exit code 2
 instead of a traceback.
+
+Ctrl-C (SIGINT) and SIGTERM end the spin with the ROS context still up, so a node's `close()` can
+still publish: the command node's last zero twist reaches the robot before the context goes down
+(rclpy's own signal handlers would shut the context down first).
 """
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Any, Callable
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 PACKAGE_LOGGER = "spec_edge_cloud"
 BAD_PARAMETER_EXIT = 2
+WAKE_S = 0.1  # the longest a signal waits for the executor to come back to Python
 
 
 class RosLogHandler(logging.Handler):
@@ -62,12 +69,18 @@ def forward_package_logging() -> RosLogHandler:
     return handler
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     """Spin the node `make_node()` builds; its `close()` (releasing devices, threads, sockets) runs last.
 
     A node that cannot start with its parameters (BadParameter, or a ValueError/OSError raised while
     it sets up: a missing model directory, a wrong value) logs one FATAL line and exits with code 2."""
-    rclpy.init(args=args)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     handler = forward_package_logging()
     try:
         node = make_node()
@@ -77,11 +90,15 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
         rclpy.try_shutdown()
         sys.exit(BAD_PARAMETER_EXIT)
     handler.attach(node)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=WAKE_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.close()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
