@@ -113,7 +113,38 @@ def h():
 def test_config_file_mirrors_the_node_parameters():
     params = yaml.safe_load(CONFIG.read_text())["command_node"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
-    assert all(type(params[k]) is type(v) for k, v in PARAMETERS.items())
+    assert {k: params[k] for k in PARAMETERS} == {k: p.default for k, p in PARAMETERS.items()}
+    assert all(type(params[k]) is type(p.default) for k, p in PARAMETERS.items())
+    assert all(p.read_only and p.description for p in PARAMETERS.values())
+
+
+def test_clamps_are_read_only_under_ros2_param_set(h):
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    client = AsyncParameterClient(h.node, "command_node")
+    assert client.wait_for_services(10.0)
+    for name, value in (("max_vx", 0.9), ("watchdog_s", 5.0), ("max_distance_m", 100.0), ("backend", "go2_sdk")):
+        future = client.set_parameters([Parameter(name, value=value)])
+        assert h.spin_until(future.done, 10)
+        (result,) = future.result().results
+        assert not result.successful and "read-only" in result.reason, (name, result.reason)
+    future = client.describe_parameters(["max_vx"])
+    assert h.spin_until(future.done, 10)
+    (d,) = future.result().descriptors
+    assert d.read_only and "clamp" in d.description and d.floating_point_range[0].to_value == pytest.approx(3.8)
+
+
+@pytest.mark.parametrize("params, message", [(["-p", "max_vx:=9.0"], "max_vx"),
+                                             (["-p", "backend:=legs"], "backend must be one of"),
+                                             (["-p", "max_actions:=0"], "max_actions"),
+                                             (["-p", "allowed_actions:=[fly]"], "unknown verbs")])
+def test_bad_parameters_end_the_node_with_one_fatal_line_and_code_2(params, message):
+    p = subprocess.run([sys.executable, "-m", "spec_edge_cloud.ros.command_node", "--ros-args", "-r",
+                        "__ns:=/bad", *params], capture_output=True, text=True, timeout=60)
+    out = p.stdout + p.stderr
+    fatal = [x for x in out.splitlines() if "[FATAL]" in x]
+    assert p.returncode == 2 and len(fatal) == 1 and message in fatal[0], out[-800:]
 
 
 def test_provisional_tokens_never_move_the_robot(h):
@@ -316,6 +347,7 @@ def test_go2_sdk_backend_refuses_to_start_outside_sport_mode(mode, message):
         out = subprocess.run([sys.executable, "-m", "spec_edge_cloud.ros.command_node", "--ros-args",
                               "-p", "backend:=go2_sdk", "-p", "go2_interface:=lo", "-p", f"go2_domain_id:={domain}"],
                              capture_output=True, text=True, timeout=60)
-        assert out.returncode != 0 and message in out.stderr + out.stdout
+        fatal = [x for x in (out.stdout + out.stderr).splitlines() if "[FATAL]" in x]
+        assert out.returncode == 2 and len(fatal) == 1 and message in fatal[0], out.stderr[-800:]
     finally:
         standin.close()

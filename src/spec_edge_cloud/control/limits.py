@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from spec_edge_cloud.decoding.modes import setting
+
 from .actions import DISTANCE_VERBS, LATERAL_VERBS, POSTURE_VERBS, TURN_VERBS, Action, MotionSpeeds, action_segments
 
 # A token event of n words is at most this many bytes of JSON: a word-level token is short, so a
@@ -24,11 +26,13 @@ EVENT_BYTES_OVERHEAD = 1024
 class PlanLimits:
     """Caps on one response: words per token event, action sentences, and planned motion."""
 
-    max_event_words: int = 256
-    max_actions: int = 16  # sentences after the observation (each should be an action)
-    max_distance_m: float = 10.0  # walk + back + strafe
-    max_turn_deg: float = 720.0
-    max_time_s: float = 60.0  # motion and posture holds, at the cruise speeds
+    max_event_words: int = setting(256, "words one token event may carry (a larger message is refused unread)",
+                                   (1, None))
+    max_actions: int = setting(16, "action sentences per response; past it the rest of the response is ignored",
+                               (1, None))
+    max_distance_m: float = setting(10.0, "m of walk + back + strafe one response may plan", (0.0, None))
+    max_turn_deg: float = setting(720.0, "degrees of turning one response may plan", (0.0, None))
+    max_time_s: float = setting(60.0, "s of motion and posture holds one response may plan", (0.0, None))
 
     def __post_init__(self) -> None:
         for name in ("max_event_words", "max_actions"):

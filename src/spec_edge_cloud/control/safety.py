@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from spec_edge_cloud.decoding.modes import setting
+
 from .actions import VERBS, Action
 
 # Go2 sport-mode limits (m/s, m/s, rad/s): hard bounds no configuration may exceed.
@@ -31,14 +33,16 @@ class GateConfig:
     """Symmetric velocity clamps (intersected with the Go2 limits), per-axis acceleration limits,
     allowed verbs, watchdog window and output rate. Defaults are well inside the robot's limits."""
 
-    max_vx: float = 1.0
-    max_vy: float = 0.5
-    max_vyaw: float = 1.5
-    max_accel_xy: float = 1.5  # m/s^2, applied to vx and vy separately
-    max_accel_yaw: float = 3.0  # rad/s^2
-    allowed_actions: tuple[str, ...] = VERBS
-    watchdog_s: float = 0.5
-    rate_hz: float = 20.0
+    max_vx: float = setting(1.0, "m/s, symmetric clamp on forward speed (Go2 limit: -2.5..3.8)", (0.0, 3.8))
+    max_vy: float = setting(0.5, "m/s, symmetric clamp on sideways speed (Go2 limit: 1.0)", (0.0, 1.0))
+    max_vyaw: float = setting(1.5, "rad/s, symmetric clamp on turning speed (Go2 limit: 4.0)", (0.0, 4.0))
+    max_accel_xy: float = setting(1.5, "m/s^2, acceleration limit on vx and vy, each", (0.0, None))
+    max_accel_yaw: float = setting(3.0, "rad/s^2, acceleration limit on turning", (0.0, None))
+    allowed_actions: tuple[str, ...] = setting(VERBS, "verbs a model's answer may use (stop is always allowed)")
+    watchdog_s: float = setting(0.5, "s without a token event or heartbeat from the draft node before a "
+                                     "running plan is dropped and the robot stopped", (0.0, None))
+    rate_hz: float = setting(20.0, "output rate; the Go2 drops a Move after 1 s, so it is re-sent this often",
+                             (2.0, 1000.0))
 
     def __post_init__(self) -> None:
         for name, hard in (("max_vx", max(-GO2_VX[0], GO2_VX[1])), ("max_vy", GO2_VY[1]),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import fields
+from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
@@ -31,29 +32,46 @@ from std_msgs.msg import Bool, Header, String
 from std_srvs.srv import Trigger
 
 from spec_edge_cloud.control.actions import MotionSpeeds
-from spec_edge_cloud.control.backends import GO2_SPORT_MODES, STOP_ZEROS, Go2SdkBackend, TwistBackend, describe_code
+from spec_edge_cloud.control.backends import (GO2_SPORT_MODES, STOP_ZEROS, Go2SdkBackend, TwistBackend,
+                                              describe_code)
 from spec_edge_cloud.control.controller import Controller
 from spec_edge_cloud.control.limits import PlanLimits
 from spec_edge_cloud.control.safety import GateConfig, SafetyGate
+from .params import Param, declare, field_params
 from .spin import run_node
 
-# Every parameter of the node, with its default (mirrored in config/robot.yaml, command_node).
+# Every parameter of the node (mirrored in config/robot.yaml, command_node). All are read at start-up
+# only (read_only: `ros2 param set` is refused), the clamps and limits above all: what bounds the robot
+# cannot change under a running plan. Clamps, limits and the watchdog come from GateConfig's and
+# PlanLimits' fields, with their help, defaults and ranges.
 PARAMETERS = {
-    "backend": "twist",  # twist: publish cmd_vel; go2_sdk: drive a Go2 through unitree_sdk2py
-    **{f.name: (list(f.default) if f.name == "allowed_actions" else f.default) for f in fields(GateConfig)},
-    **{f.name: f.default for f in fields(PlanLimits)},
-    "estop_timeout_s": 0.0,  # > 0: the e-stop publisher must speak this often, else the robot is held
-    "act_on_unverified": False,  # act on words the robot decoded alone while the cloud was gone
-    "twist_stamped": False,  # publish geometry_msgs/TwistStamped instead of Twist
-    "frame_id": "base_link",  # the TwistStamped header's frame
-    "stop_zeros": STOP_ZEROS,  # zero twists after a stop before the output goes silent
-    "go2_interface": "eth0",  # network interface wired to the Go2
-    "go2_domain_id": 0,
-    "go2_sport_modes": list(GO2_SPORT_MODES),  # motion modes (MotionSwitcher) the node may start in
-    "walk_speed": MotionSpeeds.walk,
-    "strafe_speed": MotionSpeeds.strafe,
-    "turn_speed": MotionSpeeds.turn,
+    "backend": Param("twist", "twist: publish cmd_vel; go2_sdk: drive a Go2 through unitree_sdk2py", True,
+                     choices=("twist", "go2_sdk")),
+    **field_params(GateConfig, read_only=True),
+    **field_params(PlanLimits, read_only=True),
+    "estop_timeout_s": Param(0.0, "> 0: the estop publisher must speak this often (a false is its heartbeat), "
+                                  "else the robot is held still; 0: no such check", True, (0.0, None)),
+    "act_on_unverified": Param(False, "act on words the robot decoded alone while the cloud was unreachable", True),
+    "twist_stamped": Param(False, "publish geometry_msgs/TwistStamped on cmd_vel instead of Twist", True),
+    "frame_id": Param("base_link", "the TwistStamped header's frame", True),
+    "stop_zeros": Param(STOP_ZEROS, "zero twists after a stop, then silence (twist_mux releases the input)",
+                        True, (1, 1000)),
+    "go2_interface": Param("eth0", "backend go2_sdk: network interface wired to the Go2", True),
+    "go2_domain_id": Param(0, "backend go2_sdk: DDS domain of the Go2", True, (0, 232)),
+    "go2_sport_modes": Param(list(GO2_SPORT_MODES), "backend go2_sdk: motion modes (MotionSwitcher CheckMode) "
+                                                    "the node may start in", True),
+    "walk_speed": Param(MotionSpeeds.walk, "m/s: walk M lasts M / walk_speed s", True, (0.0, None)),
+    "strafe_speed": Param(MotionSpeeds.strafe, "m/s, strafing", True, (0.0, None)),
+    "turn_speed": Param(MotionSpeeds.turn, "rad/s, turning", True, (0.0, None)),
 }
+
+
+def _check(p: dict[str, Any]) -> None:
+    """The node's own validation: every config it builds (ValueError names what is wrong)."""
+    GateConfig(**{f.name: (tuple(p[f.name]) if f.name == "allowed_actions" else p[f.name])
+                  for f in fields(GateConfig)})
+    PlanLimits(**{f.name: p[f.name] for f in fields(PlanLimits)})
+    MotionSpeeds(p["walk_speed"], p["strafe_speed"], p["turn_speed"])
 TOKENS_QOS = QoSProfile(depth=256, reliability=ReliabilityPolicy.RELIABLE)  # a lost word stops a plan
 ESTOP_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -62,9 +80,11 @@ HEARTBEAT_PERIOD_S = 0.1  # how often the draft node says it is alive: well insi
 
 
 class CommandNode(Node):
+    NODE_NAME = "command_node"
+
     def __init__(self) -> None:
-        super().__init__("command_node")
-        p = {name: self.declare_parameter(name, default).value for name, default in PARAMETERS.items()}
+        super().__init__(self.NODE_NAME)
+        p = declare(self, PARAMETERS, _check)
         p["allowed_actions"] = tuple(p["allowed_actions"])
         gate = SafetyGate(GateConfig(**{f.name: p[f.name] for f in fields(GateConfig)}))
         limits = PlanLimits(**{f.name: p[f.name] for f in fields(PlanLimits)})
@@ -73,14 +93,12 @@ class CommandNode(Node):
         if p["backend"] == "twist":
             self._cmd_vel = self.create_publisher(TwistStamped if self._stamped else Twist, "cmd_vel", 10)
             self.backend = TwistBackend(self._publish_twist, p["stop_zeros"])
-        elif p["backend"] == "go2_sdk":
+        else:
             self.backend = Go2SdkBackend(p["go2_interface"], p["go2_domain_id"], on_code=self._on_sdk_code,
                                          sport_modes=tuple(p["go2_sport_modes"]))
             mode = self.backend.start()
             self.get_logger().info(f"Go2 on {p['go2_interface']}: motion mode {mode!r}; not standing it up "
                                    f"(call ~/stand)")
-        else:
-            raise ValueError(f"parameter backend must be 'twist' or 'go2_sdk', got {p['backend']!r}")
         self.controller = Controller(self.backend, gate, speeds, act_on_unverified=p["act_on_unverified"],
                                      limits=limits, estop_timeout_s=p["estop_timeout_s"])
         self.actions = self.create_publisher(String, "spec/actions", 100)
