@@ -104,3 +104,18 @@ def test_sim_eval_cli_refuses_bad_arguments(tmp_path, capsys):
     assert cli.main(["sim", "eval", "--target", str(tmp_path), "--episodes", "1"]) == 2
     assert cli.main(["sim", "eval", "--episodes", "0"]) == 2
     assert "error" in capsys.readouterr().out
+
+
+def test_sim_eval_card_writes_the_figures_into_both_model_cards(tmp_path):
+    import shutil
+    for name in ("target", "draft"):
+        shutil.copytree(MODELS / name, tmp_path / name)
+    assert cli.main(["sim", "eval", "--target", str(tmp_path / "target"), "--episodes", "1", "--seed", "4",
+                     "--timeout", "3", "--card"]) == 0
+    for name in ("target", "draft"):
+        card = json.loads((tmp_path / name / "card.json").read_text())
+        assert card["sim"]["target"]["episodes"] == card["sim"]["expert"]["episodes"] == 1
+        assert card["sim_commands"]["target"].endswith("--episodes 1 --seed 4 --timeout 3")
+        readme = (tmp_path / name / "README.md").read_text()
+        assert "95% interval (Wilson)" in readme and "--episodes 1 --seed 4" in readme
+    assert cli.main(["sim", "eval", "--draft", str(MODELS / "draft"), "--mode", "spec", "--card"]) == 2

@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--timeout", type=float, default=60.0, help="seconds of sim time per room")
     e.add_argument("--no-expert", action="store_true", help="skip the expert's run on the same rooms")
     e.add_argument("--json", type=Path, default=None, help="write the figures to this file")
+    e.add_argument("--card", action="store_true",
+                   help="write the figures into the model cards of --target and the draft beside it (or --draft): "
+                        "card.json 'sim' and README.md (the model alone only, not a --mode)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +79,9 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.mode is not None and (args.draft is None or args.mode not in MODES):
         print(f"spec-edge-cloud sim eval: error: --mode needs --draft and one of {', '.join(MODES)}")
+        return 2
+    if args.card and args.mode is not None:
+        print("spec-edge-cloud sim eval: error: --card takes the model alone (the cards' figures), not a --mode")
         return 2
     if args.episodes < 1 or not args.timeout > 0:
         print("spec-edge-cloud sim eval: error: --episodes must be >= 1 and --timeout > 0")
@@ -114,6 +120,11 @@ def _eval(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=1))
         print(f"figures in {args.json}")
+    if args.card:
+        from spec_edge_cloud.training import cards
+        draft_dir = args.draft or args.target.parent / "draft"
+        cards.update_sim(args.target, draft_dir, {k: v for k, v in results.items()}, figures["command"])
+        print(f"model cards updated: {args.target}, {draft_dir}")
     return 0
 
 

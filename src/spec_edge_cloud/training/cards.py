@@ -20,6 +20,38 @@ def _layers(d: dict) -> str:
     return ", ".join(f"layer {k}: {_pct(v)}" for k, v in d.items())
 
 
+def _interval(summary: dict) -> str:
+    if "success_interval_95" not in summary:   # measured before `sim eval` existed
+        return "n/a"
+    lo, hi = summary["success_interval_95"]
+    return f"{100 * lo:.0f}-{100 * hi:.0f}%"
+
+
+def _s(summary: dict) -> str:
+    t = summary.get("time_to_goal_s")
+    return "n/a" if t is None else f"{t:.1f}"
+
+
+def _wrong(summary: dict) -> str:
+    n = summary.get("ended_near_another_object")
+    return "n/a" if n is None else f"{n}/{summary['episodes']}"
+
+
+def _commands(figures: dict) -> str:
+    commands = figures.get("sim_commands") or {}
+    return "; ".join(f"`{c}`" for c in dict.fromkeys(commands.values())) or "the training run"
+
+
+def update_sim(target_dir: Path, draft_dir: Path, results: dict[str, dict], command: str) -> None:
+    """Put `sim eval` figures (per policy: target, draft, expert) into the pair's cards and rewrite
+    them; the rest of each card stays as its training run measured it."""
+    figures = json.loads((target_dir / "card.json").read_text())
+    figures["sim"].update(results)
+    figures.setdefault("sim_commands", {}).update({name: command for name in results})
+    train = f"spec-edge-cloud train --out {target_dir.parent} --seed {figures['training']['seed']}"
+    vlm_cards(target_dir, draft_dir, figures, train)
+
+
 def write_json(directory: Path, figures: dict) -> None:
     (directory / "card.json").write_text(json.dumps(figures, indent=1, default=str) + "\n")
 
@@ -39,12 +71,21 @@ observation words, and the specials that frame an image).
 | | target | draft | scripted expert |
 | --- | --- | --- | --- |
 | task success, closed loop, {sim['expert']['episodes']} rooms | {_pct(sim['target']['success_rate'])} | {_pct(sim['draft']['success_rate'])} | {_pct(sim['expert']['success_rate'])} |
+| 95% interval (Wilson) | {_interval(sim['target'])} | {_interval(sim['draft'])} | {_interval(sim['expert'])} |
+| collisions | {_pct(sim['target'].get('collision_rate'))} | {_pct(sim['draft'].get('collision_rate'))} | {_pct(sim['expert'].get('collision_rate'))} |
+| ended by the model away from the goal ("reached" twice) | {_pct(sim['target'].get('stopped_rate'))} | {_pct(sim['draft'].get('stopped_rate'))} | |
+| ... of them within reach of another object | {_wrong(sim['target'])} | {_wrong(sim['draft'])} | |
+| timeouts | {_pct(sim['target'].get('timeout_rate'))} | {_pct(sim['draft'].get('timeout_rate'))} | {_pct(sim['expert'].get('timeout_rate'))} |
+| time to goal, successes (sim s) | {_s(sim['target'])} | {_s(sim['draft'])} | {_s(sim['expert'])} |
 | answers that parse (closed loop) | {_pct(sim['target']['parse_rate'])} | {_pct(sim['draft']['parse_rate'])} | 100% |
 | answers that parse ({ans['target']['frames']} held-out frames) | {_pct(ans['target']['parse_rate'])} | {_pct(ans['draft']['parse_rate'])} | |
 | answer equal to the expert's | {_pct(ans['target']['exact_match'])} | {_pct(ans['draft']['exact_match'])} | |
 | observation sentence equal to the expert's | {_pct(ans['target']['observation_match'])} | {_pct(ans['draft']['observation_match'])} | |
 
-Failures of the target in the sim: {sim['target']['reasons']}.
+Closed loop as on the robot (training/sim_eval.py): answers from the head camera, the robot's
+incremental parser, the task ended by two "reached" answers in a row; the model answers instantly in
+sim time. The same rooms for all three (layout seeds in card.json, none seen in training). Measured by
+{_commands(figures)}.
 
 Speculative decoding (spec-ee, draft length {spec['gamma']}, {spec['responses']} held-out frames, greedy):
 acceptance {_pct(spec['acceptance'])}, {spec['tokens_per_round']:.2f} tokens per round, every response

@@ -45,7 +45,7 @@ class Budget:
     exit_prompts: int = 400         # training frames the exit heads learn from (the target's own answers)
     heldout_episodes: int = 20      # frames of these held-out episodes: answers, acceptance, agreement
     spec_frames: int = 60           # held-out frames decoded speculatively
-    sim_episodes: int = 40          # closed-loop held-out rooms per policy
+    sim_episodes: int = 100         # closed-loop held-out rooms per policy (= `sim eval --episodes 100`)
     sim_timeout_s: float = 60.0     # sim time per room
     batch: int = 32
 
@@ -181,8 +181,11 @@ def evaluate_family(target_dir: Path, draft_dir: Path, held: list[Example], held
     s = figures["speculation"]
     log(f"speculation: acceptance {s['acceptance']:.1%}, {s['tokens_per_round']:.2f} tokens/round, "
         f"lossless mismatches {s['lossless_mismatches']}")
-    seeds = sim_eval.heldout_seeds(budget.sim_episodes, seed + 1, exclude=train_layouts)
+    seeds = sim_eval.heldout_seeds(budget.sim_episodes, seed, exclude=train_layouts)   # what `sim eval` draws
     figures["sim"] = sim_eval.evaluate(seeds, {"expert": None, "target": sim_eval.model_planner(target),
                                                "draft": sim_eval.model_planner(draft)},
                                       timeout_s=budget.sim_timeout_s, log=log)
+    same = f"--episodes {budget.sim_episodes} --seed {seed} --timeout {budget.sim_timeout_s:g}"
+    figures["sim_commands"] = {"target": f"spec-edge-cloud sim eval --target {target_dir} {same}",
+                               "draft": f"spec-edge-cloud sim eval --target {target_dir} --draft {draft_dir} {same}"}
     return figures
