@@ -1,11 +1,12 @@
 """Bounded plans (issue 19, item 8): words per token event, action sentences per response and total
 planned motion are capped; the excess is rejected with its reason, what fitted keeps running, and a
 hostile message is refused by its size before it is read."""
+import dataclasses
 import json
 
 import pytest
 
-from spec_edge_cloud.control.actions import MotionSpeeds
+from spec_edge_cloud.control.actions import VERBS, MotionSpeeds
 from spec_edge_cloud.control.backends import TwistBackend
 from spec_edge_cloud.control.controller import Controller
 from spec_edge_cloud.control.limits import PlanLimits
@@ -21,9 +22,9 @@ def ev(kind, index=0, text="", response="r1"):
     return TokenEvent(response, kind, index, tuple(range(len(words))), words, 0.0)
 
 
-def make(**limits):
+def make(gate=CFG, **limits):
     sent = []
-    ctl = Controller(TwistBackend(lambda *v: sent.append(v)), SafetyGate(CFG), SPEEDS,
+    ctl = Controller(TwistBackend(lambda *v: sent.append(v)), SafetyGate(gate), SPEEDS,
                      limits=PlanLimits(**limits))
     return ctl, sent
 
@@ -69,7 +70,7 @@ def test_a_repeated_walk_is_capped_at_the_planned_distance():
     ("sit . stand . " * 3, dict(max_time_s=9.0), 4, "10.0 s of motion time"),  # 2 s holds
 ])
 def test_each_limit_rejects_the_excess_and_keeps_what_fitted(text, limits, fits, why):
-    ctl, _ = make(**limits)
+    ctl, _ = make(dataclasses.replace(CFG, allowed_actions=VERBS), **limits)  # postures allowed too
     records = stream(ctl, "box . " + text)
     assert sum(r.kind == "action" for r in records) == fits
     assert records[-1].kind == "rejected" and why in records[-1].reason

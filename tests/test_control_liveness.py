@@ -113,10 +113,13 @@ def test_close_leaves_a_zero_even_after_the_output_went_silent():
 
 def test_operator_postures_and_their_refusals():
     ctl, _ = make()
-    assert ctl.operator_posture("stand", 0.0) is None
+    assert ctl.operator_posture("stand") is None
     ctl.set_estop(True, 0.1)
-    assert "release it first" in ctl.operator_posture("stand", 0.2)
+    assert "release it first" in ctl.operator_posture("stand")
     ctl.set_estop(False, 0.3)
     assert not ctl.needs_stand  # a twist output is not damped by an e-stop
     with pytest.raises(ValueError):
-        ctl.operator_posture("jump", 0.4)
+        ctl.operator_posture("jump")
+    ctl.on_event(ev("start"), 0.4, 0.4)  # by default a model may not change the robot's posture
+    (_, stand) = ctl.on_event(ev("final", 0, "ball . stand ."), 0.4, 0.4)
+    assert stand.kind == "rejected" and "allow-list" in stand.reason

@@ -14,7 +14,8 @@ draft node dies or hangs the robot stops within `watchdog_s` and the plan is dro
 middle of a long action. The e-stop publisher may have to prove it is alive too (`estop_timeout_s`,
 twist_mux lock semantics): silent for longer than that, the robot is held still until it speaks
 again. A pressed e-stop damps a Go2 (`backend.estop_damps`): the robot then moves again only after
-an operator stands it up (`operator_posture("stand")`), never on a model's word.
+an operator stands it up (`operator_posture("stand")`), never on a model's word. By default a model
+may not change the robot's posture at all (GateConfig.allowed_actions).
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ class Controller:
             self.needs_stand = True
         self._latch(on, now)
 
-    def operator_posture(self, verb: str, now: float) -> str | None:
+    def operator_posture(self, verb: str) -> str | None:
         """An operator's stand or sit (the node's services): drops the plan and the response and sends
         the posture to the backend now. Returns why it is refused, or None. Standing is the only way
         out of the damping an e-stop left; a model's "stand" never is."""

@@ -19,13 +19,16 @@ from dataclasses import dataclass
 
 from spec_edge_cloud.decoding.modes import setting
 
-from .actions import VERBS, Action
+from .actions import POSTURE_VERBS, VERBS, Action
 
 # Go2 sport-mode limits (m/s, m/s, rad/s): hard bounds no configuration may exceed.
 GO2_VX = (-2.5, 3.8)
 GO2_VY = (-1.0, 1.0)
 GO2_VYAW = (-4.0, 4.0)
 ALWAYS_ALLOWED = ("stop",)  # stopping is never refused, whatever the allow-list says
+# A model may move the robot by default, not change its posture: standing up and sitting down are the
+# operator's (the command node's services) unless a deployment adds them to allowed_actions.
+DEFAULT_ALLOWED = tuple(v for v in VERBS if v not in POSTURE_VERBS)
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class GateConfig:
     max_vyaw: float = setting(1.5, "rad/s, symmetric clamp on turning speed (Go2 limit: 4.0)", (0.0, 4.0))
     max_accel_xy: float = setting(1.5, "m/s^2, acceleration limit on vx and vy, each", (0.0, None))
     max_accel_yaw: float = setting(3.0, "rad/s^2, acceleration limit on turning", (0.0, None))
-    allowed_actions: tuple[str, ...] = setting(VERBS, "verbs a model's answer may use (stop is always allowed)")
+    allowed_actions: tuple[str, ...] = setting(DEFAULT_ALLOWED, "verbs a model's answer may use (stop is always "
+                                                                "allowed; stand and sit only if listed)")
     watchdog_s: float = setting(0.5, "s without a token event or heartbeat from the draft node before a "
                                      "running plan is dropped and the robot stopped", (0.0, None))
     rate_hz: float = setting(20.0, "output rate; the Go2 drops a Move after 1 s, so it is re-sent this often",

@@ -136,7 +136,7 @@ class CommandNode(Node):
                                                         if self.controller.needs_stand else ""))
 
     def _posture(self, verb: str, response: Trigger.Response) -> Trigger.Response:
-        refusal = self.controller.operator_posture(verb, time.monotonic())
+        refusal = self.controller.operator_posture(verb)
         response.success = refusal is None
         response.message = refusal or f"{verb} sent"
         self.get_logger().info(f"operator {verb}: {response.message}")
