@@ -275,21 +275,67 @@ def test_twist_stamped_in_a_namespace_and_a_last_zero_on_ctrl_c(h):
         stop(proc)
 
 
-def test_go2_sdk_backend_never_stands_up_by_itself(h):
+def test_an_estop_publisher_with_a_timeout_must_keep_speaking(h):
+    """estop_timeout_s (twist_mux lock semantics): never heard, the robot is held; a publisher speaking
+    every 0.1 s lets it move; when it goes quiet the robot stops within the timeout."""
+    twists = []
+    h.node.create_subscription(Twist, "/lock/cmd_vel", lambda m: twists.append((time.monotonic(), m.linear.x)), 100)
+    tokens = h.node.create_publisher(String, "/lock/spec/tokens", TOKENS_QOS)
+    beats = h.node.create_publisher(Header, "/lock/spec/heartbeat", HEARTBEAT_QOS)
+    estop = h.node.create_publisher(Bool, "/lock/estop", ESTOP_QOS)
+    proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.ros.command_node", "--ros-args",
+                             "-r", "__ns:=/lock", "-p", "estop_timeout_s:=0.3"])
+
+    def answer(rid):
+        for kind, index, text in (("start", 0, ""), ("final", 0, "ball ."), ("final", 2, "walk 5.0 .")):
+            words = tuple(text.split())
+            tokens.publish(String(data=TokenEvent(rid, kind, index, tuple(range(len(words))), words,
+                                                  time.time()).to_json()))
+
+    def run(seconds, speak):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            beats.publish(Header())
+            if speak:
+                estop.publish(Bool(data=False))
+            h.spin(0.1)
+
+    try:
+        assert h.spin_until(lambda: h.node.count_subscribers("/lock/spec/tokens") > 0, 30)
+        h.spin(0.5)
+        answer("k1")
+        run(1.0, speak=False)
+        assert twists == []  # never heard from the e-stop publisher: held still
+        run(0.5, speak=True)
+        answer("k2")  # released by its messages: a new answer moves the robot
+        run(1.0, speak=True)
+        assert any(vx > 0.3 for _, vx in twists)
+        t_quiet = time.monotonic()
+        run(1.5, speak=False)
+        stopped = next(t for t, vx in twists if t > t_quiet and vx == 0.0)
+        assert stopped - t_quiet < 0.3 + 0.3  # estop_timeout_s, plus a period and delivery
+        assert all(vx == 0.0 for t, vx in twists if t >= stopped)
+    finally:
+        stop(proc)
+
+
+def test_go2_sdk_backend_never_stands_up_by_itself(h, tmp_path):
     """backend go2_sdk over loopback DDS: the motion mode is checked, the robot is not stood up at start;
     final tokens send Move at rate_hz; an e-stop damps it, and after the release only the operator's
-    ~/stand (not a model's words) makes it move again; SDK return codes reach /diagnostics."""
+    ~/stand (not a model's words) makes it move again; SDK return codes are logged and on /diagnostics."""
     from go2_sport_standin import StandIn
 
     domain = 101 + (os.getpid() + 50) % 100  # not the domain of test_control_go2_backend.py
     standin = StandIn(domain, silent_apis=(1004,))  # StandUp is never answered: SDK code 3104
     node = None
+    log = tmp_path / "node.log"
     try:
         node = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.ros.command_node", "--ros-args",
                                  "-r", "__ns:=/go2", "-p", "backend:=go2_sdk", "-p", "go2_interface:=lo",
                                  "-p", f"go2_domain_id:={domain}", "-r", "spec/tokens:=/spec/tokens",
                                  "-r", "spec/heartbeat:=/spec/heartbeat", "-r", "estop:=/estop",
-                                 "-r", "spec/actions:=/spec/actions"])
+                                 "-r", "spec/actions:=/spec/actions"],
+                                stdout=log.open("w"), stderr=subprocess.STDOUT)
         assert h.spin_until(lambda: h.node.count_subscribers("/spec/tokens") > 1, 30)
         h.spin(1.0)
         with pytest.raises(queue.Empty):
@@ -322,6 +368,7 @@ def test_go2_sdk_backend_never_stands_up_by_itself(h):
         values = {kv.key: kv.value for kv in status.values}
         assert status.level == status.WARN and values["mode"] == "normal"
         assert values["StandUp"].startswith("last 3104") and values["Damp"].startswith("last 0 ")
+        assert "Go2 SDK StandUp returned 3104 (timed out waiting for the robot's answer)" in log.read_text()
     finally:
         if node is not None:
             stop(node)
