@@ -207,7 +207,11 @@ def test_server_parameters_are_checked():
 def test_cloud_yaml_holds_exactly_the_verifier_parameters():
     from pathlib import Path
     from spec_edge_cloud.commands.verifier import MODEL_KEYS, read_params
+    from spec_edge_cloud.fleet.config import FleetConfig
     params = read_params(Path(__file__).resolve().parents[1] / "config" / "cloud.yaml")
-    server = {k: v for k, v in params.items() if k not in MODEL_KEYS}
+    fleet = {k: v for k, v in params.items() if k in FleetConfig.keys()}
+    assert FleetConfig(**fleet) == FleetConfig(), "config/cloud.yaml's fleet keys differ from FleetConfig's defaults"
+    assert set(fleet) == set(FleetConfig.keys())
+    server = {k: v for k, v in params.items() if k not in MODEL_KEYS and k not in fleet}
     assert ServerConfig.from_params(server) == ServerConfig(**server)
     assert set(server) == set(ServerConfig.__dataclass_fields__), "config/cloud.yaml and ServerConfig differ"

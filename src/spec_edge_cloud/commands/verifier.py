@@ -2,7 +2,9 @@
 
 Parameters come from a ROS parameter file (`verifier_node: ros__parameters: {...}`, the file the
 future ROS verifier node reads too), and command-line flags override them. `kill -USR1 PID` prints
-one line, `verifier stats: {JSON}` (sessions, connections, counters: `VerifierServer.stats`).
+one line, `verifier stats: {JSON}` (sessions, connections, counters: `VerifierServer.stats`). With `--replicas N`
+the target runs in N replicas on Ray behind a front that assigns each robot one (docs/fleet.md);
+without it, one process and no Ray.
 """
 from __future__ import annotations
 
@@ -47,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sessions", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=None,
                    help="robots' rounds verified together in one forward pass (max_batch; 1: no batching)")
+    p.add_argument("--replicas", type=int, default=None,
+                   help="serve from N replicas of the target on Ray, behind a front on --bind (replicas; 0: one process)")
+    p.add_argument("--ray", default=None, help="Ray cluster: local (start one here), auto (the running one) or "
+                                               "HOST:PORT (ray)")
+    p.add_argument("--min-replicas", type=int, default=None, help="autoscaling lower bound (min_replicas)")
+    p.add_argument("--max-replicas", type=int, default=None, help="autoscaling upper bound (max_replicas)")
     p.add_argument("--quiet-rounds", action="store_true", help="do not log every round (log_rounds: false)")
     p.add_argument("--log-level", default="INFO")
 
@@ -77,7 +85,8 @@ def merge(params: dict, args: argparse.Namespace) -> dict:
              "max_batch": args.max_batch, "device": args.device, "dtype": args.dtype, "cache": args.cache,
              "cache_slots": args.cache_slots, "max_cache_len": args.max_cache_len,
              "compile": None if args.compile is None else args.compile == "on",
-             "log_rounds": False if args.quiet_rounds else None,
+             "log_rounds": False if args.quiet_rounds else None, "replicas": args.replicas, "ray": args.ray,
+             "min_replicas": args.min_replicas, "max_replicas": args.max_replicas,
              "exit_layers": [int(x) for x in args.exit_layers.split(",")] if args.exit_layers else None}
     return {**params, **{k: v for k, v in flags.items() if v is not None}}
 
@@ -87,9 +96,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         params = merge(read_params(args.config), args)
         model = {k: params.pop(k, None) for k in MODEL_KEYS}
+        from ..fleet.config import FleetConfig  # the fleet's keys (no Ray import)
+        fleet = {k: params.pop(k) for k in FleetConfig.keys() if k in params}
         check_model_params(model)
         if not model["target_dir"]:
             raise ValueError("no target model: pass --target DIR or set target_dir in the parameter file")
+        if fleet.get("replicas"):
+            return run_fleet(fleet, model, params)
         from ..transport.security import require_security
         from ..transport.server import ServerConfig
         config = ServerConfig.from_params(params)
@@ -99,23 +112,15 @@ def run(args: argparse.Namespace) -> int:
                   "can reach it can use the target and read the robots' prompts and images", file=sys.stderr,
                   flush=True)
         from ..decoding.target import TargetEngine
-        from ..decoding.timing import Pacer, TimingProfile
         from ..transport.server import STATS_LINE, VerifierServer
-        pacer = Pacer(TimingProfile.load(model["target_profile"])) if model["target_profile"] else None
-        placement = resolve_placement(model["device"], model["dtype"])
-        from ..decoding.static_cache import CacheConfig
-        cache = CacheConfig(model["cache"] or "auto", model["cache_slots"] or 16, model["max_cache_len"] or 0,
-                            bool(model["compile"]))
-        engine = TargetEngine.from_dir(model["target_dir"], model["exits_dir"] or None,
-                                       model["exit_layers"] or None, pacer, placement, cache)
+        engine = TargetEngine.from_params(model)
+        pacer, placement = engine.pacer, resolve_placement(model["device"], model["dtype"])
         server = VerifierServer(engine, config)
         endpoint = server.start()
     except (ValueError, FileNotFoundError, OSError) as exc:
         print(f"spec-edge-cloud verifier: error: {exc}", file=sys.stderr)
         return 2
-    done, asked = threading.Event(), threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
+    done, asked = until_signal(), threading.Event()
     signal.signal(signal.SIGUSR1, lambda *_: asked.set())
     secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
         "PLAINTEXT, insecure"
@@ -149,3 +154,43 @@ def check_model_params(model: dict) -> None:
         problems.append(f"exit_layers must be a list of non-negative integers, got {layers!r}")
     if problems:
         raise ValueError("verifier parameters: " + "; ".join(problems))
+
+
+def until_signal() -> threading.Event:
+    """An event set by SIGINT or SIGTERM."""
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    return done
+
+
+def run_fleet(fleet: dict, model: dict, server: dict) -> int:
+    """`--replicas N`: the replicas on Ray and the front on `bind`, until a signal; a summary of every
+    replica (sessions, queue, rows per pass, queue wait, device time per token) logged each 10 s."""
+    from ..fleet.config import FleetConfig
+    from ..fleet.front import open_fleet
+    log = logging.getLogger("spec_edge_cloud.fleet")
+    try:
+        front, pool = open_fleet(FleetConfig(**fleet), model, server)
+    except (ValueError, FileNotFoundError, OSError, TimeoutError) as exc:
+        print(f"spec-edge-cloud verifier: error: {exc}", file=sys.stderr)
+        return 2
+    lo, hi = pool.config.bounds
+    print(f"verifier ready on {front.endpoint} (fleet front: {len(pool.slots)} replicas on Ray, {lo}..{hi}; "
+          f"target {model['target_dir']}; replicas at {[s.endpoint for s in pool.slots]})", flush=True)
+    done = until_signal()
+    while not done.wait(10.0):
+        log.info("fleet: %s", format_summary(pool.summary()))
+    front.stop()
+    pool.close()
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    """One line of a fleet's state (the front's `/diagnostics`-style report)."""
+    reps = "; ".join(f"{r['name']} {'up' if r['healthy'] else 'DOWN'}{' draining' if r['draining'] else ''} "
+                     f"sessions {r['sessions']} queued {r['queued']} rounds {r['rounds']} rows/pass "
+                     f"{r['rows_per_pass'] or 0:.2f} p95 wait {r['p95_wait_s'] * 1000:.0f} ms device "
+                     f"{(r['device_s_per_token'] or 0) * 1000:.1f} ms/token restarts {r['restarts']}"
+                     for r in summary["replicas"])
+    return f"p95 queue wait {summary['p95_wait_s'] * 1000:.0f} ms; {reps}"

@@ -14,8 +14,9 @@ Single-threaded by design: the server's one thread submits and runs.
 """
 from __future__ import annotations
 
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Generator, Hashable
 
 
@@ -29,6 +30,7 @@ class Work:
     done: bool = False
     request: Any = None  # the pass it waits for
     group: Hashable = None
+    queued_at: float = field(default_factory=time.monotonic)
 
 
 class FairScheduler:
@@ -42,6 +44,7 @@ class FairScheduler:
         self._turns: deque[Hashable] = deque()      # clients with work, in turn order
         self._counts: dict[Hashable, int] = {}      # queued work by group
         self.batches: dict[int, int] = {}           # passes run, by how many robots shared them
+        self.waits: deque[float] = deque(maxlen=4096)  # seconds each work waited for its first turn (a fleet's load)
 
     def submit(self, work: Work) -> None:
         queue = self._queues.get(work.client)
@@ -95,6 +98,7 @@ class FairScheduler:
         work = queue[0]
         if not work.started:
             work.started = True
+            self.waits.append(time.monotonic() - work.queued_at)
             self._advance(work, work.steps.send, None)
         return None if work.done else work
 

@@ -18,6 +18,9 @@ arrival order and calls `run_once()` while `busy`; `reply` puts a message on the
   a round after its PREFILL is idle after `UNPROVEN_S`: a robot drafts at once, a PREFILL flood does
   not) or refuses the new one with ERROR `busy`; it never takes a live session from a robot. A group with `max_queued_per_group`
   messages waiting is answered `busy` until its queue drains.
+- Draining (a fleet's replica being removed, docs/fleet.md): `draining` set, the sessions it holds go
+  on to their END, and a new session is answered ERROR `moved` (the server answers so the heartbeat of
+  a robot without a session here too), so its robot asks the fleet's front for another replica.
 - Cancelling (END, CANCEL, an evicted or departed owner) goes one way, `cancel`: the session is
   forgotten, its queued work dropped and its running stream stopped before its next pass.
 - Each message becomes a generator (`steps`) that yields a `VerifyRequest` for each forward pass it
@@ -70,6 +73,7 @@ class VerifierService:
         self.evictable_after_s = evictable_after_s
         self.scheduler = FairScheduler(self.run_passes, self._on_step_error, max_batch)
         self._queued_drafts: set[tuple] = set()  # DRAFTs waiting for their turn: an identical one is dropped
+        self.draining = False                    # no new sessions: they are answered `moved`
 
     # -- the transport's calls -------------------------------------------------------------------
     def submit(self, owner: Hashable, group: Hashable, msg: object, reply: Reply) -> None:
@@ -112,6 +116,10 @@ class VerifierService:
         self.scheduler.cancel(owner)
         for key in [k for k in self.sessions if k[0] == owner]:
             self.sessions.pop(key).cancelled = True
+
+    def holds(self, owner: Hashable) -> bool:
+        """Whether `owner` has a session here."""
+        return any(key[0] is owner for key in self.sessions)
 
     def evict_idle(self, now: float | None = None) -> list[str]:
         """End the sessions silent for `idle_timeout_s`, telling their owners; returns their ids."""
@@ -159,7 +167,9 @@ class VerifierService:
 
     def _session(self, owner: Hashable, sid: str, reply: Reply) -> Session | None:
         s = self.sessions.get((owner, sid))
-        if s is None:
+        if s is None and self.draining:
+            reply(moved(sid))
+        elif s is None:
             reply(Error("unknown-session", f"no session {sid!r} (evicted or never started)", sid))
         else:
             s.touched = time.monotonic()
@@ -195,6 +205,8 @@ class VerifierService:
         if old is not None:
             old.cancelled = True
             del old  # its cache slot (static cache) goes back before the new session takes one
+        elif self.draining:
+            return reply(moved(msg.session))
         elif not self._admit(owner, group, msg.session, reply):
             return
         seq = self.engine.start(Prompt(list(msg.input_ids), msg.image), msg.temperature, msg.seed)
@@ -273,3 +285,7 @@ class VerifierService:
             reply(Token(msg.session, msg.round, i, tok, result.seconds))
             if tok in stop:
                 return
+
+
+def moved(sid: str | None) -> Error:
+    return Error("moved", "this verifier replica is draining: ask the fleet's front for another", sid)

@@ -24,6 +24,14 @@ verifies a round twice: it answers a re-sent DRAFT with the FINAL it already com
 that never arrived (lost, or sent while the link was down) is re-sent when the server answers
 `unknown-session`. Cloud decoding (GENERATE)
 streams tokens and is not retried: a lost TOKEN ends in the client's deadline fallback.
+
+A fleet (docs/fleet.md). The endpoint a link is given is its *home*: a plain verifier, or a fleet's
+front, whose WELCOME names a replica to talk to instead (`redirect`); the link then says HELLO
+there, and every round goes straight to that replica (the front is never on a round's path).
+Every reconnection starts at home again, so a robot whose replica died is sent to a healthy one. A
+replica being drained answers a new session with ERROR `moved`: the link goes home for another
+replica while keeping that session's PREFILL and DRAFTs (held, not sent, meanwhile), and sends them
+to the new replica once it is welcomed there, so the response goes on, verified.
 """
 from __future__ import annotations
 
@@ -140,7 +148,7 @@ class ZmqLink:
         if have_keys:  # fail now on unreadable keys
             security.load_pair(opt.client_secret_key)
             security.load_public(opt.server_public_key)
-        self.endpoint = endpoint
+        self.home = self.endpoint = endpoint  # home: what it was given; endpoint: what it talks to now
         self.hello = Hello(tokenizer_fingerprint, opt.draft_model, opt.expect_model, opt.name[:128])
         self.wire = WireOptions(opt.jpeg_quality, opt.probs_dtype)
         self.welcome: Welcome | None = None
@@ -150,6 +158,8 @@ class ZmqLink:
         self._lock = threading.Lock()       # the socket and every field below are one thread's at a time
         self._closed = threading.Event()
         self._up = False
+        self._moving = False                # sent away by a draining replica: sessions held for the next one
+        self._moved_at = 0.0
         self._inbox: deque = deque()
         self._ctx = zmq.Context()
         self._dealer: zmq.Socket | None = None
@@ -249,6 +259,12 @@ class ZmqLink:
         """Liveness, heartbeat, retries and reconnection: every `_tick` s, not on every frame."""
         self._chores_at = now + self._tick
         opt = self.options
+        if self._moving:
+            if now - self._moved_at > opt.dead_after_s:
+                self._go_down(f"no replica took this robot within {opt.dead_after_s:g} s of a move")
+            elif now - self._hello_at >= opt.reconnect_s:
+                self._reconnect()
+            return
         if self._up:
             if now - self._heard > opt.dead_after_s:
                 self._go_down(f"no reply from the cloud for {opt.dead_after_s:g} s")
@@ -276,8 +292,10 @@ class ZmqLink:
         gap = self._order.deadline()
         return max(0.0, (due if gap is None else min(due, gap)) - time.monotonic())
 
-    def _reconnect(self) -> None:
-        """A fresh socket (nothing stale queued in it) and a HELLO; the WELCOME will bring the link up."""
+    def _reconnect(self, to: str | None = None) -> None:
+        """A fresh socket (nothing stale queued in it) and a HELLO, to `to` (a fleet's replica) or home;
+        the WELCOME will bring the link up."""
+        self.endpoint = to or self.home
         if self._dealer is not None:
             self._dealer.close(linger=0)
             self.stats.reconnects += 1
@@ -302,7 +320,7 @@ class ZmqLink:
     def _go_down(self, reason: str) -> None:
         if self._up:
             log.warning("cloud link down: %s; decoding on the robot alone until it answers again", reason)
-        self._up = False
+        self._up = self._moving = False
         self._pending.clear()
         self._timings.clear()
         self._hello_at = float("-inf")  # reconnect at once
@@ -327,7 +345,8 @@ class ZmqLink:
                 self._pending.pop(session, None)
             return
         sent = time.perf_counter()
-        self._send_frame(kind, body)  # first: the bookkeeping below runs while the frame travels
+        if not self._moving:  # while moving, held: sent to the next replica once it welcomes this robot
+            self._send_frame(kind, body)  # first: the bookkeeping below runs while the frame travels
         now = time.monotonic()
         if kind == "PREFILL":
             self._pending[session] = _Pending(start=body, heard=now)
@@ -356,6 +375,8 @@ class ZmqLink:
         return min(opt.retry_s, max(opt.min_retry_s, 1.25 * p90))
 
     def _retry(self, now: float) -> None:
+        if self._moving:
+            return
         wait = self.retry_after()
         for session, p in self._pending.items():
             if p.drafts and now - p.heard > wait:
@@ -419,6 +440,12 @@ class ZmqLink:
         if err.code == "hello-required":
             self._go_down("the cloud forgot this robot (restarted?)")
             return True
+        if err.code == "moved" and self._up:  # a draining replica: home for another, sessions held
+            if not self._moving:
+                log.info("replica %s is draining: asking %s for another", self.endpoint, self.home)
+                self._moving, self._moved_at = True, time.monotonic()
+                self._reconnect()
+            return True
         p = self._pending.get(err.session)
         if err.code == "unknown-session" and p is not None and p.start is not None and p.restarts < 8:
             p.restarts += 1  # its PREFILL was lost: send it again, then the drafts waiting on it
@@ -436,8 +463,19 @@ class ZmqLink:
         if w.tokenizer != self.hello.tokenizer:
             self.refused = f"the cloud's tokenizer {w.tokenizer} differs from this robot's {self.hello.tokenizer}"
             return
+        if w.redirect:  # a fleet's front: this robot's replica
+            self._reconnect(w.redirect)
+            return
         was_up = self._up
         self.welcome, self.refused, self._up = w, None, True
+        if self._moving:  # the sessions held through the move go on here
+            self._moving = False
+            for p in self._pending.values():
+                if p.start is not None:
+                    self._send_frame("PREFILL", p.start)
+                for body in p.drafts.values():
+                    self._send_frame("DRAFT", body)
+                p.heard = time.monotonic()
         if not was_up:
             log.info("cloud link up: %s (target %s, %d layers, exits %s%s)", self.endpoint, w.model, w.layers,
                      w.exit_layers, f", timings EMULATED with profile {w.emulated}" if w.emulated else "")

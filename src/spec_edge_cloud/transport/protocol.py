@@ -17,7 +17,7 @@ A frame is one single-part ZeroMQ message holding one msgpack array:
 | kind     | direction     | message                     | fields                                                       |
 | -------- | ------------- | --------------------------- | ------------------------------------------------------------ |
 | HELLO    | robot -> cloud | `Hello`                    | tokenizer, draft_model, expect_model, name                   |
-| WELCOME  | cloud -> robot | `Welcome`                  | tokenizer, model, layers, exit_layers, vocab, max_frame_bytes, emulated |
+| WELCOME  | cloud -> robot | `Welcome`                  | tokenizer, model, layers, exit_layers, vocab, max_frame_bytes, emulated, redirect |
 | PREFILL  | robot -> cloud | `messages.Start`           | session, input_ids, image (JPEG), temperature, seed          |
 | DRAFT    | robot -> cloud | `messages.DraftRequest`    | session, round, base, tokens, probs (tensor), assumes, exit_layers, exit_threshold |
 | GENERATE | robot -> cloud | `messages.Generate`        | session, round, base, max_new_tokens, stop_ids               |
@@ -103,6 +103,7 @@ class Welcome:
     vocab: int = 0
     max_frame_bytes: int = MAX_FRAME_BYTES
     emulated: str = ""          # name of the timing profile the cloud pads to ("" = real timings)
+    redirect: str = ""          # a fleet's front: the replica endpoint to say HELLO to instead ("" = served here)
 
 
 @dataclass(frozen=True)
@@ -317,6 +318,7 @@ class WelcomeWire(Struct, kw_only=True):
     vocab: Id
     max_frame_bytes: Annotated[int, Meta(ge=0, le=1 << 40)]
     emulated: Text
+    redirect: Annotated[str, Meta(max_length=256)] = ""
 
 
 class PrefillWire(Struct, kw_only=True):

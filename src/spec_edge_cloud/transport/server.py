@@ -45,7 +45,7 @@ import zmq
 
 from ..decoding.messages import Cancel, DraftRequest, End, Error, Generate, Ping, Pong, Start
 from ..decoding.target import TargetEngine
-from ..decoding.verifier import VerifierService
+from ..decoding.verifier import VerifierService, moved
 from . import protocol, security
 from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome
@@ -240,6 +240,7 @@ class VerifierServer:
                                list(engine.heads.layers) if engine.heads is not None else [], self.limits.vocab,
                                config.max_frame_bytes, pacer.profile.name if pacer is not None else "")
         self.counters: dict[str, int] = {"frames_in": 0, "frames_out": 0, "rounds": 0, "dropped_out": 0}
+        self.compute = {"pass_s": 0.0, "tokens": 0}  # verification time (a shared pass split among its rows) and tokens committed
         self.endpoint = ""
         self._peers: dict[bytes, _Peer] = {}
         self._stop = threading.Event()
@@ -291,6 +292,11 @@ class VerifierServer:
         return {"sessions": len(self.service.sessions), "connections": len(peers),
                 "welcomed": sum(p.welcomed for p in peers), "decoding_images": len(self._decoding),
                 **dict(self.counters), "pacer_late_s": round(pacer.late_s, 3) if pacer is not None else None}
+
+    def quiet_s(self) -> float:
+        """Seconds since any robot's last frame (inf: none yet); read from other threads (a fleet's replica)."""
+        seen = [p.seen for p in list(self._peers.values())]
+        return time.monotonic() - max(seen) if seen else float("inf")
 
     def _log_limits(self) -> None:
         text_cfg = self.engine.bundle.model.config.get_text_config()
@@ -397,6 +403,8 @@ class VerifierServer:
             self._send(peer, st, kind, body)
             if kind == "FINAL":
                 self.counters["rounds"] += 1
+                self.compute["pass_s"] += msg.compute_s / (msg.rows or 1)
+                self.compute["tokens"] += msg.accepted + 1
                 if self.config.log_rounds:
                     log.info("round %s/%d: %d tokens in the pass (shared by %d robots), %d accepted, compute %.1f ms",
                              msg.session, msg.round, msg.tokens_in_pass, msg.rows, msg.accepted, msg.compute_s * 1000)
@@ -446,6 +454,8 @@ class VerifierServer:
         if not st.welcomed:
             return self._error(peer, st, "hello-required", "send HELLO first (or again: the server restarted)")
         if isinstance(msg, Ping):
+            if self.service.draining and not self.service.holds(st):  # a fleet's drain: this robot moves on
+                return self._send_msg(peer, st, moved(None))
             return self._send_msg(peer, st, Pong(msg.sent))
         try:
             self.limits.check(msg)

@@ -1,0 +1,64 @@
+"""A fleet's parameters, checked before anything starts; and no Ray at all without --replicas."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spec_edge_cloud.commands import verifier
+from spec_edge_cloud.fleet.config import FleetConfig
+from transport_fixtures import save_target
+
+
+def test_fleet_parameters_are_checked():
+    assert FleetConfig(replicas=2, min_replicas=1, max_replicas=4).bounds == (1, 4)
+    assert FleetConfig(replicas=3).bounds == (3, 3)
+    with pytest.raises(ValueError, match="replicas = 5 is outside min_replicas..max_replicas = 1..4"):
+        FleetConfig(replicas=5, min_replicas=1, max_replicas=4)
+    with pytest.raises(ValueError, match="replicas must be an int"):
+        FleetConfig(replicas="2")
+    with pytest.raises(ValueError, match="health_interval_s = 0.0 is outside"):
+        FleetConfig(replicas=1, health_interval_s=0.0)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    verifier.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_flags_become_fleet_parameters():
+    params = verifier.merge({"replicas": 1}, parse("--replicas", "4", "--ray", "auto", "--min-replicas", "2",
+                                                   "--max-replicas", "8"))
+    assert {k: params[k] for k in ("replicas", "ray", "min_replicas", "max_replicas")} == \
+        {"replicas": 4, "ray": "auto", "min_replicas": 2, "max_replicas": 8}
+
+
+def test_a_fleet_off_loopback_without_keys_is_refused_at_start(tmp_path, capsys):
+    target = save_target(tmp_path / "t", "llama", seed=1, exit_layers=[2])
+    (tmp_path / "cloud.yaml").write_text("verifier_node:\n  ros__parameters:\n    replica_bind: tcp://0.0.0.0:0\n")
+    rc = verifier.run(parse("--config", str(tmp_path / "cloud.yaml"), "--target", str(target), "--replicas", "2"))
+    assert rc == 2 and "replica_bind" in capsys.readouterr().err
+
+
+def test_one_verifier_process_never_imports_ray(tmp_path):
+    """Without --replicas the verifier serves as before and Ray is never imported."""
+    target = save_target(tmp_path / "t", "llama", seed=1, exit_layers=[2])
+    code = ("import argparse, os, signal, sys, threading\n"
+            "from spec_edge_cloud.commands import verifier\n"
+            "p = argparse.ArgumentParser(); verifier.add_arguments(p)\n"
+            f"a = p.parse_args(['--target', {str(target)!r}, '--bind', 'tcp://127.0.0.1:0', '--quiet-rounds'])\n"
+            "installed = verifier.until_signal\n"  # SIGTERM once served (its handler is in place)
+            "def stop_soon():\n"
+            "    done = installed(); threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start(); return done\n"
+            "verifier.until_signal = stop_soon\n"
+            "rc = verifier.run(a)\n"
+            "print('RAY', 'ray' in sys.modules, 'RC', rc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(Path(verifier.__file__).parents[2])))
+    assert "verifier ready on tcp://" in out.stdout, out.stderr[-2000:]
+    assert "RAY False RC 0" in out.stdout, out.stdout + out.stderr[-2000:]

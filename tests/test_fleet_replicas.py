@@ -1,0 +1,231 @@
+"""A fleet on a local Ray cluster started here: two verifier replicas of a tiny target (Ray actors, each
+its own ZeroMQ endpoint) behind a front, robots over real ZeroMQ links with real drafts.
+
+One cluster and one fleet serve the module (starting them costs about a minute on this machine);
+the tests run in order: lossless with affinity, a replica killed mid-response, a drain, autoscaling.
+The target is paced (a pass of 60 ms, its exit's verdict at 20 ms) so responses last long enough to
+be interrupted.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from decoding_fixtures import perturbed, target_alone  # noqa: E402
+from spec_edge_cloud.decoding.client import SpecClient  # noqa: E402
+from spec_edge_cloud.decoding.modes import DecodeConfig  # noqa: E402
+from spec_edge_cloud.fleet.config import FleetConfig  # noqa: E402
+from spec_edge_cloud.fleet.front import open_fleet  # noqa: E402
+from spec_edge_cloud.modeling.bundle import load_bundle  # noqa: E402
+from spec_edge_cloud.transport import security  # noqa: E402
+from spec_edge_cloud.transport.client import LinkOptions, connect  # noqa: E402
+from transport_fixtures import save_target  # noqa: E402
+
+PROFILE = {"name": "test-fleet", "description": "test profile", "draft": {"per_token_ms": 0.0, "prefill_ms": 0.0},
+           "target": {"prefill_ms": 10.0, "cum_layer_ms": {"1": [10, 20, 40, 60], "9": [10, 20, 40, 60]}},
+           "link": {"rtt_ms": 0.0}}
+# liveness loose enough for a 2-core machine under other work (load averages of 10 seen)
+FAST = dict(heartbeat_s=0.25, dead_after_s=3.0, reconnect_s=0.5, retry_s=0.5, handshake_timeout_s=30.0)
+DEADLINE_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fleet")
+    keys = tmp / "keys"
+    server_pub, server_sec = security.generate(keys, "server")
+    robot_pub, robot_sec = security.generate(keys, "robot")
+    security.authorize(robot_pub, keys / "clients")
+    target_dir = save_target(tmp / "target", "llama", seed=14, exit_layers=[2], zero_layers=(3,))
+    (tmp / "paced.json").write_text(json.dumps(PROFILE))
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20, log_to_driver=False)
+    config = FleetConfig(replicas=2, min_replicas=1, max_replicas=2, replica_num_cpus=0.5, health_interval_s=0.25,
+                         scale_down_idle_s=3600.0, scale_up_wait_s=3600.0)
+    server = {"bind": "tcp://127.0.0.1:0", "log_rounds": False, "server_secret_key": str(server_sec),
+              "authorized_clients_dir": str(keys / "clients")}
+    front, pool = open_fleet(config, {"target_dir": str(target_dir), "target_profile": str(tmp / "paced.json")},
+                             server)
+    target = load_bundle(target_dir)
+    try:
+        yield dict(front=front, pool=pool, target=target, draft=perturbed(target, 0.3, 114),
+                   keys=dict(client_secret_key=str(robot_sec), server_public_key=str(server_pub)))
+    finally:
+        front.stop()
+        pool.close()
+        ray.shutdown()
+
+
+class Robot:
+    """A robot: its own link to the front and its own draft, decoding responses one after another."""
+
+    def __init__(self, fleet, index: int):
+        self.fleet, self.index = fleet, index
+        self.link = connect(fleet["front"].endpoint, fleet["draft"].tokenizer_fingerprint(),
+                            LinkOptions(**FAST, **fleet["keys"], name=f"robot{index}"))
+        self.results: list[dict] = []
+
+    def prompt(self, k: int) -> str:
+        return f"w{self.index + 3} w{(self.index * 7 + k) % 50 + 3} w5"
+
+    def run(self, responses: int, max_new: int = 16, on_tokens=None) -> None:
+        draft = self.fleet["draft"]
+        for k in range(responses):
+            before = (self.link.endpoint, self.link.stats.reconnects)
+            config = DecodeConfig(mode="spec-ee-pre", gamma=4, max_new_tokens=max_new, exit_threshold=0.0,
+                                  deadline_s=DEADLINE_S)
+            resp = SpecClient(draft, self.link, config).generate(draft.encode(self.prompt(k)),
+                                                                 on_tokens and on_tokens(self))
+            self.results.append(dict(prompt=self.prompt(k), resp=resp, before=before,
+                                     after=(self.link.endpoint, self.link.stats.reconnects), max_new=max_new))
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def run_robots(fleet, n: int, responses: int, max_new: int = 16, on_tokens=None, during=None) -> list[Robot]:
+    robots = [Robot(fleet, i) for i in range(n)]
+    threads = [threading.Thread(target=r.run, args=(responses, max_new, on_tokens)) for r in robots]
+    for t in threads:
+        t.start()
+    if during is not None:
+        during(robots)
+    for t in threads:
+        t.join(120)
+    for r in robots:
+        r.close()
+    return robots
+
+
+def reference(fleet, text: str, max_new: int) -> list[int]:
+    target = fleet["target"]
+    return target_alone(target, target.encode(text), max_new)
+
+
+def rounds_by_replica(pool) -> dict[str, int]:
+    pool.poll()
+    return {s.endpoint: s.stats.get("rounds", 0) for s in pool.slots}
+
+
+def test_eight_robots_on_two_replicas_equal_the_target_alone(fleet):
+    """8 robots at once: every greedy response is the target's own, each stays on one replica for the
+    whole response (the link never reconnected during it), and both replicas served."""
+    before = rounds_by_replica(fleet["pool"])
+    robots = run_robots(fleet, 8, 2)
+    used = set()
+    for r in robots:
+        assert len(r.results) == 2
+        for res in r.results:
+            assert res["resp"].verified, res["resp"].metrics.fallback_reason
+            assert res["resp"].tokens == reference(fleet, res["prompt"], res["max_new"]), (r.index, res["prompt"])
+            assert res["before"] == res["after"], "the robot's session moved during a response"
+            used.add(res["after"][0])
+    after = rounds_by_replica(fleet["pool"])
+    assert len(used) == 2 and set(used) == set(after)
+    assert all(after[e] > before.get(e, 0) for e in after), f"a replica served no round: {before} -> {after}"
+
+
+def test_a_replica_killed_mid_response(fleet):
+    """Robot 0's replica is killed at its first verified tokens: every robot finishes (verified, or on
+    the robot within its deadline, never different from the target), Ray brings the replica back, and
+    the next robots use it."""
+    pool = fleet["pool"]
+    killed = {}
+
+    def on_tokens(robot):
+        def hook(kind, index, tokens):
+            if kind == "final" and robot.index == 0 and not killed:
+                name = next(s.name for s in pool.slots if s.endpoint == robot.link.endpoint)
+                pool.kill(name)
+                killed.update(name=name, at=time.monotonic(), endpoint=robot.link.endpoint)
+            if kind == "unverified":
+                robot.first_unverified = getattr(robot, "first_unverified", None) or time.monotonic()
+        return hook
+
+    recoveries = len(pool.recoveries)
+    robots = run_robots(fleet, 4, 1, max_new=40, on_tokens=on_tokens)
+    assert killed, "no response got far enough to kill its replica"
+    fell_back = 0
+    for r in robots:
+        resp = r.results[0]["resp"]
+        ref = reference(fleet, r.results[0]["prompt"], 40)
+        if resp.verified:
+            assert resp.tokens == ref
+        else:
+            fell_back += 1
+            assert resp.tokens[:resp.metrics.unverified_from] == ref[:resp.metrics.unverified_from]
+            assert r.first_unverified - killed["at"] <= DEADLINE_S + 2.0, (r.first_unverified - killed["at"], resp.metrics.fallback_reason)
+    assert fell_back >= 1, "the killed replica's robot did not notice"
+    deadline = time.monotonic() + 300
+    while len(pool.recoveries) == recoveries and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(pool.recoveries) > recoveries, "the killed replica did not come back"
+    slot = next(s for s in pool.slots if s.name == killed["name"])
+    assert slot.healthy and slot.restarts >= 1 and slot.endpoint != killed["endpoint"]
+    robots = run_robots(fleet, 4, 1)
+    assert all(r.results[0]["resp"].verified for r in robots)
+    assert all(r.results[0]["resp"].tokens == reference(fleet, r.results[0]["prompt"], 16) for r in robots)
+    assert slot.endpoint in {r.results[0]["after"][0] for r in robots}, "the replica back got no robot"
+
+
+def test_drain_two_to_one_while_robots_decode(fleet):
+    """Scale 2 -> 1 while 4 robots decode 3 responses each: the drained replica's sessions finish
+    there, its robots' next sessions move to the other replica, nothing is lost or differs, and the
+    drained replica is removed once no robot talks to it."""
+    pool = fleet["pool"]
+    started = threading.Event()
+
+    def on_tokens(robot):
+        def hook(kind, index, tokens):
+            if kind == "final":
+                started.set()
+        return hook
+
+    def during(robots):
+        assert started.wait(60)
+        pool.scale_to(1)
+
+    robots = run_robots(fleet, 4, 3, on_tokens=on_tokens, during=during)
+    assert len({r.results[0]["before"][0] for r in robots}) == 2, "the robots did not start on both replicas"
+    for r in robots:
+        for res in r.results:
+            assert res["resp"].verified, res["resp"].metrics.fallback_reason
+            assert res["resp"].tokens == reference(fleet, res["prompt"], res["max_new"])
+    deadline = time.monotonic() + 30
+    while len(pool.slots) > 1 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert len(pool.slots) == 1, "the drained replica was not removed"
+    assert {res["after"][0] for r in robots for res in r.results[-1:]} == {pool.slots[0].endpoint}
+
+
+def test_autoscaling_adds_a_replica_under_queueing_and_drains_it_when_idle(fleet):
+    """One replica, 6 robots and a queue-wait target of 20 ms: a replica is added; idle, the fleet
+    drains back to its minimum of one."""
+    pool = fleet["pool"]
+    assert len(pool.slots) == 1
+    pool.config.scale_up_wait_s = 0.02
+    try:
+        deadline = time.monotonic() + 240
+        robots = []
+        while len(pool.slots) < 2 and time.monotonic() < deadline:
+            robots += run_robots(fleet, 6, 1)
+        assert len(pool.slots) == 2, "no replica was added"
+        assert all(res["resp"].tokens == reference(fleet, res["prompt"], 16) for r in robots for res in r.results
+                   if res["resp"].verified)
+        while not all(s.healthy for s in pool.slots) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all(s.healthy for s in pool.slots)
+    finally:
+        pool.config.scale_up_wait_s = 3600.0
+    pool.config.scale_down_idle_s = 1.0
+    try:
+        deadline = time.monotonic() + 30
+        while len(pool.slots) > 1 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert len(pool.slots) == 1, "the idle replica was not drained"
+    finally:
+        pool.config.scale_down_idle_s = 3600.0
