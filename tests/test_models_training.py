@@ -161,3 +161,19 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "VLM pair saved" in capsys.readouterr().out
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out),
                      "--dataset", str(tmp_path / "missing")]) == 2
+
+
+def test_train_takes_a_device_and_a_precision(tmp_path, capsys):
+    """Issue 13: `train --device/--dtype` as every command that loads a model. bfloat16 is mixed
+    precision: forward passes in bfloat16, weights float32 as saved; the cards measured in float32."""
+    import torch
+    out = tmp_path / "models"
+    assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out), "--work", str(tmp_path / "work"),
+                     "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    target = load_bundle(out / "target")
+    assert target.dtype == torch.float32
+    card = json.loads((out / "target" / "card.json").read_text())
+    assert card["speculation"]["lossless_mismatches"] == []
+    if not torch.cuda.is_available():
+        assert cli.main(["train", "--quick", "--out", str(out), "--device", "cuda"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err

@@ -4,6 +4,11 @@
     spec-edge-cloud train --only vlm --dataset DIR          # reuse a `sim dataset` directory
     spec-edge-cloud train --only text                       # SmolLM2 parts only
     spec-edge-cloud train --quick --out /tmp/m              # a few steps of everything (smoke test)
+    spec-edge-cloud train --device cuda --dtype bfloat16    # on a GPU, forward passes in bfloat16
+
+Training runs on --device with its forward passes in --dtype (mixed precision: the weights and the
+optimiser stay float32, as the models are saved); the figures of the cards are then measured on the
+CPU in float32 whatever trained them.
 
 Exit heads for a target of your own: `spec-edge-cloud exits train --target DIR --prompts FILE`.
 """
@@ -13,6 +18,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from ..modeling.placement import add_placement_arguments, placement_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=Path("runs/train"), help="scratch space: generated datasets")
     p.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline, not the models")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_placement_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
     command = " ".join(["spec-edge-cloud train", f"--out {args.out}", f"--seed {args.seed}"]
                        + ([f"--only {args.only}"] if args.only else []) + (["--quick"] if args.quick else []))
     try:
+        placement = placement_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "vlm"):
             budget = Budget.quick() if args.quick else Budget()
-            report = train_family(args.out, args.work, args.seed, budget, args.dataset, log)
+            report = train_family(args.out, args.work, args.seed, budget, args.dataset, log, placement)
             cards.vlm_cards(report.target_dir, report.draft_dir, report.figures, command)
             log(f"VLM pair saved: {report.target_dir}, {report.draft_dir}")
         if args.only in (None, "text"):
             budget = TextBudget.quick() if args.quick else TextBudget()
-            figures = train_text_pair(args.out, args.seed, budget, log)
+            figures = train_text_pair(args.out, args.seed, budget, log, placement)
             cards.text_cards(args.out / EXITS_DIR, args.out / DRAFT_DIR, figures, command)
             log(f"SmolLM2 exits and draft saved: {args.out / EXITS_DIR}, {args.out / DRAFT_DIR}")
     except (ValueError, FileNotFoundError) as exc:  # ModelDirError is a FileNotFoundError

@@ -41,7 +41,7 @@ def cut_draft(target: torch.nn.Module, keep: int) -> torch.nn.Module:
     state.update(_layer_state(target, range(keep), 0))
     state.update(_layer_state(target, [len(layers) - 1], keep))
     draft.load_state_dict(state)
-    return draft.eval()
+    return draft.to(next(target.parameters()).device).eval()
 
 
 def _layer_state(model: torch.nn.Module, indices, first: int) -> dict:
@@ -83,13 +83,13 @@ def train_layer_draft(draft: ModelBundle, answers: AnswerSet, teacher: torch.Ten
         idx = [usable[j] for j in torch.randint(0, len(usable), (min(batch, len(usable)),), generator=g)]
         seqs = [answers.sequences[i] for i in idx]
         width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=draft.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=draft.device)
         hidden = model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
         rows = torch.cat([hidden[r, answers.prompt_lens[i] - 1: len(answers.sequences[i]) - 1]
                           for r, i in enumerate(idx)])
         logits = parts.lm_head(rows).float()
-        soft = F.softmax(torch.cat([teacher[offsets[i]: offsets[i + 1]] for i in idx]), -1)
+        soft = F.softmax(torch.cat([teacher[offsets[i]: offsets[i + 1]] for i in idx]).to(logits.device), -1)
         loss = F.kl_div(F.log_softmax(logits, -1), soft, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()

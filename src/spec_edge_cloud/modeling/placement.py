@@ -10,6 +10,7 @@ torch is imported inside the functions: the CLI adds these flags without importi
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -72,3 +73,12 @@ def add_placement_arguments(p: argparse.ArgumentParser) -> None:
 
 def placement_from_args(args: argparse.Namespace) -> Placement:
     return resolve_placement(args.device, args.dtype)
+
+
+def autocast(placement: Placement) -> contextlib.AbstractContextManager:
+    """Training in a placement: weights and optimiser stay float32 (what the recipes save), forward
+    passes run in the placement's precision (mixed precision); float32 changes nothing."""
+    import torch
+    if placement.dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(placement.device).type, dtype=placement.torch_dtype)

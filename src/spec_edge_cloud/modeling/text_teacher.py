@@ -34,8 +34,8 @@ def own_answers(bundle: ModelBundle, prompts: list[Prompt], max_new_tokens: int,
     for start in range(0, len(prompts), batch_size):
         group = [p.input_ids for p in prompts[start: start + batch_size]]
         width = max(len(g) for g in group)
-        ids = torch.tensor([[pad] * (width - len(g)) + g for g in group])
-        mask = torch.tensor([[0] * (width - len(g)) + [1] * len(g) for g in group])
+        ids = torch.tensor([[pad] * (width - len(g)) + g for g in group], device=bundle.device)
+        mask = torch.tensor([[0] * (width - len(g)) + [1] * len(g) for g in group], device=bundle.device)
         out = bundle.model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                     eos_token_id=sorted(bundle.eos_ids), pad_token_id=pad)
         for g, row in zip(group, out[:, width:].tolist()):
@@ -60,7 +60,7 @@ def teacher_batch(bundle: ModelBundle, answers: AnswerSet, layers: list[int]) ->
     for seq, n in zip(answers.sequences, answers.prompt_lens):
         if len(seq) == n:
             continue
-        out = bundle.model(input_ids=torch.tensor([seq]), output_hidden_states=True)
+        out = bundle.model(input_ids=torch.tensor([seq], device=bundle.device), output_hidden_states=True)
         rows = slice(n - 1, len(seq) - 1)          # positions that predict the answer tokens
         targets.append(out.logits[0, rows].float())
         for k in layers:

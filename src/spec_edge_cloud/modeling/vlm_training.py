@@ -34,6 +34,9 @@ class Batch:
     mask: torch.Tensor           # [B, T-1] True where position t predicts an answer token
     targets: torch.Tensor        # [P] the answer tokens, in row-major order of `mask`
 
+    def to(self, device: torch.device) -> "Batch":
+        return Batch({k: v.to(device) for k, v in self.inputs.items()}, self.mask.to(device), self.targets.to(device))
+
 
 class EncodedExamples:
     """Examples tokenised once with a bundle's tokenizer and image processor (shared by the family)."""
@@ -55,8 +58,9 @@ class EncodedExamples:
             answer = answer_ids(bundle, ex.answer)
             self.sequences.append(prompt.input_ids + answer + [eos])
             self.prompt_lens.append(len(prompt.input_ids))
-            self.pixels.append(prompt.vision["pixel_values"].to(torch.float16))  # halves the memory, exact enough
-            self.grids.append(prompt.vision["image_grid_thw"])
+            # kept on the host (batches go to the model's device): float16 halves the memory, exact enough
+            self.pixels.append(prompt.vision["pixel_values"].to("cpu", torch.float16))
+            self.grids.append(prompt.vision["image_grid_thw"].cpu())
             bundle.check_length(len(self.sequences[-1]))
 
     def __len__(self) -> int:
@@ -78,7 +82,7 @@ class EncodedExamples:
             attention[row, : len(s)] = 1
             mask[row, self.prompt_lens[i] - 1: len(s) - 1] = True
         inputs = dict(input_ids=ids, attention_mask=attention,
-                      pixel_values=torch.cat([self.pixels[i] for i in indices]).float(),
+                      pixel_values=torch.cat([self.pixels[i].float() for i in indices]),  # (autocast: no float16 cat)
                       image_grid_thw=torch.cat([self.grids[i] for i in indices]),
                       mm_token_type_ids=(ids == self.image_token_id).int())
         return Batch(inputs, mask, ids[:, 1:][mask])
@@ -110,9 +114,9 @@ def teacher_logits(bundle: ModelBundle, data: EncodedExamples, batch_size: int =
     lengths = data.answer_lengths()
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
-        rows = answer_logits(bundle.model, data.batch(idx))
+        rows = answer_logits(bundle.model, data.batch(idx).to(bundle.device))
         out += list(torch.split(rows, [lengths[i] for i in idx]))
-    return [t.to(torch.float16) for t in out]
+    return [t.to("cpu", torch.float16) for t in out]
 
 
 @dataclass(frozen=True)
@@ -148,12 +152,12 @@ def train(bundle: ModelBundle, data: EncodedExamples, config: TrainConfig,
         if len(order) < config.batch:
             order += torch.randperm(len(data), generator=g).tolist()
         idx, order = order[: config.batch], order[config.batch:]
-        batch = data.batch(idx)
+        batch = data.batch(idx).to(bundle.device)
         logits = answer_logits(model, batch)
         loss = F.cross_entropy(logits, batch.targets)
         if config.kd_weight:
             t = config.temperature
-            soft = F.softmax(torch.cat([teacher[i] for i in idx]).float() / t, -1)
+            soft = F.softmax(torch.cat([teacher[i].float() for i in idx]).to(logits.device) / t, -1)
             kd = F.kl_div(F.log_softmax(logits / t, -1), soft, reduction="batchmean") * t * t
             loss = (1 - config.kd_weight) * loss + config.kd_weight * kd
         opt.zero_grad(set_to_none=True)
@@ -184,9 +188,10 @@ def greedy_answers(bundle: ModelBundle, data: EncodedExamples, max_new_tokens: i
     for n, members in by_len.items():
         for start in range(0, len(members), batch_size):
             idx = members[start: start + batch_size]
-            ids = torch.tensor([data.sequences[i][:n] for i in idx])
-            out = bundle.model.generate(ids, pixel_values=torch.cat([data.pixels[i] for i in idx]).float(),
-                                        image_grid_thw=torch.cat([data.grids[i] for i in idx]),
+            ids = torch.tensor([data.sequences[i][:n] for i in idx], device=bundle.device)
+            out = bundle.model.generate(ids, pixel_values=torch.cat([data.pixels[i].float() for i in idx]).to(
+                                            bundle.device, bundle.dtype),
+                                        image_grid_thw=torch.cat([data.grids[i] for i in idx]).to(bundle.device),
                                         mm_token_type_ids=(ids == data.image_token_id).int(),
                                         max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                         pad_token_id=data.pad_id)

@@ -99,7 +99,7 @@ def model_planner(bundle: ModelBundle, max_new_tokens: int = 40) -> Planner:
     @torch.no_grad()
     def plan(image: np.ndarray, text: str) -> Answer:
         prompt = bundle.encode(text, image)
-        ids = torch.tensor([prompt.input_ids])
+        ids = torch.tensor([prompt.input_ids], device=bundle.device)
         out = bundle.model.generate(ids, **prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int(),
                                     max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                     pad_token_id=pad)

@@ -21,6 +21,7 @@ from spec_edge_cloud.modeling.exit_heads import ExitHeads, default_exit_layers, 
 from spec_edge_cloud.modeling.exit_training import agreement, train_exit_heads
 from spec_edge_cloud.modeling.layer_draft import cut_draft, save_trained_layer, train_layer_draft
 from spec_edge_cloud.modeling.layers import decoder_parts
+from spec_edge_cloud.modeling.placement import CPU_FP32, Placement, autocast
 from spec_edge_cloud.modeling.text_teacher import own_answers, teacher_batch
 from spec_edge_cloud.training import spec_eval
 from spec_edge_cloud.training.prompts import instruction_prompts
@@ -52,36 +53,40 @@ def pair_dirs(models: Path) -> tuple[Path, Path, Path]:
     return draft, target, models / EXITS_DIR
 
 
-def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), log: Log = print) -> dict:
+def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), log: Log = print,
+                    placement: Placement = CPU_FP32) -> dict:
+    """Train on `placement`'s device, forward passes in its precision (`autocast`); the figures after
+    training are measured on the CPU in float32, as the cards have always been."""
     torch.manual_seed(seed)
     clock = time.perf_counter()
-    target = load_bundle(smollm2.target_dir())
+    target = load_bundle(smollm2.target_dir(), Placement(placement.device, "float32"))
     parts = decoder_parts(target.model)
     layers = default_exit_layers(parts.num_layers)
     train_prompts = [target.encode(p) for p in instruction_prompts("train")[: budget.train_prompts]]
     held_prompts = [target.encode(p) for p in instruction_prompts("heldout")[: budget.heldout_prompts]]
 
-    start = time.perf_counter()
-    answers = own_answers(target, train_prompts, budget.max_new_tokens)
-    held_answers = own_answers(target, held_prompts, budget.max_new_tokens)
-    teach = teacher_batch(target, answers, layers)
-    held_teach = teacher_batch(target, held_answers, layers)
-    log(f"smollm2: {teach.target.shape[0]} answer positions from {len(train_prompts)} prompts "
-        f"({time.perf_counter() - start:.0f} s)")
+    with autocast(placement):
+        start = time.perf_counter()
+        answers = own_answers(target, train_prompts, budget.max_new_tokens)
+        held_answers = own_answers(target, held_prompts, budget.max_new_tokens)
+        teach = teacher_batch(target, answers, layers)
+        held_teach = teacher_batch(target, held_answers, layers)
+        log(f"smollm2: {teach.target.shape[0]} answer positions from {len(train_prompts)} prompts "
+            f"({time.perf_counter() - start:.0f} s)")
 
-    heads = ExitHeads(layers, target.hidden_size, rank=64)
-    untrained = agreement(heads, target, held_teach)
-    exit_stats = train_exit_heads(heads, target, teach, steps=budget.exit_steps, lr=3e-3, batch=128, seed=seed)
-    trained = agreement(heads, target, held_teach)
-    log("smollm2 exits: held-out agreement " + ", ".join(
-        f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
-    heads.save(models / EXITS_DIR, agreement_untrained={str(k): v for k, v in untrained.items()},
-               agreement={str(k): v for k, v in trained.items()}, **exit_stats)
+        heads = ExitHeads(layers, target.hidden_size, rank=64)
+        untrained = agreement(heads, target, held_teach)
+        exit_stats = train_exit_heads(heads, target, teach, steps=budget.exit_steps, lr=3e-3, batch=128, seed=seed)
+        trained = agreement(heads, target, held_teach)
+        log("smollm2 exits: held-out agreement " + ", ".join(
+            f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
+        heads.save(models / EXITS_DIR, agreement_untrained={str(k): v for k, v in untrained.items()},
+                   agreement={str(k): v for k, v in trained.items()}, **exit_stats)
 
-    draft = ModelBundle(cut_draft(target.model, budget.draft_keep), target.tokenizer)
-    draft_stats = train_layer_draft(draft, answers, teach.target, steps=budget.draft_steps, lr=6e-4, batch=4, seed=seed,
-                                    log=lambda s: log("smollm2 " + s))
-    save_trained_layer(draft.model, models / DRAFT_DIR, target=smollm2.GGUF_FILE, **draft_stats)
+        draft = ModelBundle(cut_draft(target.model, budget.draft_keep), target.tokenizer)
+        draft_stats = train_layer_draft(draft, answers, teach.target, steps=budget.draft_steps, lr=6e-4, batch=4, seed=seed,
+                                        log=lambda s: log("smollm2 " + s))
+        save_trained_layer(draft.model, models / DRAFT_DIR, target=smollm2.GGUF_FILE, **draft_stats)
     del teach
     train_seconds = time.perf_counter() - clock
 

@@ -22,6 +22,7 @@ from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 from spec_edge_cloud.modeling.exit_heads import ExitHeads, default_exit_layers
 from spec_edge_cloud.modeling.exit_training import agreement, teacher_data, train_exit_heads
 from spec_edge_cloud.modeling.layers import decoder_parts
+from spec_edge_cloud.modeling.placement import CPU_FP32, Placement, autocast
 from spec_edge_cloud.modeling.vlm_training import (EncodedExamples, Example, TrainConfig, greedy_answers,
                                                    teacher_logits, train)
 from spec_edge_cloud.sim import dataset as sim_dataset
@@ -75,7 +76,9 @@ def make_dataset(directory: Path, episodes: int, seed: int, log: Log) -> Path:
 
 
 def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), dataset_dir: Path | None = None,
-                 log: Log = print) -> FamilyReport:
+                 log: Log = print, placement: Placement = CPU_FP32) -> FamilyReport:
+    """Train on `placement`'s device, forward passes in its precision (`autocast`, weights float32);
+    the saved models are then evaluated on the CPU in float32, as their cards have always been."""
     torch.manual_seed(seed)
     random.seed(seed)
     clock = time.perf_counter()
@@ -90,42 +93,45 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
 
     tokenizer = family.family_tokenizer(task_words())
     target = family.new_vlm(family.TARGET_SHAPE, tokenizer, seed)
+    target.model.to(placement.device)
     data = EncodedExamples(target, examples)
     log(f"target: {family.parameter_count(target) / 1e6:.2f}M parameters, {len(data)} examples")
-    target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3, seed=seed),
-                         log=lambda s: log("target " + s))
-    dagger_rooms = [sim_dataset.episode_seed(seed, budget.episodes + i) for i in range(budget.dagger_episodes)]
-    if set(dagger_rooms) & {r["seed"] for r in held_records}:
-        raise ValueError("DAgger rooms overlap the held-out frames' rooms")
-    train_layouts |= set(dagger_rooms)
-    extra, dagger_stats = dagger.collect(sim_eval.model_planner(target), dagger_rooms,
-                                         timeout_s=budget.dagger_timeout_s, log=log)
-    expert_examples, examples = len(examples), examples + extra
-    data = EncodedExamples(target, examples)
-    target_stats["dagger"] = {**dagger_stats, **train(
-        target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
-        log=lambda s: log("target (DAgger) " + s))}
+    with autocast(placement):
+        target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3, seed=seed),
+                             log=lambda s: log("target " + s))
+        dagger_rooms = [sim_dataset.episode_seed(seed, budget.episodes + i) for i in range(budget.dagger_episodes)]
+        if set(dagger_rooms) & {r["seed"] for r in held_records}:
+            raise ValueError("DAgger rooms overlap the held-out frames' rooms")
+        train_layouts |= set(dagger_rooms)
+        extra, dagger_stats = dagger.collect(sim_eval.model_planner(target), dagger_rooms,
+                                             timeout_s=budget.dagger_timeout_s, log=log)
+        expert_examples, examples = len(examples), examples + extra
+        data = EncodedExamples(target, examples)
+        target_stats["dagger"] = {**dagger_stats, **train(
+            target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
+            log=lambda s: log("target (DAgger) " + s))}
 
-    draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
-    log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
-    soft = teacher_logits(target, data)
-    draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
-                                                 seed=seed + 1, kd_weight=0.8, temperature=1.0),
-                        teacher=soft, log=lambda s: log("draft " + s))
+        draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
+        draft.model.to(placement.device)
+        log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
+        soft = teacher_logits(target, data)
+        draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
+                                                     seed=seed + 1, kd_weight=0.8, temperature=1.0),
+                            teacher=soft, log=lambda s: log("draft " + s))
 
-    parts = decoder_parts(target.model)
-    layers = default_exit_layers(parts.num_layers)
-    heads = ExitHeads(layers, target.hidden_size, rank=32)
-    rng = random.Random(seed)
-    exit_prompts = [target.encode(e.instruction, e.image) for e in rng.sample(examples, min(budget.exit_prompts,
-                                                                                              len(examples)))]
-    held_prompts = [target.encode(e.instruction, e.image) for e in held]
-    exit_train = teacher_data(target, exit_prompts, layers)
-    exit_held = teacher_data(target, held_prompts, layers)
-    untrained = agreement(heads, target, exit_held)
-    exit_stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed)
-    trained = agreement(heads, target, exit_held)
-    log("exits: held-out agreement " + ", ".join(f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
+        parts = decoder_parts(target.model)
+        layers = default_exit_layers(parts.num_layers)
+        heads = ExitHeads(layers, target.hidden_size, rank=32)
+        rng = random.Random(seed)
+        exit_prompts = [target.encode(e.instruction, e.image) for e in rng.sample(examples, min(budget.exit_prompts,
+                                                                                                  len(examples)))]
+        held_prompts = [target.encode(e.instruction, e.image) for e in held]
+        exit_train = teacher_data(target, exit_prompts, layers)
+        exit_held = teacher_data(target, held_prompts, layers)
+        untrained = agreement(heads, target, exit_held)
+        exit_stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed)
+        trained = agreement(heads, target, exit_held)
+        log("exits: held-out agreement " + ", ".join(f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
 
     target_dir, draft_dir = out / "target", out / "draft"
     target.save(target_dir)
