@@ -74,7 +74,7 @@ observation words, and the specials that frame an image).
 | 95% interval (Wilson) | {_interval(sim['target'])} | {_interval(sim['draft'])} | {_interval(sim['expert'])} |
 | collisions | {_pct(sim['target'].get('collision_rate'))} | {_pct(sim['draft'].get('collision_rate'))} | {_pct(sim['expert'].get('collision_rate'))} |
 | ended by the model away from the goal ("reached" twice) | {_pct(sim['target'].get('stopped_rate'))} | {_pct(sim['draft'].get('stopped_rate'))} | |
-| ... of them within reach of another object | {_wrong(sim['target'])} | {_wrong(sim['draft'])} | |
+| failures ending within reach of another object | {_wrong(sim['target'])} | {_wrong(sim['draft'])} | |
 | timeouts | {_pct(sim['target'].get('timeout_rate'))} | {_pct(sim['draft'].get('timeout_rate'))} | {_pct(sim['expert'].get('timeout_rate'))} |
 | time to goal, successes (sim s) | {_s(sim['target'])} | {_s(sim['draft'])} | {_s(sim['expert'])} |
 | answers that parse (closed loop) | {_pct(sim['target']['parse_rate'])} | {_pct(sim['draft']['parse_rate'])} | 100% |
