@@ -230,7 +230,8 @@ def test_bounded_plans_and_a_million_word_message_never_block_the_control_loop(h
     window = [tw[0] for tw in h.twists if tw[0] >= t_big - 0.5]
     assert all(tw[1] > 0.3 for tw in h.since(t_big))  # still walking the verified 10 m
     gaps = [b - a for a, b in zip(window, window[1:])]
-    assert max(gaps) < 0.5, f"the control loop stalled for {max(gaps):.2f} s"  # 20 Hz: 0.05 s apart
+    # 20 Hz: 0.05 s apart; one such message used to hold the loop 4.9 s (room left for a loaded machine)
+    assert max(gaps) < 1.0, f"the control loop stalled for {max(gaps):.2f} s"
     h.send("b2", "start")  # an empty response: the robot stops
     h.send("b2", "end")
     assert h.spin_until(lambda: h.twists[-1][1:] == (0.0, 0.0, 0.0), 3)
