@@ -442,6 +442,17 @@ def summary(result: dict) -> str:
              f"{result['sessions_at_end']} ({result['seconds_to_no_session']} s later)",
              f"pacing: robots' drafts late {result['pacing']['robot_draft_late_s']} s, verifier late "
              f"{result['pacing']['verifier_late_s']} s"]
+    cp = result["checkpoints"]
+    lines.append("cycle | responses started | verified | robots RSS MB, fds (end) | verifier RSS MB, fds (0.3 -> end) "
+                 "| verifier sessions, connections (end)")
+    for k in range(c["cycles"]):
+        start, end = k * c["minutes"] * 60 / c["cycles"], (k + 1) * c["minutes"] * 60 / c["cycles"]
+        mine = [r for r in result["records"] if start <= r["start"] < end]
+        early, late = cp.get(f"early-{k}", {}), cp.get(f"late-{k}", {})
+        lines.append(f"{k} | {len(mine)} | {sum(r['verified'] for r in mine)} | {late.get('robots_rss_mb')}, "
+                     f"{late.get('robots_fds')} | {early.get('verifier_rss_mb')} -> {late.get('verifier_rss_mb')}, "
+                     f"{early.get('verifier_fds')} -> {late.get('verifier_fds')} | "
+                     f"{late.get('verifier', {}).get('sessions')}, {late.get('verifier', {}).get('connections')}")
     for name, v in result["flat"].items():
         lines.append(f"{name}: RSS {v['rss_mb'][0]} -> {v['rss_mb'][1]} MB ({v['growth']:+.1%}), "
                      f"descriptors {v['fds'][0]} -> {v['fds'][1]}{'' if v['ok'] else '  NOT FLAT'}")
