@@ -13,8 +13,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from text_table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -23,7 +22,7 @@ from spec_edge_cloud.decoding.client import SpecClient  # noqa: E402
 from spec_edge_cloud.decoding.link import InProcessLink  # noqa: E402
 from spec_edge_cloud.decoding.modes import MODES, DecodeConfig  # noqa: E402
 from spec_edge_cloud.decoding.target import TargetEngine  # noqa: E402
-from spec_edge_cloud.decoding.timing import Pacer, TimingProfile  # noqa: E402
+from spec_edge_cloud.transport.assembly import pacer  # noqa: E402
 from spec_edge_cloud.decoding.verifier import VerifierService  # noqa: E402
 from spec_edge_cloud.modeling.exit_heads import ExitHeads  # noqa: E402
 from spec_edge_cloud.modeling.bundle import load_bundle  # noqa: E402
@@ -47,8 +46,7 @@ def main() -> None:
         from decoding_fixtures import pair
         target_bundle, draft = pair("llama", 7, noise=0.1, layers=8)
         engine_heads = ExitHeads([8], target_bundle.hidden_size, 8)  # an exit that always agrees
-    tp = Pacer(TimingProfile.load(args.target_profile)) if args.target_profile else None
-    dp = Pacer(TimingProfile.load(args.draft_profile)) if args.draft_profile else None
+    tp, dp = pacer(args.target_profile), pacer(args.draft_profile)
     if args.target:
         engine = TargetEngine.from_dir(args.target, pacer=tp)
     else:
@@ -82,7 +80,7 @@ def main() -> None:
                       f"{1000 * statistics.median(ttc):.0f}", str(rounds),
                       f"{1000 * total / rounds:.0f}" if rounds else "-", f"{statistics.mean(acc):.2f}",
                       f"{tokens / rounds:.2f}" if rounds else "-", f"{statistics.mean(hits):.2f}")
-    Console(width=150).print(table)
+    print(table)
 
 
 if __name__ == "__main__":

@@ -34,12 +34,13 @@ def attack(endpoint: str, connections: int, prefills: int, seconds: float) -> No
 
     from spec_edge_cloud.bench.bags import read_frames
     from spec_edge_cloud.decoding.messages import Error, Start
+    from spec_edge_cloud.modeling import jpeg
     from spec_edge_cloud.modeling.bundle import load_bundle
     from spec_edge_cloud.transport import protocol
     draft = load_bundle(ROOT / "models" / "draft")
     frame = read_frames(ROOT / "data" / "bags" / "sim_small")[0]
-    jpeg = protocol.encode_jpeg(frame.image)
-    ids = draft.encode(frame.instruction, protocol.decode_jpeg(jpeg)).input_ids
+    pixels, data = jpeg.roundtrip(frame.image)
+    ids = draft.encode(frame.instruction, pixels).input_ids
     ctx = zmq.Context()
     socks, replies = [], collections.Counter()
     print("flooding", flush=True)
@@ -52,7 +53,7 @@ def attack(endpoint: str, connections: int, prefills: int, seconds: float) -> No
         sender = os.urandom(protocol.SENDER_BYTES)
         s.send(protocol.pack(protocol.Hello(draft.tokenizer_fingerprint()), 0, sender), zmq.NOBLOCK)
         for i in range(prefills):
-            s.send(protocol.pack(Start(f"a{i}", ids, jpeg), i + 1, sender), zmq.NOBLOCK)
+            s.send(protocol.pack(Start(f"a{i}", ids, data), i + 1, sender), zmq.NOBLOCK)
         socks.append(s)
     sent_s = time.monotonic() - t0
     poller = zmq.Poller()
@@ -76,13 +77,13 @@ def robot(responses: int, draft, frames, client, until: float = 0.0, refused: li
     refusals appended to `refused`."""
     refused = [] if refused is None else refused
     from spec_edge_cloud.decoding.client import CloudError
-    from spec_edge_cloud.transport import protocol
+    from spec_edge_cloud.modeling import jpeg
     before = len(client.link.stats.rounds)
     missed = i = 0
     while i < responses or time.monotonic() < until:
         frame = frames[i % len(frames)]
         try:
-            resp = client.generate(draft.encode(frame.instruction, protocol.jpeg_roundtrip(frame.image)))
+            resp = client.generate(draft.encode(frame.instruction, *jpeg.roundtrip(frame.image)))
             missed += not resp.verified
         except CloudError as exc:  # refused (`busy`): the decoding client raises on an ERROR
             refused.append(str(exc))

@@ -31,7 +31,7 @@ from spec_edge_cloud.decoding.client import SpecClient  # noqa: E402
 from spec_edge_cloud.decoding.modes import DecodeConfig  # noqa: E402
 from spec_edge_cloud.decoding.target import TargetEngine  # noqa: E402
 from spec_edge_cloud.modeling.bundle import load_bundle  # noqa: E402
-from spec_edge_cloud.transport import protocol  # noqa: E402
+from spec_edge_cloud.modeling import jpeg  # noqa: E402
 from spec_edge_cloud.transport.client import LinkOptions, connect  # noqa: E402
 from spec_edge_cloud.transport.emulator import LinkEmulator, LinkSpec, parse_duration  # noqa: E402
 from spec_edge_cloud.transport.server import ServerConfig, VerifierServer  # noqa: E402
@@ -74,9 +74,9 @@ def main() -> int:
     try:
         for i in range(args.responses):
             frame = frames[i % len(frames)]
-            pixels = protocol.jpeg_roundtrip(frame.image)
+            pixels, data = jpeg.roundtrip(frame.image)
             t0 = time.monotonic()
-            resp = client.generate(draft.encode(frame.instruction, pixels))
+            resp = client.generate(draft.encode(frame.instruction, pixels, data))
             seconds.append(time.monotonic() - t0)
             if resp.verified:
                 verified += 1

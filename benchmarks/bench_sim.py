@@ -16,8 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rich.console import Console
-from rich.table import Table
+from text_table import Table
 
 from spec_edge_cloud.sim import episode, robot, scene, tracking  # before mujoco: it picks MUJOCO_GL=egl
 from spec_edge_cloud.sim.camera import HeadCamera
@@ -73,7 +72,6 @@ def main() -> None:
                         help="also track with the MJCF's own physics and without the velocity trim")
     parser.add_argument("--episodes", type=int, default=0, help="expert episodes to run (0: none)")
     args = parser.parse_args()
-    console = Console(width=150)
     world = Go2World()
 
     speed = Table(title="MuJoCo Go2 sim speed (this CPU)")
@@ -90,10 +88,10 @@ def main() -> None:
                           f"{walk(world, args.seconds, camera):.1f}x")
         finally:
             camera.close()
-    console.print(speed)
+    print(speed)
 
     if args.episodes:
-        console.print(episodes_table(world, args.episodes))
+        print(episodes_table(world, args.episodes))
     if args.no_tracking:
         return
     variants = [("fitted physics + velocity trim (the sim)", world)]
@@ -101,7 +99,7 @@ def main() -> None:
         variants = [("MJCF physics, bare policy", Go2World(fitted=False, trim=False)),
                     ("fitted physics, bare policy", Go2World(trim=False))] + variants
     for title, w in variants:
-        console.print(tracking_table(w, f"Gait tracking: {title}"))
+        print(tracking_table(w, f"Gait tracking: {title}"))
 
 
 def episodes_table(world: Go2World, n: int) -> Table:

@@ -25,20 +25,20 @@ def jobs(n=1, tokens=10, token_acceptance_prob=1.0, agreement=1.0, seed=0, first
 
 def ttc_ms(mode, **kw):
     (rec,) = simulate(regime(), mode, jobs(**kw), gamma=4, max_new_tokens=10)
-    return rec["ttc_s"] * 1000, rec
+    return rec.ttc_s * 1000, rec
 
 
 def test_cloud_decoding_pays_the_round_trip_once_then_a_step_per_token():
     t, rec = ttc_ms("cloud", first_action=3)
     assert t == pytest.approx(R + P + 10 * T)
-    assert rec["ttfa_s"] * 1000 == pytest.approx(R + P + 3 * T)
-    assert rec["target_compute_s"] * 1000 == pytest.approx(P + 10 * T)
+    assert rec.ttfa_s * 1000 == pytest.approx(R + P + 3 * T)
+    assert rec.target_compute_s * 1000 == pytest.approx(P + 10 * T)
 
 
 def test_speculation_with_a_perfect_draft_costs_draft_rtt_and_one_pass_per_round():
     t, rec = ttc_ms("spec")
     assert t == pytest.approx(2 * (4 * D + R + V))        # two rounds of 4 accepted + 1
-    assert rec["rounds"] == 2 and rec["accepted"] == 8 and rec["drafted"] == 8
+    assert rec.rounds == 2 and rec.accepted == 8 and rec.drafted == 8
 
 
 def test_predraft_on_an_agreeing_early_verdict_is_verified_from_the_server_queue():
@@ -48,13 +48,13 @@ def test_predraft_on_an_agreeing_early_verdict_is_verified_from_the_server_queue
     t, rec = ttc_ms("spec-ee-pre")
     early0 = 4 * D + R / 2 + V / 2 + R / 2
     assert t == pytest.approx(early0 + 4 * D + R / 2 + V + R / 2)
-    assert rec["predrafts"] == 1 and rec["hits"] == 1
+    assert rec.predrafts == 1 and rec.hits == 1
     assert t < ttc_ms("spec")[0]
 
 
 def test_a_missed_predraft_costs_its_drafting_time_and_is_dropped_by_the_server():
     t, rec = ttc_ms("spec-ee-pre", agreement=0.0)
-    assert rec["predrafts"] >= 1 and rec["hits"] == 0
+    assert rec.predrafts >= 1 and rec.hits == 0
     # the FINAL of round 0 arrives while the robot pre-drafts: it drafts again after that
     final0 = 4 * D + R + V
     assert t == pytest.approx(max(final0, 4 * D + R + V / 2 + 4 * D) + 4 * D + R + V)
@@ -88,7 +88,7 @@ def test_recorded_rounds_replay_in_order_and_adapt_to_another_draft_length():
 def test_more_agreement_means_more_hits_and_lower_latency():
     def mean_ttc(agreement):
         recs = simulate(regime(), "spec-ee-pre", jobs(20, 32, 0.6, agreement, 2), 4, 32)
-        return sum(r["ttc_s"] for r in recs), sum(r["hits"] for r in recs)
+        return sum(r.ttc_s for r in recs), sum(r.hits for r in recs)
     (low, low_hits), (high, high_hits) = mean_ttc(0.1), mean_ttc(0.9)
     assert high < low and high_hits > low_hits
 
@@ -101,7 +101,7 @@ def test_batched_verification_shares_the_gpu_among_robots():
     turns = simulate_fleet(reg, "spec-ee-pre", make, 8, 4, 16, batched=False)
     assert len(eight["records"]) == 32
     gpu = lambda out: out["gpu_busy_s"] / out["tokens"]  # noqa: E731
-    ttc = lambda out: sum(r["ttc_s"] for r in out["records"]) / len(out["records"])  # noqa: E731
+    ttc = lambda out: sum(r.ttc_s for r in out["records"]) / len(out["records"])  # noqa: E731
     assert gpu(eight) < 0.6 * gpu(one)
     assert ttc(eight) < 1.3 * ttc(one) < ttc(turns)   # one pass at a time: robots queue behind each other
     # cloud streams batch too, and a robot's prefill is not starved by another robot's stream
@@ -115,10 +115,10 @@ def test_the_server_side_queue_saves_a_round_trip_on_every_hit_over_client_only_
     reg = SimRegime("slow", profile, R / 1000)
     (queued,) = simulate(reg, "spec-ee-pre", jobs(), 4, 10)
     (client,) = simulate(reg, "spec-ee-pre", jobs(), 4, 10, server_queue=False)
-    assert queued["hits"] == client["hits"] == 1
+    assert queued.hits == client.hits == 1
     # client-only: the pre-draft (ready long before) leaves when round 0's FINAL arrives, 4D + R + 600
-    assert client["ttc_s"] * 1000 == pytest.approx(4 * D + 2 * (R + 600))
-    assert (client["ttc_s"] - queued["ttc_s"]) * 1000 == pytest.approx(R)
+    assert client.ttc_s * 1000 == pytest.approx(4 * D + 2 * (R + 600))
+    assert (client.ttc_s - queued.ttc_s) * 1000 == pytest.approx(R)
 
 
 def test_per_token_acceptance_probability_and_acceptance_are_told_apart():
@@ -126,7 +126,7 @@ def test_per_token_acceptance_probability_and_acceptance_are_told_apart():
     assert predict.acceptance_share(1.0, 4) == 1.0 and predict.acceptance_share(0.0, 4) == 0.0
     assert predict.token_acceptance_prob(predict.acceptance_share(0.6, 4), 4) == pytest.approx(0.6, abs=1e-6)
     recs = simulate(regime(), "spec", jobs(40, 32, 0.575, 1.0, 5), 4, 32)
-    share = sum(r["accepted"] for r in recs) / sum(r["drafted"] for r in recs)
+    share = sum(r.accepted for r in recs) / sum(r.drafted for r in recs)
     assert share == pytest.approx(predict.acceptance_share(0.575, 4), abs=0.05)   # not 0.575
     comp = predict.paper_comparison("go2-orin-a100", (0.575,), (0.7,), tokens=16, responses=4, seed=1)
     assert comp["grid"][0]["token_acceptance_prob"] == 0.575 and "acceptance" not in comp["grid"][0]

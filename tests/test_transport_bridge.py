@@ -27,6 +27,7 @@ from spec_edge_cloud.decoding.modes import GREEDY_LOSSLESS, DecodeConfig
 from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
 from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.bundle import load_bundle
 from spec_edge_cloud.transport import protocol, security
 from spec_edge_cloud.transport.client import LinkOptions, connect
@@ -104,13 +105,13 @@ def decode(draft, link, prompt, mode, max_new, pacer=None, on_tokens=None, deadl
 # -- lossless over the wire ------------------------------------------------------------------------
 def test_every_greedy_mode_over_zeromq_and_the_emulator_equals_the_target(world):
     target, draft = world["vlm_target"], world["vlm_draft"]
-    image = protocol.jpeg_roundtrip(random_image(4))  # the pixels the cloud will decode
+    image, data = jpeg.roundtrip(random_image(4))  # the pixels the cloud will decode, and their JPEG
     link = link_to(world["emu_vlm"].endpoint, draft, world["robot"])
     try:
         assert link.is_up and link.welcome.exit_layers == [1, 2] and link.welcome.emulated == ""
-        for text, img in (("w4 w9 w1", None), ("w7 w2", image)):
+        for text, img, sent in (("w4 w9 w1", None, None), ("w7 w2", image, data)):
             ref = target_alone(target, target.encode(text, img), 16)
-            prompt = draft.encode(text, img)
+            prompt = draft.encode(text, img, sent)
             for mode in GREEDY_LOSSLESS:
                 resp = decode(draft, link, prompt, mode, 16)
                 assert resp.tokens == ref, f"{mode} (image: {img is not None}) differs from the target alone"
@@ -253,8 +254,8 @@ class Mischief(threading.Thread):
 def test_robots_ready_together_are_verified_in_one_batched_pass(world):
     """Four robots decode at once: their rounds share passes (FINAL says how many), each answer lossless."""
     target, draft = world["vlm_target"], world["vlm_draft"]
-    jobs = [("w4 w9 w1", None), ("w7 w2", protocol.jpeg_roundtrip(random_image(7))), ("w12 w3 w3 w8", None),
-            ("w5", protocol.jpeg_roundtrip(random_image(8)))]
+    jobs = [("w4 w9 w1", (None,)), ("w7 w2", jpeg.roundtrip(random_image(7))), ("w12 w3 w3 w8", (None,)),
+            ("w5", jpeg.roundtrip(random_image(8)))]
     links = [link_to(world["vlm"].endpoint, draft, world["robot"]) for _ in jobs]
     barrier, out = threading.Barrier(len(jobs)), {}
 
@@ -262,7 +263,7 @@ def test_robots_ready_together_are_verified_in_one_batched_pass(world):
         text, image = jobs[i]
         barrier.wait(30)
         for mode in ("spec", "spec-ee-pre"):
-            out[i, mode] = decode(draft, links[i], draft.encode(text, image), mode, 20).tokens
+            out[i, mode] = decode(draft, links[i], draft.encode(text, *image), mode, 20).tokens
 
     try:
         threads = [threading.Thread(target=robot, args=(i,)) for i in range(len(jobs))]
@@ -271,7 +272,7 @@ def test_robots_ready_together_are_verified_in_one_batched_pass(world):
         for t in threads:
             t.join(120)
         for i, (text, image) in enumerate(jobs):
-            ref = target_alone(target, target.encode(text, image), 20)
+            ref = target_alone(target, target.encode(text, image[0]), 20)
             assert out[i, "spec"] == ref and out[i, "spec-ee-pre"] == ref, f"robot {i} differs from the target"
         rows = [r.rows for link in links for r in link.stats.rounds]
         assert max(rows) > 1, "no pass was shared: the test lost its point"

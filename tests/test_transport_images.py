@@ -14,6 +14,7 @@ import pytest
 
 from spec_edge_cloud.decoding.messages import DraftRequest, Error, Final, Start
 from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.tiny import tiny_bundle
 from spec_edge_cloud.transport import protocol
 from spec_edge_cloud.transport.protocol import ProtocolError
@@ -60,7 +61,7 @@ def rounds_of(engine, endpoint: str, n: int) -> list[float]:
     times = []
     try:
         p.hello(engine.bundle.tokenizer_fingerprint())
-        frame = protocol.encode_jpeg(np.random.default_rng(1).integers(0, 255, (112, 112, 3), np.uint8))
+        frame = jpeg.encode(np.random.default_rng(1).integers(0, 255, (112, 112, 3), np.uint8))
         prompt = engine.bundle.encode("w3 w4", protocol.decode_jpeg(frame))
         p.send(Start("good", prompt.input_ids, frame))
         base = len(prompt.input_ids)

@@ -12,6 +12,7 @@ import zmq
 from decoding_fixtures import random_image
 from spec_edge_cloud.decoding.messages import (Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong,
                                                Start, Token)
+from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.transport import protocol, security
 from spec_edge_cloud.transport.client import LinkOptions, ZmqLink
 from spec_edge_cloud.transport.emulator import parse_duration, parse_loss, parse_rate
@@ -50,9 +51,9 @@ def test_draft_probabilities_travel_as_raw_floats(dtype, tol):
 
 def test_jpeg_roundtrip_gives_both_sides_the_same_pixels():
     image = random_image(3)
-    pixels = protocol.jpeg_roundtrip(image, quality=80)
+    pixels, data = jpeg.roundtrip(image, quality=80)
     assert pixels.shape == image.shape and not np.array_equal(pixels, image)  # JPEG is lossy
-    got = protocol.decode_jpeg(protocol.unpack(protocol.pack(Start("s", [1], pixels), 0, SENDER)).msg.image)
+    got = protocol.decode_jpeg(protocol.unpack(protocol.pack(Start("s", [1], data), 0, SENDER)).msg.image)
     assert np.array_equal(got, pixels), "the cloud must decode exactly what the robot drafted on"
     smooth = np.zeros((64, 96, 3), np.uint8)
     smooth[..., 0] = np.linspace(0, 255, 96, dtype=np.uint8)   # red ramp: channel order must survive

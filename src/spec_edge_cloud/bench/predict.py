@@ -88,7 +88,7 @@ def client_only_reduction(regime: SimRegime, make_jobs, cloud_ttc: float, gamma:
                           seed: int) -> float:
     """Latency reduction of the paper's pre-drafting (client-only, no server-side queue)."""
     recs = simulate(regime, "spec-ee-pre", make_jobs(), gamma, tokens, seed, server_queue=False)
-    return 1 - statistics.mean(r["ttc_s"] for r in recs) / cloud_ttc
+    return 1 - statistics.mean(r.ttc_s for r in recs) / cloud_ttc
 
 
 def implied_token_acceptance_prob(regime: SimRegime, target: float, agreement: float, tokens: int, responses: int,
@@ -97,7 +97,7 @@ def implied_token_acceptance_prob(regime: SimRegime, target: float, agreement: f
     reaches `target` latency reduction; None if even 0.99 does not (bisection on seeded simulations)."""
     def red(a: float) -> float:
         make = lambda: bernoulli_jobs(responses, tokens, a, agreement, seed)  # noqa: E731
-        cloud = statistics.mean(r["ttc_s"] for r in simulate(regime, "cloud", make(), gamma, tokens, seed))
+        cloud = statistics.mean(r.ttc_s for r in simulate(regime, "cloud", make(), gamma, tokens, seed))
         return client_only_reduction(regime, make, cloud, gamma, tokens, seed)
     lo, hi = 0.0, 0.99
     if red(hi) < target:
@@ -150,8 +150,8 @@ def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), token_acceptance_prob: floa
                                                                          agreement, seed * 1000 + i),
                                  n, gamma, tokens, seed, batched=True)
             recs = out["records"]
-            rows.append({"mode": mode, "robots": n, "ttc_s": statistics.mean(r["ttc_s"] for r in recs),
-                         "per_token_s": statistics.mean(r["ttc_s"] / r["tokens"] for r in recs),
+            rows.append({"mode": mode, "robots": n, "ttc_s": statistics.mean(r.ttc_s for r in recs),
+                         "per_token_s": statistics.mean(r.ttc_s / r.tokens for r in recs),
                          "gpu_s_per_token": out["gpu_busy_s"] / out["tokens"],
                          "gpu_utilisation": out["gpu_busy_s"] / out["makespan_s"]})
     return {"regime": regime_name, "token_acceptance_prob": token_acceptance_prob,
@@ -205,7 +205,7 @@ def calibrate(result: dict, seed: int = 0) -> dict:
         sims = simulate(regime, mode, [copy.deepcopy(jobs[0]) for _ in range(warm)] + jobs, cfg["gamma"],
                         cfg["max_new_tokens"], seed)[warm:]
         m = statistics.mean(r["ttc_s"] for r in recs if r["mode"] == mode)
-        p = statistics.mean(r["ttc_s"] for r in sims)
+        p = statistics.mean(r.ttc_s for r in sims)
         rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
                      "within_10pct": abs(p / m - 1) <= 0.10})
     return {"regime": cfg["regime"], "transport": result["transport"], "encode_s": encode,

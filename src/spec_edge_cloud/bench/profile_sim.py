@@ -1,4 +1,4 @@
-"""Profile simulator: a discrete-event model of exactly the protocol decoding/client.py implements.
+"""Profile simulator: a discrete-event model of the protocol the client runs, with the client's own core.
 
 It predicts latency in regimes this machine cannot run (a Jetson drafting for an A100 behind a
 120 ms link) from timing profiles (draft time per token, target time per layer, link delay) and
@@ -7,12 +7,12 @@ either recorded by the replay benchmark or drawn from a Bernoulli model at a giv
 agreement. Everything random comes from one seed: same seed, same predictions.
 
 What is modelled, as the client and the verifier do it:
-- robot: one thread. A response sends PREFILL; speculative modes prefill the draft, draft γ tokens
-  and send DRAFT; on the first EARLY of the round (spec-ee-pre, adaptive) it pre-drafts from the
-  provisional verdict and sends DRAFT(r+1, assumes) at once; on FINAL it commits accepted + 1
-  tokens; on a hit the next round is already under way, else it drafts again. Messages that arrive
-  while it drafts wait until it is done. `cloud` sends GENERATE and receives one TOKEN per step;
-  `edge` drafts alone. `adaptive` runs the real AdaptiveController on the simulated measurements.
+- robot: one thread, whose every decision is made by decoding/rounds.py, the core `SpecClient`
+  drives (what to draft and when, pre-drafts, hits and misses, leaving for cloud decoding), with the
+  same policies (`FixedPolicy`, the real `AdaptiveController` on the simulated measurements); only
+  the tokens are counts and the time simulated. A response sends PREFILL; speculative modes prefill
+  the draft and draft; messages that arrive while it drafts wait until it is done. `cloud` sends
+  GENERATE and receives one TOKEN per step; `edge` drafts alone.
 - link: per direction, delay RTT/2 plus jitter drawn uniformly in [-jitter/2, +jitter/2], messages
   never overtake each other, store-and-forward at the bandwidth (the link emulator's semantics).
 - cloud: one GPU, requests in arrival order per robot; a pass of n tokens takes the profile's time
@@ -33,8 +33,11 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..decoding.adaptive import AdaptiveController
-from ..decoding.modes import MODES
+from ..decoding.metrics import ResponseMetrics
+from ..decoding.modes import DecodeConfig
+from ..decoding.rounds import Cloud, Commit, Draft, FixedPolicy, Policy, Rounds, Send, Verdict
 from ..decoding.timing import TimingProfile
+from .summary import ResponseRecord
 
 
 # -- rounds: what the target says of each draft ------------------------------------------------------
@@ -179,8 +182,7 @@ class _Request:
     remaining: int = 0              # generate: tokens still to produce
     sent: float = 0.0
     draft: Round | None = None      # the verdict, drawn when the cloud verifies the round
-    first: bool = False             # a response's first round (its wait includes the prefill)
-    early_at: float | None = None   # when its early verdict reached the robot
+    number: int = 0                 # draft: its round number in the response
 
     def tokens(self) -> int:
         return self.gamma + 1 if self.kind == "draft" else 1
@@ -273,22 +275,23 @@ class _Server:
 
 
 class Robot:
-    """One robot answering its jobs back to back, in one mode (the client's state machine)."""
+    """One robot answering its jobs back to back, in one mode: the protocol core of decoding/rounds.py
+    (the client's own) driven in simulated time, with counts for tokens. A round's verdict is drawn
+    when the cloud verifies it; the early verdict is the final one when the draw says they agree."""
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
                  start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True):
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-        self.sim, self.mode, self.jobs, self.gamma, self.max_new = sim, mode, deque(jobs), gamma, max_new_tokens
-        self.adaptive = adaptive or AdaptiveController(gamma=gamma)
-        self._last_final_at: float | None = None
+        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens)
+        self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
+        self.policy: Policy = (adaptive or AdaptiveController(gamma=gamma)) if mode == "adaptive" \
+            else FixedPolicy(config)
         self.server_queue = server_queue
         self.up, self.down = _Wire(sim), _Wire(sim)
         self.free = 0.0
         self.inbox: deque = deque()
         self.draining = False
         self.response = -1
-        self.results: list[dict] = []
+        self.results: list[ResponseRecord] = []
         sim.at(start_s, self._begin)
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -297,7 +300,7 @@ class Robot:
         return self.free
 
     def _send(self, t: float, size: int, req: _Request) -> None:
-        self.r["bytes_up"] += size
+        self.bytes_up += size
         self.up.carry(t, size, self.sim.server.arrive, req)
 
     def _deliver(self, handler: Callable, *args) -> None:
@@ -325,14 +328,15 @@ class Robot:
         self.free = max(self.free, self.t0)
         self._work(self.sim.regime.encode_s)
         self.committed = 0
-        self.cur: _Request | None = None
-        self.pre: _Request | None = None
         self.done = False
-        self.r = {"mode": self.mode, "frame": self.job.frame, "repeat": self.job.repeat, "tokens": self.job.tokens,
-                  "ttfa_s": None, "ttc_s": None, "rounds": 0, "drafted": 0, "accepted": 0, "predrafts": 0,
-                  "hits": 0, "exit_agree": {}, "exit_total": {}, "target_compute_s": 0.0, "bytes_up": 0,
-                  "bytes_down": 0}
+        self.ttfa_s: float | None = None
+        self.bytes_up = self.bytes_down = 0
         self.compute_s = 0.0
+        self.m = ResponseMetrics(self.mode)
+        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue)
+        self.prefilled = False       # the draft's prompt
+        self.held: _Request | None = None       # a client-only pre-draft, until its verdict is final
+        self.generating: _Request | None = None
         reg = self.sim.regime
         if self.mode == "edge":
             t = self._work(reg.profile.draft_prefill_ms / 1000)
@@ -341,13 +345,21 @@ class Robot:
                 self._commit_at(self._work(reg.draft_s), 1)
             return
         self._send(self.free, reg.sizes.prefill, _Request(self, "prefill", self.response))
-        mode = self.adaptive.start_response() if self.mode == "adaptive" else self.mode
-        if mode == "cloud":
-            self._generate()
-            return
-        self._work(reg.profile.draft_prefill_ms / 1000)
-        self.cur = self._send_draft()
-        self.cur.first = True
+        self._act(self.rounds.start())
+
+    def _act(self, actions: list) -> None:
+        """Carry out the core's actions (tokens are counts here: nothing to show or roll back)."""
+        for action in actions:
+            if isinstance(action, Draft):
+                self._draft(action)
+            elif isinstance(action, Commit):
+                self._commit_at(self.sim.now, action.verdict.accepted + 1)
+                self._act(self.rounds.committed(self.committed, self.done))
+            elif isinstance(action, Send):
+                self._ship(self.held)
+                self.held = None
+            elif isinstance(action, Cloud):
+                self._generate()
 
     def _commit_at(self, t: float, n: int) -> None:
         """n more tokens are final at time t (edge mode and the bookkeeping of the others)."""
@@ -355,104 +367,78 @@ class Robot:
         self.committed = min(self.job.tokens, self.committed + n)
         fa = self.job.first_action
         if fa is not None and before < fa <= self.committed:
-            self.r["ttfa_s"] = t - self.t0
+            self.ttfa_s = t - self.t0
         if self.committed >= self.job.tokens and not self.done:
             self.done = True
-            self.r["ttc_s"] = t - self.t0
-            self.r["target_compute_s"] = self.compute_s
-            self.results.append(self.r)
+            self.m.tokens = self.job.tokens
+            self.results.append(ResponseRecord.from_metrics(
+                self.m, ttc_s=t - self.t0, ttfa_s=self.ttfa_s, frame=self.job.frame, repeat=self.job.repeat,
+                target_compute_s=self.compute_s, bytes_up=self.bytes_up, bytes_down=self.bytes_down))
             self.sim.at(t, self._begin)
 
     def _generate(self) -> None:
         req = _Request(self, "generate", self.response, remaining=self.job.tokens - self.committed)
-        self.cur = req
+        self.generating = req
         self._send(max(self.free, self.sim.now), self.sim.regime.sizes.generate, req)
 
-    def _draft(self, assumes: _Request | None = None) -> _Request:
-        """Draft a round (the robot is busy meanwhile); `sent` is when the draft is ready."""
-        reg, ad = self.sim.regime, self.adaptive
-        gamma = ad.gamma if self.mode == "adaptive" else self.gamma
-        provisional = assumes.draft.accepted + 1 if assumes is not None and assumes.draft else 0
-        gamma = max(0, min(gamma, self.max_new - self.committed - provisional))
-        t = self._work(gamma * reg.draft_s)
-        if gamma > 0:
-            ad.observe_draft(gamma * reg.draft_s, gamma)
-        return _Request(self, "draft", self.response, gamma, assumes,
-                        exits=self.mode in ("spec-ee", "spec-ee-pre", "adaptive"), sent=t)
+    def _draft(self, action: Draft) -> None:
+        """Draft a round (the robot is busy meanwhile) and ship it, or hold a client-only pre-draft."""
+        reg = self.sim.regime
+        if not self.prefilled:
+            self._work(reg.profile.draft_prefill_ms / 1000)
+            self.prefilled = True
+        t = self._work(action.n * reg.draft_s)
+        assumes = self.rounds.cur.payload if action.assumes is not None else None
+        req = _Request(self, "draft", self.response, action.n, assumes, exits=self.policy.early_verdicts, sent=t)
+        req.number = self.rounds.drafted(action, action.n, action.n * reg.draft_s, t, req).number
+        if action.send:
+            self._ship(req)
+        else:
+            self.held = req
 
-    def _ship(self, req: _Request) -> _Request:
+    def _ship(self, req: _Request) -> None:
         req.sent = max(req.sent, self.sim.now)
         sizes = self.sim.regime.sizes
         self._send(req.sent, sizes.draft_fixed + sizes.draft_per_token * req.gamma, req)
-        return req
-
-    def _send_draft(self, assumes: _Request | None = None) -> _Request:
-        return self._ship(self._draft(assumes))
 
     # -- messages from the cloud ---------------------------------------------------------------------
     def on_early(self, req: _Request) -> None:
-        self.r["bytes_down"] += self.sim.regime.sizes.early
+        self.bytes_down += self.sim.regime.sizes.early
         self._deliver(self._early, req)
 
     def on_final(self, req: _Request, compute_s: float) -> None:
-        self.r["bytes_down"] += self.sim.regime.sizes.final
+        self.bytes_down += self.sim.regime.sizes.final
         self._deliver(self._final, req, compute_s)
 
     def on_token(self, req: _Request, compute_s: float) -> None:
-        self.r["bytes_down"] += self.sim.regime.sizes.token
+        self.bytes_down += self.sim.regime.sizes.token
         self._deliver(self._token, req, compute_s)
 
+    @staticmethod
+    def _verdicts(req: _Request) -> tuple[Verdict, Verdict]:
+        """(early, final) verdicts of a drawn round: equal when they agree (the next token stands in)."""
+        d = req.draft
+        return Verdict(req.number, d.accepted, 0 if d.agreed else 1), Verdict(req.number, d.accepted, 0)
+
     def _early(self, req: _Request) -> None:
-        if req.early_at is None:
-            req.early_at = self.sim.now
-        if self.done or req is not self.cur or self.pre is not None:
+        if self.done or req.response != self.response:
             return
-        if self.mode not in ("spec-ee-pre", "adaptive") or not self.adaptive.use_predraft:
-            return
-        if self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new):
-            return  # the provisional verdict would finish the response: nothing to pre-draft
-        # with the server-side queue the pre-draft leaves at once; client-only (the paper's), it waits
-        # on the robot for the FINAL that confirms it
-        self.pre = self._send_draft(req) if self.server_queue else self._draft(req)
-        self.r["predrafts"] += 1
+        early, _ = self._verdicts(req)
+        finishes = self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new)
+        self._act(self.rounds.early(early, self.sim.now, finishes))
 
     def _final(self, req: _Request, compute_s: float) -> None:
-        if self.done or req is not self.cur:
+        if self.done or req.response != self.response or self.generating is not None:
             return
-        d, ad = req.draft, self.adaptive
-        self.r["rounds"] += 1
-        self.r["drafted"] += d.drafted
-        self.r["accepted"] += d.accepted
-        if req.exits and d.early:
-            self.r["exit_total"]["exit"] = self.r["exit_total"].get("exit", 0) + 1
-            self.r["exit_agree"]["exit"] = self.r["exit_agree"].get("exit", 0) + int(d.agreed)
-        if req.first:
-            self._last_final_at = None
-        if self._last_final_at is not None:
-            ad.observe_interval(self.sim.now - self._last_final_at, d.accepted + 1)
-        self._last_final_at = self.sim.now
-        rtt = None if req.assumes is not None or req.first else self.sim.now - req.sent - compute_s
-        lead = self.sim.now - req.early_at if req.early_at is not None else None
-        ad.observe_round(d.drafted, d.accepted, compute_s, d.drafted + 1, rtt, lead)
-        self._commit_at(self.sim.now, d.accepted + 1)
-        if self.done:
-            return
-        pre, self.pre = self.pre, None
-        if pre is not None:
-            self.r["hits"] += int(d.agreed)
-            ad.observe_predraft(d.agreed)
-        if self.mode == "adaptive" and ad.choose_mode() == "cloud":
-            self._generate()  # as the client: leaves speculation even when a pre-draft hit
-            return
-        if pre is not None and d.agreed:
-            self.cur = pre if self.server_queue else self._ship(pre)
-            return
-        self.cur = self._send_draft()
+        d = req.draft
+        early, final = self._verdicts(req)
+        exits = [("exit", early.accepted, early.next_token)] if req.exits and d.early else []
+        self._act(self.rounds.final(final, self.sim.now, compute_s, d.drafted + 1, exits))
 
     def _token(self, req: _Request, compute_s: float) -> None:
-        if self.done or req is not self.cur:
+        if self.done or req is not self.generating:
             return
-        self.adaptive.observe_step(compute_s)
+        self.rounds.token(compute_s)
         self._commit_at(self.sim.now, 1)
 
 
@@ -477,5 +463,5 @@ def simulate_fleet(regime: SimRegime, mode: str, make_jobs: Callable[[int], list
     fleet = [Robot(sim, mode, make_jobs(i), gamma, max_new_tokens, start_s=i * stagger) for i in range(robots)]
     sim.run()
     records = [r for robot in fleet for r in robot.results]
-    return {"records": records, "gpu_busy_s": sim.server.busy_s, "tokens": sum(r["tokens"] for r in records),
+    return {"records": records, "gpu_busy_s": sim.server.busy_s, "tokens": sum(r.tokens for r in records),
             "makespan_s": sim.now}

@@ -9,7 +9,7 @@ A named regime pads the real models' computation to a timing profile (draft and 
 profile's link unless one is given): the real pipeline at the paper's speeds, timings EMULATED.
 `native` runs at this machine's own speed.
 
-Per response it records the figures of bench/summary.py, the token events and the client trace (a
+Per response it fills a `summary.ResponseRecord`: the figures, the token events and the client trace (a
 timeline), and the per-round trace the profile simulator replays. Time starts at frame capture:
 the frame is JPEG-round-tripped (what the cloud will decode), encoded into a prompt and decoded;
 TTFA is when the incremental parser, fed the final words, completes its first action. Greedy
@@ -27,20 +27,19 @@ import torch
 
 from ..control.parser import ActionReady, IncrementalParser
 from ..decoding.client import SpecClient
-from ..decoding.link import InProcessLink
 from ..decoding.messages import Start
 from ..decoding.modes import GREEDY_LOSSLESS, MODES, DecodeConfig
-from ..decoding.target import TargetEngine
-from ..decoding.timing import Pacer, TimingProfile
-from ..decoding.verifier import VerifierService
-from ..modeling.bundle import check_same_tokenizer, load_bundle
+from ..decoding.timing import Pacer
+from ..modeling import jpeg
+from ..modeling.bundle import load_bundle
 from ..modeling.placement import CPU_FP32, Placement
 from ..transport import protocol
+from ..transport.assembly import VerifierConfig, open_link, pacer
 from ..transport.emulator import LinkSpec
 from . import timeline
 from .bags import Frame, read_frames
 from .regimes import NATIVE, load_regime
-from .summary import Bound, summarize
+from .summary import Bound, ResponseRecord, summarize
 
 
 @dataclass
@@ -119,11 +118,10 @@ class Replay:
     def _cloud(self):
         cfg, spec = self.cfg, self.link_spec
         if cfg.inprocess:
-            engine = TargetEngine.from_dir(cfg.target, cfg.exits, pacer=Pacer(self.profile) if self.profile else None,
-                                           placement=cfg.placement)
-            check_same_tokenizer(self.draft, engine.bundle)
-            self.target_layers = engine.parts.num_layers
-            link = InProcessLink(VerifierService(engine), rtt_s=spec.rtt_s)
+            link = open_link(self.draft, inprocess=VerifierConfig(str(cfg.target), cfg.exits and str(cfg.exits),
+                                                                  target_profile=self.profile,
+                                                                  placement=cfg.placement), rtt_s=spec.rtt_s)
+            self.target_layers = link.service.engine.parts.num_layers
             try:
                 yield link
             finally:
@@ -144,7 +142,7 @@ class Replay:
         started = time.time()
         with self._cloud() as raw:
             link = MeteredLink(raw)
-            self.pacers = {m: Pacer(self.profile) for m in cfg.modes} if self.profile else {}
+            self.pacers = {m: pacer(self.profile) for m in cfg.modes} if self.profile else {}
             clients = {m: SpecClient(self.draft, link, replace(cfg.decode, mode=m), pacer=self.pacers.get(m))
                        for m in cfg.modes}
             for _ in range(cfg.warmup):
@@ -156,13 +154,13 @@ class Replay:
                     for m in cfg.modes:
                         bar.set_description(f"frame {i + 1}/{len(frames)} {m}")
                         rec = self._respond(clients[m], link, frame)
-                        rec.update(frame=i, repeat=rep)
-                        records.append(rec)
+                        rec.frame, rec.repeat = i, rep
+                        records.append(rec.to_dict())
                         bar.update()
             bar.close()
         return self._result(frames, records, time.time() - started)
 
-    def _respond(self, client: SpecClient, link: MeteredLink, frame: Frame) -> dict:
+    def _respond(self, client: SpecClient, link: MeteredLink, frame: Frame) -> ResponseRecord:
         draft = self.draft
         parser = IncrementalParser()
         first: dict = {}
@@ -180,8 +178,7 @@ class Replay:
                     return
 
         capture = time.perf_counter()
-        image = protocol.jpeg_roundtrip(frame.image)
-        prompt = draft.encode(frame.instruction, image)
+        prompt = draft.encode(frame.instruction, *jpeg.roundtrip(frame.image))
         trace: list = []
         offset = time.perf_counter() - capture
         response = client.generate(prompt, on_tokens, trace)
@@ -189,19 +186,11 @@ class Replay:
         finals = [t for t, kind, _, _ in events if kind in ("final", "unverified")]
         up, down = link.bytes(link.session) if not edge else (0, 0)
         tl = timeline.build(trace, link.session, offset, self.link_spec.rtt_s / 2) if not edge else None
-        return {
-            "mode": m.mode, "tokens": m.tokens, "token_ids": response.tokens, "text": response.text,
-            "ttfa_s": first.get("t"), "first_action_token": first.get("token"),
-            "ttc_s": finals[-1] if finals else offset + m.ttc_s, "ttft_s": finals[0] if finals else None,
-            "start_offset_s": offset,
-            "rounds": m.rounds, "drafted": m.drafted, "accepted": m.accepted, "predrafts": m.predrafts,
-            "hits": m.hits, "exit_agree": {str(k): v for k, v in m.exit_agree.items()},
-            "exit_total": {str(k): v for k, v in m.exit_total.items()}, "target_compute_s": m.target_compute_s,
-            "draft_s": m.draft_s, "bytes_up": up, "bytes_down": down, "verified": response.verified,
-            "fallback_reason": m.fallback_reason, "switched_to_cloud_at": m.switched_to_cloud_at,
-            "gamma_used": list(m.gamma_used), "events": events, "timeline": tl,
-            "round_trace": timeline.rounds(tl) if tl else [],
-        }
+        return ResponseRecord.from_metrics(
+            m, token_ids=response.tokens, text=response.text, ttfa_s=first.get("t"),
+            first_action_token=first.get("token"), ttc_s=finals[-1] if finals else offset + m.ttc_s,
+            ttft_s=finals[0] if finals else None, start_offset_s=offset, bytes_up=up, bytes_down=down,
+            events=events, timeline=tl, round_trace=timeline.rounds(tl) if tl else [])
 
     def _result(self, frames: list[Frame], records: list[dict], seconds: float) -> dict:
         cfg = self.cfg

@@ -70,7 +70,7 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         f"{cfg['warmup']} warm-up response(s) per mode not counted; wall time {result['seconds']:.0f} s",
         f"- **{result['lossless']['text']}**", "",
         replay_table(summary), "",
-        "Definitions: DESIGN.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
+        "Definitions: docs/design.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
         "prompt encoding and decoding included). Speedup = TTC(cloud) / TTC(mode) over the same frames. "
         "Cloud ms/token: the verifier's compute for passes and steps (prefill not included).",
         f"TTFA counts responses whose answer completed an action: {with_action} (edge mode's draft-only "

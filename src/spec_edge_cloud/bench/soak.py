@@ -56,9 +56,9 @@ import torch
 from ..decoding.client import CloudError, SpecClient
 from ..decoding.modes import GREEDY_LOSSLESS, DecodeConfig
 from ..decoding.timing import Pacer
+from ..modeling import jpeg
 from ..modeling.bundle import load_bundle
 from ..training.spec_eval import target_greedy
-from ..transport import protocol
 from ..transport.client import LinkOptions, ZmqLink, connect
 from ..transport.emulator import LinkEmulator, LinkSpec
 from ..transport.server import STATS_LINE
@@ -224,8 +224,8 @@ class Soak:
         target = load_bundle(cfg.target)
         prompts, references = [], []
         for f in frames:  # what a robot sends (the JPEG the cloud decodes) and what the target alone answers
-            pixels = protocol.jpeg_roundtrip(f.image)
-            prompts.append((f.instruction, pixels))
+            pixels, data = jpeg.roundtrip(f.image)
+            prompts.append((f.instruction, pixels, data))
             references.append(target_greedy(target, target.encode(f.instruction, pixels), cfg.max_new_tokens))
         del target
         args = ["verifier", "--target", str(cfg.target), "--quiet-rounds", "--log-level", "WARNING",

@@ -6,7 +6,7 @@ words (sim vocabulary + action words), a draft made from it by perturbing every 
 only partly, like a smaller model), and an untrained exit head at 3/4 depth (final norm + lm_head
 on that layer's state). Self-distilling that exit on a random model does not generalise beyond its
 training prompts (tried at layer 2: 0.94 agreement on them, 0.2 to 0.27 on others), so it stays untrained and
-agrees with the final layer only sometimes, as DESIGN.md expects of untrained exits. Its answers
+agrees with the final layer only sometimes, as docs/design.md expects of untrained exits. Its answers
 are not sensible sentences: time to first action stays empty with it. Written as ordinary model
 directories, so the in-process link and the verifier server load it the same way as real models.
 """

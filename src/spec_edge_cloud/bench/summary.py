@@ -1,11 +1,9 @@
-"""Per-mode figures from per-response records, with the definitions of DESIGN.md "Metrics".
+"""Per-mode figures from per-response records, with the definitions of docs/design.md "Metrics".
 
-Both the replay benchmark (measured) and the profile simulator (predicted) produce the same flat
-records, so one function summarises both and their figures mean exactly the same thing:
-
-    mode, frame, tokens, ttfa_s (None: no action completed), ttc_s, rounds, drafted, accepted,
-    predrafts, hits, exit_agree {layer: n}, exit_total {layer: n}, target_compute_s,
-    bytes_up, bytes_down
+Both the replay benchmark (measured) and the profile simulator (predicted) fill the same typed
+record, `ResponseRecord`, so one function summarises both and their figures mean exactly the same
+thing. Results hold records as plain dicts (`to_dict`, for JSON); `summarize` reads them back
+through the same type, so a record that does not fit the schema is an error, not a silent zero.
 
 TTFA: frame capture -> first complete action's last token final. TTC: capture -> last token final.
 Per-token latency = TTC / tokens. Speedup = TTC(cloud) / TTC(mode) over the same frames (ratio of
@@ -17,9 +15,69 @@ Bound: N x draft time per token + RTT + one verification; TTC / bound is reporte
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
+
+from ..decoding.metrics import ResponseMetrics
+
+
+@dataclass
+class ResponseRecord:
+    """One response as every benchmark reports it. Times from frame capture (replay) or the job's
+    start (simulator); `ttfa_s` None: no action completed."""
+    mode: str
+    tokens: int
+    ttc_s: float
+    ttfa_s: float | None = None
+    frame: int | None = None
+    repeat: int | None = None
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    predrafts: int = 0
+    hits: int = 0
+    exit_agree: dict[str, int] = field(default_factory=dict)   # exit layer -> verdicts equal to the final one
+    exit_total: dict[str, int] = field(default_factory=dict)
+    target_compute_s: float = 0.0
+    draft_s: float = 0.0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    verified: bool = True
+    fallback_reason: str | None = None
+    switched_to_cloud_at: int | None = None
+    gamma_used: list[int] = field(default_factory=list)
+    # measured runs only (the replay): what was said, when, and the round-by-round timeline
+    ttft_s: float | None = None
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    first_action_token: int | None = None
+    start_offset_s: float = 0.0
+    events: list = field(default_factory=list)
+    timeline: dict | None = None
+    round_trace: list = field(default_factory=list)
+
+    @classmethod
+    def from_metrics(cls, m: ResponseMetrics, **fields_: object) -> "ResponseRecord":
+        """The decoding metrics of a response, with what the benchmark adds (`fields_` win)."""
+        return cls(**{
+            "mode": m.mode, "tokens": m.tokens, "ttc_s": m.ttc_s, "rounds": m.rounds, "drafted": m.drafted,
+            "accepted": m.accepted, "predrafts": m.predrafts, "hits": m.hits,
+            "exit_agree": {str(k): v for k, v in m.exit_agree.items()},
+            "exit_total": {str(k): v for k, v in m.exit_total.items()},
+            "target_compute_s": m.target_compute_s, "draft_s": m.draft_s, "verified": m.unverified_from is None,
+            "fallback_reason": m.fallback_reason, "switched_to_cloud_at": m.switched_to_cloud_at,
+            "gamma_used": list(m.gamma_used), "ttft_s": m.ttft_s, **fields_})
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResponseRecord":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"not a response record: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -41,40 +99,42 @@ def _ratio(a: float, b: float) -> float | None:
     return a / b if b else None
 
 
-def summarize(records: list[dict], bound: Bound | None = None, baseline: str = "cloud") -> dict[str, dict]:
+def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
+              baseline: str = "cloud") -> dict[str, dict]:
     """{mode: figures}, modes in first-seen order."""
-    by_mode: dict[str, list[dict]] = defaultdict(list)
+    by_mode: dict[str, list[ResponseRecord]] = defaultdict(list)
     for r in records:
-        by_mode[r["mode"]].append(r)
-    base = {(r.get("frame"), r.get("repeat")): r["ttc_s"] for r in by_mode.get(baseline, [])}
+        r = r if isinstance(r, ResponseRecord) else ResponseRecord.from_dict(r)
+        by_mode[r.mode].append(r)
+    base = {(r.frame, r.repeat): r.ttc_s for r in by_mode.get(baseline, [])}
     out = {}
     for mode, rs in by_mode.items():
-        ttc = [r["ttc_s"] for r in rs]
-        per_token = [r["ttc_s"] / r["tokens"] for r in rs if r["tokens"]]
-        ttfa = [r["ttfa_s"] for r in rs if r.get("ttfa_s") is not None]
-        tokens = sum(r["tokens"] for r in rs)
+        ttc = [r.ttc_s for r in rs]
+        per_token = [r.ttc_s / r.tokens for r in rs if r.tokens]
+        ttfa = [r.ttfa_s for r in rs if r.ttfa_s is not None]
+        tokens = sum(r.tokens for r in rs)
         agree, total = defaultdict(int), defaultdict(int)
         for r in rs:
-            for layer, n in r.get("exit_total", {}).items():
+            for layer, n in r.exit_total.items():
                 total[str(layer)] += n
-                agree[str(layer)] += r.get("exit_agree", {}).get(layer, 0)
-        paired = [(base[k], r["ttc_s"]) for r in rs if (k := (r.get("frame"), r.get("repeat"))) in base]
+                agree[str(layer)] += r.exit_agree.get(layer, 0)
+        paired = [(base[k], r.ttc_s) for r in rs if (k := (r.frame, r.repeat)) in base]
         out[mode] = {
             "responses": len(rs),
-            "fallbacks": sum(not r.get("verified", True) for r in rs if mode != "edge"),  # finished on the robot
+            "fallbacks": sum(not r.verified for r in rs if mode != "edge"),  # finished on the robot
             "tokens": tokens,
             "ttfa_s": {"median": _q(ttfa, 50), "p90": _q(ttfa, 90), "responses_with_action": len(ttfa)},
             "ttc_s": {"median": _q(ttc, 50), "p90": _q(ttc, 90), "mean": float(np.mean(ttc))},
             "per_token_s": {"median": _q(per_token, 50), "p90": _q(per_token, 90)},
-            "acceptance": _ratio(sum(r["accepted"] for r in rs), sum(r["drafted"] for r in rs)),
-            "tokens_per_round": _ratio(sum(r["accepted"] for r in rs) + (n := sum(r["rounds"] for r in rs)), n),
+            "acceptance": _ratio(sum(r.accepted for r in rs), sum(r.drafted for r in rs)),
+            "tokens_per_round": _ratio(sum(r.accepted for r in rs) + (n := sum(r.rounds for r in rs)), n),
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
-            "hit_rate": _ratio(sum(r["hits"] for r in rs), sum(r["predrafts"] for r in rs)),
-            "cloud_s_per_token": _ratio(sum(r["target_compute_s"] for r in rs), tokens),
-            "cloud_s_per_response": float(np.mean([r["target_compute_s"] for r in rs])),
-            "bytes_up_per_token": _ratio(sum(r["bytes_up"] for r in rs), tokens),
-            "bytes_down_per_token": _ratio(sum(r["bytes_down"] for r in rs), tokens),
+            "hit_rate": _ratio(sum(r.hits for r in rs), sum(r.predrafts for r in rs)),
+            "cloud_s_per_token": _ratio(sum(r.target_compute_s for r in rs), tokens),
+            "cloud_s_per_response": float(np.mean([r.target_compute_s for r in rs])),
+            "bytes_up_per_token": _ratio(sum(r.bytes_up for r in rs), tokens),
+            "bytes_down_per_token": _ratio(sum(r.bytes_down for r in rs), tokens),
             "speedup": _ratio(sum(b for b, _ in paired), sum(m for _, m in paired)) if paired else None,
-            "ttc_over_bound": _q([r["ttc_s"] / bound.seconds(r["tokens"]) for r in rs], 50) if bound else None,
+            "ttc_over_bound": _q([r.ttc_s / bound.seconds(r.tokens) for r in rs], 50) if bound else None,
         }
     return out

@@ -41,11 +41,9 @@ def load_image(path: str):
 def run(args: argparse.Namespace) -> int:
     from ..bench.replay import MeteredLink
     from ..decoding.client import SpecClient
-    from ..decoding.link import InProcessLink
-    from ..decoding.target import TargetEngine
-    from ..decoding.timing import Pacer, TimingProfile
-    from ..decoding.verifier import VerifierService
-    from ..modeling.bundle import check_same_tokenizer, load_bundle
+    from ..modeling.bundle import load_bundle
+    from ..transport.assembly import VerifierConfig, open_link, pacer
+    from ..transport.client import LinkOptions
 
     try:
         config = DecodeConfig.from_args(args)
@@ -56,21 +54,15 @@ def run(args: argparse.Namespace) -> int:
             quantize_weights(draft.model, args.quantize)
         image = load_image(args.image) if args.image else None
         prompt = draft.encode(args.prompt, image)
-        draft_pacer = Pacer(TimingProfile.load(args.draft_profile)) if args.draft_profile else None
         link = None
         if args.mode != "edge":
-            if args.endpoint:
-                from ..transport.client import LinkOptions, connect
-                link = connect(args.endpoint, draft.tokenizer_fingerprint(),
-                               LinkOptions(client_secret_key=args.client_key, server_public_key=args.server_key))
-            else:
-                pacer = Pacer(TimingProfile.load(args.target_profile)) if args.target_profile else None
-                engine = TargetEngine.from_dir(args.target, args.exits, pacer=pacer, placement=placement)
-                check_same_tokenizer(draft, engine.bundle)
-                link = InProcessLink(VerifierService(engine), rtt_s=args.rtt_ms / 1000)
-            link = MeteredLink(link)  # the wire size of every message, counted after the response
+            link = MeteredLink(open_link(  # the wire size of every message, counted after the response
+                draft, args.endpoint or "", LinkOptions(client_secret_key=args.client_key,
+                                                        server_public_key=args.server_key),
+                None if args.endpoint else VerifierConfig(args.target, args.exits, None, args.target_profile,
+                                                          placement), args.rtt_ms / 1000))
         try:
-            response = SpecClient(draft, link, config, pacer=draft_pacer).generate(prompt)
+            response = SpecClient(draft, link, config, pacer=pacer(args.draft_profile)).generate(prompt)
         finally:
             if link is not None:
                 link.close()

@@ -53,7 +53,7 @@ def regime_lines(regime: str) -> tuple[list[str], dict]:
         return ([f"Regime: NATIVE. The models run at their own CPU speed (no timing emulation) behind a "
                  f"{NATIVE_RTT_MS} ms round trip. Speculation pays only when the target's time per token exceeds "
                  "(draft length x draft time per token + round trip + one verification) / tokens committed per "
-                 "round (DESIGN.md, 'When speculation across a link pays'); small models behind a slow link are "
+                 "round (docs/design.md, 'When speculation across a link pays'); small models behind a slow link are "
                  "near or below that line, and adaptive picks whichever it measures faster."],
                 {"target_profile": "", "draft_profile": "", "rtt_ms": NATIVE_RTT_MS, "jitter_ms": 0})
     from spec_edge_cloud.decoding.timing import TimingProfile

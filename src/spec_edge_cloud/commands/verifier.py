@@ -111,9 +111,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"spec-edge-cloud verifier: WARNING: insecure: plaintext allowed on {config.bind}: anyone who "
                   "can reach it can use the target and read the robots' prompts and images", file=sys.stderr,
                   flush=True)
-        from ..decoding.target import TargetEngine
+        from ..transport.assembly import VerifierConfig, open_verifier
         from ..transport.server import STATS_LINE, VerifierServer
-        engine = TargetEngine.from_params(model)
+        engine = open_verifier(VerifierConfig.from_params(model))
         pacer, placement = engine.pacer, resolve_placement(model["device"], model["dtype"])
         server = VerifierServer(engine, config)
         endpoint = server.start()
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGUSR1, lambda *_: asked.set())
     secure = "CURVE on" if config.server_secret_key else "plaintext (loopback)" if not config.insecure else \
         "PLAINTEXT, insecure"
-    emulated = f"; timings EMULATED with profile {pacer.profile.name}" if pacer else ""
+    emulated = f"; timings EMULATED with profile {engine.pacer.profile.name}" if engine.pacer else ""
     cache = f"static cache {engine.slots.slots} x {engine.slots.max_len}" if engine.slots else "dynamic cache"
     print(f"verifier ready on {endpoint} ({secure}; target {engine.bundle.path} on {placement}, {cache}, exits "
           f"{engine.heads.layers if engine.heads else []}{emulated})", flush=True)

@@ -1,6 +1,6 @@
 """Online choice of draft length, exit threshold and mode, from what the robot measures.
 
-Cost model (DESIGN.md, "When speculation across a link pays"). Cloud decoding costs the target's
+Cost model (docs/design.md, "When speculation across a link pays"). Cloud decoding costs the target's
 step time t per token. A speculative round that starts from scratch (no pre-draft, or a miss)
 costs γ·d (drafting) + R (round trip) + V(γ+1) (verification). A round whose pre-draft hits was
 already queued on the server: the next pass starts when the current one ends, unless the pre-draft
@@ -37,6 +37,7 @@ class AdaptiveController:
     LEAVE_SPEC_MARGIN = 0.8  # cloud decoding must be 20% faster to leave speculation (its early rounds are the noisiest)
     MIN_ROUNDS = 2       # rounds of evidence (since the last probe began) before leaving speculation
     MIN_ROUNDS_FOR_GAMMA = 8  # rounds of evidence before tuning the draft length
+    early_verdicts = True     # as a policy of decoding/rounds.py: always asks for early verdicts
 
     def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
                  decay: float = 0.95):
@@ -55,6 +56,14 @@ class AdaptiveController:
         self.mode = "spec"
         self.responses = 0
         self.probe_every = probe_every
+        self._probe_wait = probe_every  # responses in cloud decoding before the next probe of speculation
+        self._since_probe = 0
+        self._rounds_seen = 0           # rounds since the last probe began
+        self._rounds_total = 0
+
+    @property
+    def predraft(self) -> bool:
+        return self.use_predraft
 
     @property
     def acceptance(self) -> float:
@@ -70,8 +79,8 @@ class AdaptiveController:
         """One verified round: `rtt_s` is the wait beyond compute (None when it says nothing about
         the link: a pre-draft, or a response's first round); `early_lead_s` how much earlier the
         first early verdict arrived than the final one."""
-        self._rounds_seen = getattr(self, "_rounds_seen", 0) + 1
-        self._rounds_total = getattr(self, "_rounds_total", 0) + 1
+        self._rounds_seen += 1
+        self._rounds_total += 1
         if drafted:
             self._accepts = self.decay * self._accepts + accepted
             self._trials = self.decay * self._trials + accepted + (accepted < drafted)
@@ -127,7 +136,7 @@ class AdaptiveController:
             self.verify_s(1) if self.pass_fixed_s.value is not None else None)
 
     def best_gamma(self) -> int:
-        if getattr(self, "_rounds_total", 0) < self.MIN_ROUNDS_FOR_GAMMA:
+        if self._rounds_total < self.MIN_ROUNDS_FOR_GAMMA:
             return self.gamma  # too little evidence to move away from the configured draft length
         costs = {g: self.spec_time_per_token(g) for g in range(1, self.max_gamma + 1)}
         if any(c is None for c in costs.values()):
@@ -145,7 +154,7 @@ class AdaptiveController:
         spec, cloud = self.spec_cost(), self.cloud_time_per_token()
         if spec is not None and cloud is not None:
             if self.mode == "spec" and cloud < self.LEAVE_SPEC_MARGIN * spec \
-                    and getattr(self, "_rounds_seen", 0) >= self.MIN_ROUNDS:
+                    and self._rounds_seen >= self.MIN_ROUNDS:
                 self.mode = "cloud"
             elif self.mode == "cloud" and spec < self.SWITCH_MARGIN * cloud:
                 self.mode = "spec"
@@ -160,13 +169,13 @@ class AdaptiveController:
         if mode == "spec":
             self._probe_wait = self.probe_every
             return mode
-        self._since_probe = getattr(self, "_since_probe", 0) + 1
+        self._since_probe += 1
         spec, cloud = self.spec_cost(), self.cloud_time_per_token()
         if spec is not None and cloud is not None and spec > 2 * cloud:
             return mode  # far from break-even: a probe would cost more than it could find
-        if self._since_probe >= getattr(self, "_probe_wait", self.probe_every):
+        if self._since_probe >= self._probe_wait:
             self._since_probe, self._rounds_seen = 0, 0
-            self._probe_wait = 2 * getattr(self, "_probe_wait", self.probe_every)
+            self._probe_wait *= 2
             self.mode = "spec"  # the probe speculates until the evidence says otherwise
             return "spec"
         return mode

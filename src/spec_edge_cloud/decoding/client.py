@@ -1,21 +1,14 @@
-"""The robot's state machine for one response, in every mode, over any `Link`.
+"""The robot's side of one response, in every mode, over any `Link`.
 
-Speculative rounds (spec, spec-ee, spec-ee-pre, adaptive):
-
-    draft d (γ tokens) -> DRAFT(r) ........................ wait
-    EARLY(r, k_e, b_e): show provisional tokens; [pre] roll the draft back to base+k_e, append b_e,
-                        draft γ more and send DRAFT(r+1, assumes=(r, k_e, b_e)) at once
-    FINAL(r, k_f, b_f): commit d[:k_f] + b_f;
-                        hit (pre-draft assumed exactly this): round r+1 is already being verified
-                        miss / no pre-draft: roll back to base+k_f, append b_f, draft, send
-
-Committed tokens are only ever what the target's final layer chose, so every greedy mode returns
-the target's own greedy output. If the cloud stays silent past the deadline, the response is
-finished by the draft alone and those tokens are marked unverified.
+`SpecClient.generate` runs a response: edge mode drafts alone; every other mode opens a session on
+the cloud and drives the protocol core of decoding/rounds.py (where one round reads top to bottom)
+with the real draft engine: it drafts and sends what the core asks for, turns the cloud's EARLY and
+FINAL into the core's events, and applies its commits, roll-backs and switches. If the cloud stays
+silent past the deadline, the response is finished by the draft alone and those tokens are marked
+unverified.
 """
 from __future__ import annotations
 
-import itertools
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +21,7 @@ from .link import Link
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Start, Token
 from .metrics import ResponseMetrics
 from .modes import DecodeConfig
+from .rounds import Cloud, Commit, Draft, EdgeFinish, FixedPolicy, Policy, RollBack, Round, Rounds, Show, Verdict
 
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
@@ -36,16 +30,6 @@ TokenCallback = Callable[[str, int, list[int]], None]
 
 class CloudError(RuntimeError):
     """The cloud answered with an ERROR message."""
-
-
-@dataclass
-class _Round:
-    round: int
-    base: int
-    tokens: list[int]
-    sent_at: float
-    pre: bool
-    early_at: float | None = None  # arrival of its first early verdict
 
 
 @dataclass
@@ -67,7 +51,8 @@ class SpecClient:
         self.config = config
         self.engine = DraftEngine(draft, config.temperature, config.seed, config.draft_min_confidence, pacer,
                                   config.draft_top_k, config.draft_top_p)
-        self.adaptive = adaptive or AdaptiveController(gamma=config.gamma)
+        self.policy: Policy = (adaptive or AdaptiveController(gamma=config.gamma)) if config.mode == "adaptive" \
+            else FixedPolicy(config)
         if config.mode != "edge" and link is None:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
 
@@ -81,13 +66,7 @@ class SpecClient:
             run.m.unverified_from, run.m.fallback_reason = 0, None
         else:
             run.open()
-            mode = cfg.mode
-            if mode == "adaptive":
-                mode = self.adaptive.start_response()
-            if mode == "cloud":
-                run.cloud()
-            else:
-                run.speculate()
+            run.speculate(Rounds(self.policy, cfg.max_new_tokens, run.m))
             run.close()
         return run.finish()
 
@@ -102,7 +81,6 @@ class _Run:
         self.m = ResponseMetrics(client.config.mode)
         self.t0 = time.perf_counter()
         self.session = uuid.uuid4().hex[:12]
-        self.rounds = itertools.count()
         self.done = False
         self.bundle = client.bundle
         client.engine.seq = None  # never draft on the previous response's cache (edge mode, fallback)
@@ -167,7 +145,8 @@ class _Run:
     # -- link session ----------------------------------------------------------------------------
     def open(self) -> None:
         p = self.prompt
-        self.c.link.send(Start(self.session, list(p.input_ids), p.image, self.cfg.temperature, self.cfg.seed))
+        image = p.jpeg if p.jpeg is not None else p.image
+        self.c.link.send(Start(self.session, list(p.input_ids), image, self.cfg.temperature, self.cfg.seed))
 
     def close(self) -> None:
         self.c.link.send(End(self.session))
@@ -186,8 +165,8 @@ class _Run:
             self.commit(d.tokens, "unverified")
 
     # -- cloud decoding --------------------------------------------------------------------------
-    def cloud(self) -> None:
-        link, rnd, start = self.c.link, next(self.rounds), len(self.committed)
+    def cloud(self, rounds: Rounds) -> None:
+        link, rnd, start = self.c.link, rounds.next_number(), len(self.committed)
         link.send(Generate(self.session, rnd, start, self.cfg.max_new_tokens - len(self.generated),
                            sorted(self.bundle.eos_ids)))
         while not self.done:
@@ -197,95 +176,78 @@ class _Run:
                 return
             if isinstance(msg, Token) and msg.session == self.session and msg.round == rnd \
                     and msg.index == len(self.committed) - start:
-                self.m.target_compute_s += msg.compute_s
-                self.c.adaptive.observe_step(msg.compute_s)
+                rounds.token(msg.compute_s)
                 self.commit([msg.token])
         link.send(Cancel(self.session))
 
     # -- speculation -----------------------------------------------------------------------------
-    def speculate(self) -> None:
-        cfg, eng, link, ad = self.cfg, self.c.engine, self.c.link, self.c.adaptive
-        eng.prefill(self.prompt)
-        exit_layers = cfg.wire_exit_layers
-        threshold = cfg.exit_threshold
-
-        def send_draft(assumes=None) -> _Round:
-            gamma = ad.gamma if cfg.mode == "adaptive" else cfg.gamma
-            provisional = assumes[1] + 1 if assumes else 0  # tokens a pre-draft already builds on
-            gamma = min(gamma, cfg.max_new_tokens - len(self.generated) - provisional)
-            base = len(eng.tokens)
-            self.note("draft", pre=assumes is not None)
-            d_tokens, probs, support = [], None, None
-            if gamma > 0:
-                d = eng.draft(gamma)
-                self.m.draft_s += d.seconds
-                ad.observe_draft(d.seconds, len(d.tokens))
-                d_tokens, probs, support = d.tokens, d.probs, d.support
-            rnd = next(self.rounds)
-            link.send(DraftRequest(self.session, rnd, base, d_tokens, probs, assumes, exit_layers,
-                                   ad.threshold if cfg.mode == "adaptive" else threshold, support))
-            self.m.gamma_used.append(len(d_tokens))
-            self.note("send", round=rnd, tokens=len(d_tokens), pre=assumes is not None)
-            return _Round(rnd, base, d_tokens, time.perf_counter(), assumes is not None)
-
-        cur = send_draft()
-        pre = None   # (assumes, round tuple) of the pre-draft in flight
-        last_final_at = None
+    def speculate(self, rounds: Rounds) -> None:
+        """Drive the protocol core (decoding/rounds.py) with the draft engine and the link."""
+        tokens: dict[int, list[int]] = {}     # each round's drafted tokens
+        actions = rounds.start()
         while not self.done:
-            rnd, base, d_tokens = cur.round, cur.base, cur.tokens
-            msg = self.recv()
-            if msg is None:
-                self.edge_finish("cloud deadline missed")
+            if not actions:
+                actions = self.wait(rounds, tokens)   # [] for a message that changes nothing
+                continue
+            action, actions = actions[0], actions[1:]
+            if isinstance(action, Draft):
+                rnd = self.draft_and_send(rounds, action)
+                tokens[rnd.number] = rnd.payload
+            elif isinstance(action, Show):
+                v = action.verdict
+                self.emit("provisional", len(self.generated), tokens[v.round][:v.accepted] + [v.next_token])
+            elif isinstance(action, RollBack):
+                self.emit("rollback", len(self.generated), [])
+            elif isinstance(action, Commit):
+                v = action.verdict
+                self.commit(tokens[v.round][:v.accepted] + [v.next_token])
+                actions += rounds.committed(len(self.generated), self.done)
+            elif isinstance(action, Cloud):
+                self.cloud(rounds)
                 return
-            if getattr(msg, "session", None) != self.session or getattr(msg, "round", None) != rnd:
-                continue  # stale, duplicate or for a dropped pre-draft
-            if isinstance(msg, Early):
-                self.m.early_messages += 1
-                cur.early_at = cur.early_at or time.perf_counter()
-                self.emit("provisional", len(self.generated), d_tokens[: msg.accepted] + [msg.next_token])
-                if cfg.predraft and pre is None and (cfg.mode != "adaptive" or ad.use_predraft) \
-                        and not self._would_finish(d_tokens[: msg.accepted] + [msg.next_token]):
-                    self.sync_draft(self.committed + d_tokens[: msg.accepted] + [msg.next_token])
-                    assumes = (rnd, msg.accepted, msg.next_token)
-                    pre = (assumes, send_draft(assumes))
-                    self.m.predrafts += 1
-            elif isinstance(msg, Final):
-                k, b = msg.accepted, msg.next_token
-                self.m.rounds += 1
-                self.m.drafted += len(d_tokens)
-                self.m.accepted += k
-                self.m.target_compute_s += msg.compute_s
-                for layer, ek, eb in msg.exits:
-                    self.m.exit_total[layer] += 1
-                    self.m.exit_agree[layer] += int((ek, eb) == (k, b))
-                now = time.perf_counter()
-                if last_final_at is not None:
-                    ad.observe_interval(now - last_final_at, k + 1)
-                last_final_at = now
-                first_or_pre = cur.pre or rnd == 0  # a first round also waits for the prefill
-                ad.observe_round(len(d_tokens), k, msg.compute_s, msg.tokens_in_pass,
-                                 None if first_or_pre else now - cur.sent_at - msg.compute_s,
-                                 now - cur.early_at if cur.early_at else None)
-                if pre is not None and pre[0] != (rnd, k, b):
-                    self.emit("rollback", len(self.generated), [])
-                self.commit(d_tokens[:k] + [b])
-                if self.done:
-                    break
-                hit = pre is not None and pre[0] == (rnd, k, b)
-                if pre is not None:
-                    self.m.hits += int(hit)
-                    ad.observe_predraft(hit)
-                if cfg.mode == "adaptive" and ad.choose_mode() == "cloud":
-                    # a queued pre-draft may already be verified: Generate's base makes the cloud drop it
-                    self.m.switched_to_cloud_at = len(self.generated)
-                    self.cloud()
-                    return
-                if hit:
-                    cur, pre = pre[1], None
-                    continue
-                pre = None
-                self.sync_draft(self.committed)
-                cur = send_draft()
+            elif isinstance(action, EdgeFinish):
+                self.edge_finish(action.reason)
+                return
+
+    def draft_and_send(self, rounds: Rounds, action: Draft) -> Round:
+        """Draft `action.n` tokens from the committed ones (and the assumed verdict's) and send them."""
+        eng, v = self.c.engine, action.assumes
+        if eng.seq is None:
+            eng.prefill(self.prompt)
+        else:
+            assumed = rounds.cur.payload[:v.accepted] + [v.next_token] if v is not None else []
+            self.sync_draft(self.committed + assumed)
+        base = len(eng.tokens)
+        self.note("draft", pre=v is not None)
+        d_tokens, probs, support, seconds = [], None, None, 0.0
+        if action.n > 0:
+            d = eng.draft(action.n)
+            self.m.draft_s += d.seconds
+            d_tokens, probs, support, seconds = d.tokens, d.probs, d.support, d.seconds
+        rnd = rounds.drafted(action, len(d_tokens), seconds, time.perf_counter(), d_tokens)
+        self.c.link.send(DraftRequest(self.session, rnd.number, base, d_tokens, probs,
+                                      (v.round, v.accepted, v.next_token) if v else None, self.cfg.wire_exit_layers,
+                                      rounds.policy.threshold, support))
+        rnd.sent_at = time.perf_counter()
+        self.note("send", round=rnd.number, tokens=len(d_tokens), pre=v is not None)
+        return rnd
+
+    def wait(self, rounds: Rounds, tokens: dict[int, list[int]]) -> list:
+        """The next message for the round in flight, as the core's actions."""
+        msg = self.recv()
+        now = time.perf_counter()
+        if msg is None:
+            return rounds.timeout()
+        if getattr(msg, "session", None) != self.session:
+            return []
+        if isinstance(msg, Early):
+            v = Verdict(msg.round, msg.accepted, msg.next_token)
+            provisional = tokens.get(msg.round, [])[: msg.accepted] + [msg.next_token]
+            return rounds.early(v, now, self._would_finish(provisional))
+        if isinstance(msg, Final):
+            return rounds.final(Verdict(msg.round, msg.accepted, msg.next_token), now, msg.compute_s,
+                                msg.tokens_in_pass, msg.exits)
+        return []
 
     def _would_finish(self, new: list[int]) -> bool:
         return any(t in self.bundle.eos_ids for t in new) or \

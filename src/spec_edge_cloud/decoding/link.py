@@ -15,6 +15,10 @@ import threading
 import time
 from typing import Protocol
 
+import msgspec
+
+from ..modeling import jpeg
+from .messages import Start
 from .verifier import VerifierService
 
 
@@ -67,6 +71,8 @@ class InProcessLink:
         self._thread.start()
 
     def send(self, msg: object) -> None:
+        if isinstance(msg, Start) and isinstance(msg.image, bytes):  # the prompt's JPEG: the service takes pixels
+            msg = msgspec.structs.replace(msg, image=jpeg.decode(msg.image))
         self._up.put(msg)
 
     def recv(self, timeout: float) -> object | None:

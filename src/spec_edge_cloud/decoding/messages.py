@@ -1,4 +1,11 @@
-"""What robot and cloud say to each other, as plain dataclasses (the transport layer serializes them).
+"""What robot and cloud say to each other: one msgspec Struct per message, carrying its wire bounds.
+
+These classes are the protocol's one definition. The decoding core builds and reads them; the
+transport (`transport/protocol.py`) encodes them as they are (a Struct is a map of its fields) and
+decodes frames straight into them, msgspec checking every type, range and length in C while it
+decodes. The bounds therefore bind what arrives from the other side; a message built in this
+process is trusted as it is. What a type cannot say (printable session ids, a tensor's size and
+values, JPEG headers) the transport checks after decoding.
 
 Every message names its session (one response of one robot). Rounds are numbered by the robot and
 only grow, so the cloud can ignore anything older than what it has already handled, and the robot
@@ -6,108 +13,119 @@ ignores verdicts for rounds it no longer waits for.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Annotated
 
-import numpy as np
 import torch
+from msgspec import Meta, Struct
+
+MAX_LIST = 1 << 16               # longest list of ids in any field
+
+Id = Annotated[int, Meta(ge=0, le=2**31 - 1)]                # a token id
+Count = Annotated[int, Meta(ge=0, le=2**53)]                 # rounds, positions, numbers of tokens
+Layer = Annotated[int, Meta(ge=0, le=4096)]
+Seconds = Annotated[float, Meta(ge=0.0, le=1e9)]
+Real = Annotated[float, Meta(ge=-1e30, le=1e30)]             # any finite number
+Session = Annotated[str, Meta(min_length=1, max_length=64)]  # and printable, without '/' (checked after)
+Ids = Annotated[list[Id], Meta(max_length=MAX_LIST)]
+Layers = Annotated[list[Layer], Meta(max_length=256)]
+Triple = tuple[Count, Count, Count]                          # (round or layer, accepted, next_token)
 
 
 # robot -> cloud ---------------------------------------------------------------------------------
-@dataclass
-class Start:
-    """PREFILL: the prompt (ids + image) of a new response."""
-    session: str
-    input_ids: list[int]
-    image: np.ndarray | None = None
-    temperature: float = 0.0
-    seed: int = 0
+class Start(Struct):
+    """PREFILL: the prompt (ids + image) of a new response.
+
+    `image` crosses the wire as JPEG bytes (the prompt's own, `Prompt.jpeg`, so the cloud decodes
+    the very pixels the robot drafted on); whoever hands the message to the verifier service puts
+    the decoded RGB pixels there first (the server after decoding, the in-process link as drafted).
+    """
+    session: Session
+    input_ids: Ids
+    image: bytes | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=1e3)] = 0.0
+    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] = 0
 
 
-@dataclass
-class DraftRequest:
+class DraftRequest(Struct):
     """DRAFT: verify `tokens` after the first `base` tokens of the sequence (prompt included).
 
     `assumes=(round, accepted, next_token)` marks a pre-draft made on a provisional verdict: the cloud
     verifies it only if that round's final verdict is the same, and drops it otherwise.
     `exit_layers` = [] asks for no early verdicts (plain `spec`); None means all exits.
+    Sampling: `probs` holds the draft's distributions, row i over `support[i]`'s token ids when the
+    draft sent only its likeliest tokens (None: over the whole vocabulary).
     """
-    session: str
-    round: int
-    base: int
-    tokens: list[int]
+    session: Session
+    round: Count
+    base: Count
+    tokens: Ids
     probs: torch.Tensor | None = None
-    assumes: tuple[int, int, int] | None = None
-    exit_layers: list[int] | None = None
-    exit_threshold: float = 0.0
-    support: list[list[int]] | None = None  # sampling: probs[i, j] is token support[i][j]'s (None: probs is dense)
+    assumes: Triple | None = None
+    exit_layers: Layers | None = None
+    exit_threshold: Annotated[float, Meta(ge=-1e3, le=1e3)] = 0.0
+    support: Annotated[list[Ids], Meta(max_length=64)] | None = None
 
 
-@dataclass
-class Generate:
+class Generate(Struct):
     """Cloud decoding: the target continues alone after `base` tokens, streaming each token."""
-    session: str
-    round: int
-    base: int
-    max_new_tokens: int
-    stop_ids: list[int] = field(default_factory=list)
+    session: Session
+    round: Count
+    base: Count
+    max_new_tokens: Annotated[int, Meta(ge=0, le=1 << 20)]
+    stop_ids: Annotated[list[Id], Meta(max_length=1024)] = []
 
 
-@dataclass
-class Cancel:
-    session: str
+class Cancel(Struct):
+    session: Session
 
 
-@dataclass
-class End:
-    session: str
+class End(Struct):
+    session: Session
 
 
-@dataclass
-class Ping:
-    sent: float
+class Ping(Struct):
+    sent: Real
 
 
 # cloud -> robot ---------------------------------------------------------------------------------
-@dataclass
-class Early:
+class Early(Struct):
     """A provisional verdict from an exit head, sent while the pass goes on."""
-    session: str
-    round: int
-    layer: int
-    accepted: int
-    next_token: int
-    confidence: float
+    session: Session
+    round: Count
+    layer: Layer
+    accepted: Count
+    next_token: Id
+    confidence: Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-@dataclass
-class Final:
-    session: str
-    round: int
-    accepted: int
-    next_token: int
-    compute_s: float
-    tokens_in_pass: int
-    exits: list[tuple[int, int, int]] = field(default_factory=list)  # (layer, accepted, next) per exit
-    rows: int = 1  # robots' rounds verified in the same (batched) pass; compute_s is the whole pass's
+class Final(Struct):
+    """The final layer's verdict on a round: `accepted` draft tokens kept, then `next_token`.
+    `exits` holds each exit's (layer, accepted, next) for agreement figures; `rows` is how many
+    robots' rounds shared the (batched) pass whose time `compute_s` is."""
+    session: Session
+    round: Count
+    accepted: Count
+    next_token: Id
+    compute_s: Seconds
+    tokens_in_pass: Count
+    exits: Annotated[list[Triple], Meta(max_length=256)] = []
+    rows: Annotated[int, Meta(ge=1, le=4096)] = 1
 
 
-@dataclass
-class Token:
+class Token(Struct):
     """One token of cloud decoding (Generate)."""
-    session: str
-    round: int
-    index: int
-    token: int
-    compute_s: float
+    session: Session
+    round: Count
+    index: Count
+    token: Id
+    compute_s: Seconds
 
 
-@dataclass
-class Error:
-    code: str
-    text: str
-    session: str | None = None
+class Error(Struct):
+    code: Annotated[str, Meta(max_length=64)]
+    text: Annotated[str, Meta(max_length=4096)]
+    session: Session | None = None
 
 
-@dataclass
-class Pong:
-    sent: float
+class Pong(Struct):
+    sent: Real

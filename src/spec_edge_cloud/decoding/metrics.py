@@ -1,4 +1,4 @@
-"""Per-response metrics, with the definitions of DESIGN.md (every benchmark reads these)."""
+"""Per-response metrics, with the definitions of docs/design.md (every benchmark reads these)."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -80,18 +80,6 @@ class TargetEngine:
                                         exit_layers)
         return cls(bundle, heads, pacer, cache)
 
-    @classmethod
-    def from_params(cls, model: dict) -> "TargetEngine":
-        """The engine a verifier's model parameters describe (`commands.verifier.MODEL_KEYS`, None or
-        missing = default): the one way the verifier command, its node and a fleet's replicas load it."""
-        from ..modeling.placement import resolve_placement
-        from .timing import Pacer, TimingProfile
-        pacer = Pacer(TimingProfile.load(model["target_profile"])) if model.get("target_profile") else None
-        cache = CacheConfig(model.get("cache") or "auto", model.get("cache_slots") or 16,
-                            model.get("max_cache_len") or 0, bool(model.get("compile")))
-        return cls.from_dir(model["target_dir"], model.get("exits_dir") or None, model.get("exit_layers") or None,
-                            pacer, resolve_placement(model.get("device"), model.get("dtype")), cache)
-
     def start(self, prompt: Prompt, temperature: float = 0.0, seed: int = 0) -> "TargetSequence":
         prompt = self.bundle.attach_image(prompt) if prompt.image is not None else prompt
         seq = StaticSequence(self.bundle, prompt, self.slots) if self.slots else CachedSequence(self.bundle, prompt)

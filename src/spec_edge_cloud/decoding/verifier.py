@@ -71,7 +71,8 @@ class VerifierService:
         self.max_sessions_per_group = max_sessions_per_group or max_sessions
         self.max_queued_per_group = max_queued_per_group
         self.evictable_after_s = evictable_after_s
-        self.scheduler = FairScheduler(self.run_passes, self._on_step_error, max_batch)
+        # the passes that several owners' steps ask for run as one batched forward pass
+        self.scheduler = FairScheduler(engine.verify, self._on_step_error, max_batch)
         self._queued_drafts: set[tuple] = set()  # DRAFTs waiting for their turn: an identical one is dropped
         self.draining = False                    # no new sessions: they are answered `moved`
 
@@ -128,10 +129,6 @@ class VerifierService:
         for key in old:
             self._evict(key, f"evicted after {self.idle_timeout_s:g} s idle")
         return [sid for _, sid in old]
-
-    def run_passes(self, requests: list[VerifyRequest]) -> list[PassResult]:
-        """Run the passes that several steps ask for, as one batched forward pass."""
-        return self.engine.verify(requests)
 
     # -- work ------------------------------------------------------------------------------------
     def steps(self, owner: Hashable, group: Hashable, msg: object,

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..decoding.target import TargetEngine
+import msgspec
+
+from ..transport.assembly import VerifierConfig, open_verifier
 from ..transport.server import ServerConfig, VerifierServer
 
 
 class Replica:
     def __init__(self, model: dict, server: dict):
-        self.server = VerifierServer(TargetEngine.from_params(model), ServerConfig.from_params(server))
+        self.server = VerifierServer(open_verifier(VerifierConfig.from_params(model)), ServerConfig.from_params(server))
         self.endpoint = advertised(self.server.start())
 
     def info(self) -> dict:
         """Where robots reach it, and what it serves (the front's WELCOME repeats it)."""
         w = self.server.welcome
-        return {"endpoint": self.endpoint, "welcome": {f: getattr(w, f) for f in w.__dataclass_fields__}}
+        return {"endpoint": self.endpoint, "welcome": msgspec.structs.asdict(w)}
 
     def stats(self) -> dict:
         """Its state for load balancing, autoscaling and the health report; `waits` (each request's

@@ -35,11 +35,13 @@ def model_file_errors(path: Path):
 
 @dataclass
 class Prompt:
-    """Token ids of the prompt (image placeholders expanded) and the RGB image they refer to, if any."""
+    """Token ids of the prompt (image placeholders expanded) and the RGB image they refer to, if any.
+    `jpeg`: the JPEG bytes the image was decoded from, sent to the cloud in its place (modeling/jpeg.py)."""
 
     input_ids: list[int]
     image: np.ndarray | None = None
     vision: dict = field(default_factory=dict, repr=False)  # pixel_values, image_grid_thw (per bundle)
+    jpeg: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.input_ids:
@@ -94,8 +96,9 @@ class ModelBundle:
         merge = getattr(self.image_processor, "merge_size", 2)
         return int(vision["image_grid_thw"].prod().item()) // (merge * merge)
 
-    def encode(self, text: str, image: np.ndarray | None = None) -> Prompt:
-        """Token ids for `text` (with the image's placeholder tokens in front for a VLM)."""
+    def encode(self, text: str, image: np.ndarray | None = None, jpeg: bytes | None = None) -> Prompt:
+        """Token ids for `text` (with the image's placeholder tokens in front for a VLM); `jpeg`: the
+        bytes `image` was decoded from (`modeling.jpeg.roundtrip`), what the cloud is sent."""
         if not text or not text.strip():
             raise ValueError("empty prompt text")
         if image is not None and not self.is_vlm:
@@ -112,7 +115,7 @@ class ModelBundle:
             tok = self.tokenizer
             start, end = tok.convert_tokens_to_ids("<|vision_start|>"), tok.convert_tokens_to_ids("<|vision_end|>")
             ids = [start] + [self.image_token_id] * self.image_token_count(vision) + [end] + list(ids)
-        prompt = Prompt(list(ids), image, vision)
+        prompt = Prompt(list(ids), image, vision, jpeg if image is not None else None)
         self.check_length(len(prompt.input_ids))
         return prompt
 

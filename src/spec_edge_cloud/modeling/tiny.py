@@ -2,7 +2,7 @@
 
 Tests and the default model family use these. `logit_scale` widens the gap between top logits of a
 random model, so that a multi-token pass and one-token steps (which round differently in the last
-bits) cannot flip a greedy choice (DESIGN.md, numerics).
+bits) cannot flip a greedy choice (docs/design.md, numerics).
 """
 from __future__ import annotations
 

@@ -18,8 +18,9 @@ from spec_edge_cloud.decoding.adaptive import AdaptiveController
 from spec_edge_cloud.decoding.client import Response, SpecClient
 from spec_edge_cloud.decoding.messages import Cancel, End, Start
 from spec_edge_cloud.decoding.modes import DecodeConfig
-from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
-from spec_edge_cloud.modeling.bundle import ModelBundle, check_same_tokenizer, load_bundle
+from spec_edge_cloud.decoding.timing import Pacer
+from spec_edge_cloud.modeling import jpeg
+from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 
 Emit = Callable[[str, int, list[int]], None]
 LINK_PARAMETERS = ("client_secret_key", "server_public_key", "insecure", "expect_model")
@@ -101,10 +102,10 @@ class RobotDecoder:
         cfg = DecodeConfig(**{k: settings[k] for k in DecodeConfig.defaults() if k in settings})
         if cfg.mode != "edge" and self.link is None:
             raise ValueError(f"mode {cfg.mode} needs the cloud: set endpoint or inprocess_target")
+        data = None
         if self.jpeg_quality is not None:
-            from spec_edge_cloud.transport.protocol import jpeg_roundtrip
-            image = jpeg_roundtrip(image, self.jpeg_quality)
-        prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None)
+            image, data = jpeg.roundtrip(image, self.jpeg_quality)
+        prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None, data)
         if cfg.mode == "adaptive" and self.adaptive is None:
             self.adaptive = AdaptiveController(gamma=cfg.gamma, threshold=cfg.exit_threshold)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
@@ -126,29 +127,20 @@ class RobotDecoder:
             self.link.close()
 
 
-def _pacer(profile: str) -> Pacer | None:
-    return Pacer(TimingProfile.load(profile)) if profile else None
-
-
 def open_robot_decoder(p: dict) -> RobotDecoder:
     """Load the draft and connect to the cloud as the draft node's parameters say."""
+    from spec_edge_cloud.transport.assembly import VerifierConfig, open_link, pacer
+    from spec_edge_cloud.transport.client import LinkOptions
     bundle = load_bundle(p["draft_model"])
-    draft_pacer = _pacer(p["draft_profile"])
+    draft_pacer = pacer(p["draft_profile"])
     emulated = f", draft timings emulated ({p['draft_profile']})" if draft_pacer else ""
-    if p["endpoint"] and p["inprocess_target"]:
-        raise ValueError("give either endpoint or inprocess_target, not both")
+    options = LinkOptions(**{k: p[k] for k in LINK_PARAMETERS}, draft_model=bundle.model_fingerprint())
+    inprocess = VerifierConfig(p["inprocess_target"], target_profile=p["target_profile"]) \
+        if p["inprocess_target"] else None
+    link = open_link(bundle, p["endpoint"], options, inprocess, p["inprocess_rtt_ms"] / 1000.0)
     if p["endpoint"]:
-        from spec_edge_cloud.transport.client import LinkOptions, connect
-        options = LinkOptions(**{k: p[k] for k in LINK_PARAMETERS}, draft_model=bundle.model_fingerprint())
-        link = connect(p["endpoint"], bundle.tokenizer_fingerprint(), options)
         return RobotDecoder(bundle, link, f"cloud at {p['endpoint']}{emulated}", draft_pacer, options.jpeg_quality)
-    if p["inprocess_target"]:
-        from spec_edge_cloud.decoding.link import InProcessLink
-        from spec_edge_cloud.decoding.target import TargetEngine
-        from spec_edge_cloud.decoding.verifier import VerifierService
-        engine = TargetEngine.from_dir(p["inprocess_target"], pacer=_pacer(p["target_profile"]))
-        check_same_tokenizer(bundle, engine.bundle)
-        link = InProcessLink(VerifierService(engine), p["inprocess_rtt_ms"] / 1000.0)
+    if inprocess is not None:
         return RobotDecoder(bundle, link, f"in-process target {p['inprocess_target']}, rtt "
                             f"{p['inprocess_rtt_ms']:g} ms{emulated}", draft_pacer)
     return RobotDecoder(bundle, None, f"no cloud (edge mode only){emulated}", draft_pacer)

@@ -51,13 +51,12 @@ class VerifierNode(Node):
             self.get_logger().info(f"verifier ready on {self.endpoint} (fleet front: {len(self.pool.slots)} "
                                    f"replicas on Ray at {[s.endpoint for s in self.pool.slots]})")
             return
-        from spec_edge_cloud.decoding.target import TargetEngine
-        from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
-        pacer = Pacer(TimingProfile.load(p["target_profile"])) if p["target_profile"] else None
-        engine = TargetEngine.from_dir(p["target_dir"], p["exits_dir"] or None, list(exit_layers or []) or None, pacer)
+        from spec_edge_cloud.transport.assembly import VerifierConfig, open_verifier
+        engine = open_verifier(VerifierConfig(p["target_dir"], p["exits_dir"], tuple(exit_layers or ()),
+                                              p["target_profile"]))
         self.server = VerifierServer(engine, ServerConfig(**{f.name: p[f.name] for f in fields(ServerConfig)}))
         self.endpoint = self.server.start()
-        self.emulated = pacer.profile.name if pacer is not None else ""
+        self.emulated = engine.pacer.profile.name if engine.pacer is not None else ""
         self.create_timer(1.0, self._publish_diagnostics)
         note = f", timings EMULATED with profile {self.emulated}" if self.emulated else ""
         self.get_logger().info(f"verifier ready on {self.endpoint} (target {self.target}, exits "

@@ -8,7 +8,7 @@ commanded twist integrates to (what matters when a plan is executed open-loop).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,9 +30,6 @@ class Tracking:
     end_error: float                    # m, final position against the integrated command
     heading_error_deg: float            # final heading against the integrated command
     fell: bool
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _start_for(command: tuple[float, float, float], duration: float) -> tuple[float, float, float]:

@@ -116,30 +116,26 @@ class PipelinePlanner:
     def __init__(self, draft_dir: Path, target_dir: Path, mode: str, profile_name: str | None, rtt_ms: float,
                  max_new_tokens: int = 40) -> None:
         from spec_edge_cloud.decoding.client import SpecClient
-        from spec_edge_cloud.decoding.link import InProcessLink
         from spec_edge_cloud.decoding.modes import DecodeConfig
-        from spec_edge_cloud.decoding.target import TargetEngine
-        from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
-        from spec_edge_cloud.decoding.verifier import VerifierService
-        from spec_edge_cloud.modeling.bundle import check_same_tokenizer, load_bundle
+        from spec_edge_cloud.modeling.bundle import load_bundle
+        from spec_edge_cloud.transport.assembly import VerifierConfig, open_link, pacer
 
-        profile = TimingProfile.load(profile_name) if profile_name else None
         self.draft = load_bundle(draft_dir)
-        self.link = None
-        if mode != "edge":
-            engine = TargetEngine.from_dir(target_dir, pacer=Pacer(profile) if profile else None)
-            check_same_tokenizer(self.draft, engine.bundle)
-            self.link = InProcessLink(VerifierService(engine), rtt_s=rtt_ms / 1000)
+        self.link = None if mode == "edge" else \
+            open_link(self.draft, inprocess=VerifierConfig(str(target_dir), target_profile=profile_name),
+                      rtt_s=rtt_ms / 1000)
         self.client = SpecClient(self.draft, self.link, DecodeConfig(mode=mode, max_new_tokens=max_new_tokens),
-                                 pacer=Pacer(profile) if profile else None)
+                                 pacer=pacer(profile_name))
         self.metrics: list[dict] = []
 
     def __call__(self, image: np.ndarray, text: str) -> Answer:
-        from spec_edge_cloud.transport.protocol import WireOptions, decode_jpeg, encode_jpeg
+        from spec_edge_cloud.modeling import jpeg
+        from spec_edge_cloud.transport.protocol import WireOptions
 
         t0 = time.perf_counter()
+        data = None
         if self.link is not None:
-            image = decode_jpeg(encode_jpeg(image, WireOptions().jpeg_quality))
+            image, data = jpeg.roundtrip(image, WireOptions().jpeg_quality)
         words: list[str] = []
         final_s: list[float] = []
 
@@ -148,7 +144,7 @@ class PipelinePlanner:
                 new = self.draft.decode(tokens).split()
                 words.extend(new)
                 final_s.extend([time.perf_counter() - t0] * len(new))
-        response = self.client.generate(self.draft.encode(text, image), on_tokens)
+        response = self.client.generate(self.draft.encode(text, image, data), on_tokens)
         self.metrics.append(response.metrics.to_dict())
         return Answer(tuple(words), tuple(final_s), time.perf_counter() - t0)
 

@@ -42,7 +42,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import zmq
 
@@ -88,14 +88,6 @@ class LinkOptions:
     def __post_init__(self) -> None:
         if not 0 <= self.wait_slice_s <= 1:
             raise ValueError(f"wait_slice_s must be in 0..1 s (0: no slicing), got {self.wait_slice_s}")
-
-    @classmethod
-    def from_params(cls, params: dict) -> "LinkOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown link parameters {unknown}; known: {sorted(known)}")
-        return cls(**params)
 
 
 @dataclass

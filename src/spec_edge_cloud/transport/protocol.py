@@ -1,60 +1,38 @@
-"""The wire protocol between robot and cloud: the whole schema, in this one module.
+"""The wire protocol between robot and cloud: frames, and how each message goes on and off the wire.
 
 A frame is one single-part ZeroMQ message holding one msgpack array:
 
     [version, kind, seq, sender, body]
 
-| slot    | type  | meaning                                                                          |
-| ------- | ----- | -------------------------------------------------------------------------------- |
-| version | int   | `VERSION`; a frame of any other version is answered ERROR `bad-version`           |
-| kind    | str   | one of the kinds below                                                            |
-| seq     | int   | 0, 1, 2, ... per sender and connection: duplicates and stale frames are dropped,  |
-|         |       | reordered ones put back in order (`ordering.InOrder`)                             |
-| sender  | bytes | 8 random bytes naming the sending process instance: a restarted server has a new  |
-|         |       | one, so its fresh sequence numbers are not mistaken for stale ones                |
-| body    | map   | the fields of that kind, by name (unknown names are ignored)                      |
+- version: `VERSION`; a frame of any other version is answered ERROR `bad-version`.
+- kind: the message's kind (`SCHEMA`: HELLO, WELCOME, PREFILL, DRAFT, GENERATE, CANCEL, END, PING,
+  PONG, EARLY, FINAL, TOKEN, ERROR).
+- seq: 0, 1, 2, ... per sender and connection: duplicates and stale frames are dropped, reordered
+  ones put back in order (`ordering.InOrder`).
+- sender: 8 random bytes naming the sending process instance: a restarted server has a new one, so
+  its fresh sequence numbers are not mistaken for stale ones.
+- body: the message's fields by name. The messages are msgspec Structs defined once, with their
+  bounds (`decoding/messages.py`; HELLO and WELCOME, which only the transport sees, below): a body
+  is decoded straight into its Struct, msgspec checking every type, range and length in C (a few
+  microseconds a frame, against tens for the same checks in Python on the round's path).
 
-| kind     | direction     | message                     | fields                                                       |
-| -------- | ------------- | --------------------------- | ------------------------------------------------------------ |
-| HELLO    | robot -> cloud | `Hello`                    | tokenizer, draft_model, expect_model, name                   |
-| WELCOME  | cloud -> robot | `Welcome`                  | tokenizer, model, layers, exit_layers, vocab, max_frame_bytes, emulated, redirect |
-| PREFILL  | robot -> cloud | `messages.Start`           | session, input_ids, image (JPEG), temperature, seed          |
-| DRAFT    | robot -> cloud | `messages.DraftRequest`    | session, round, base, tokens, probs (tensor), assumes, exit_layers, exit_threshold |
-| GENERATE | robot -> cloud | `messages.Generate`        | session, round, base, max_new_tokens, stop_ids               |
-| CANCEL   | robot -> cloud | `messages.Cancel`          | session                                                      |
-| END      | robot -> cloud | `messages.End`             | session                                                      |
-| PING     | robot -> cloud | `messages.Ping` (heartbeat)| sent                                                         |
-| PONG     | cloud -> robot | `messages.Pong`            | sent                                                         |
-| EARLY    | cloud -> robot | `messages.Early`           | session, round, layer, accepted, next_token, confidence      |
-| FINAL    | cloud -> robot | `messages.Final`           | session, round, accepted, next_token, compute_s, tokens_in_pass, exits, rows |
-| TOKEN    | cloud -> robot | `messages.Token`           | session, round, index, token, compute_s                      |
-| ERROR    | cloud -> robot | `messages.Error`           | code, text, session                                          |
-
-Tensors (the draft's distributions, for speculative sampling) travel as `{dtype, shape, data}` with the
-raw float32 (default, exact) or float16 (half the bytes; the cloud then sees rounded draft
-probabilities, so sampling is no longer exactly the target's distribution) bytes. Images travel as
-JPEG (opencv). JPEG is lossy: for the draft and the target to see the same pixels, the robot runs
-its draft on `jpeg_roundtrip(image)`; the encoder remembers the JPEG bytes of every image it decoded
-that way and sends exactly those bytes, so the cloud decodes the very pixels the robot drafted on
-(same opencv/libjpeg build on both sides). A decoded PREFILL holds the JPEG bytes, their headers
-checked (`check_jpeg`: size, pixels, scans); the receiver decodes the pixels (`decode_jpeg`) where
-and when it chooses.
-
-Each kind's body has a wire type below (a msgspec Struct): msgspec checks every type, range and
-length in C while it decodes (a few microseconds a frame, against tens for the same checks in
-Python on the round's path); what a type cannot say (printable session ids, tensor sizes, JPEG
-headers) is checked after. Every decoder check raises `ProtocolError` (a ValueError) with the
-ERROR code to answer and a message that says what is wrong (`KIND.field: what`); nothing in a
-frame can raise anything else.
+What a type cannot say is checked after: printable session ids, a tensor's size and values, JPEG
+headers. Tensors (the draft's distributions, for speculative sampling) travel as
+`{dtype, shape, data}` with the raw float32 (default, exact) or float16 (half the bytes; the cloud
+then sees rounded draft probabilities, so sampling is no longer exactly the target's distribution)
+bytes. Images travel as JPEG: the PREFILL carries the prompt's own JPEG bytes (`Prompt.jpeg`, see
+modeling/jpeg.py), so the cloud decodes the very pixels the robot drafted on; raw pixels handed to
+the encoder are JPEG-encoded on the spot (the cloud then sees them after a lossy round trip the
+draft did not make). A decoded PREFILL holds the JPEG bytes, their headers checked (`check_jpeg`:
+size, pixels, scans); the receiver decodes the pixels (`decode_jpeg`) where and when it chooses.
+Every decoder check raises `ProtocolError` (a ValueError) with the ERROR code to answer and a
+message that says what is wrong (`KIND.field: what`); nothing in a frame can raise anything else.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Annotated, Any, Literal
 
@@ -63,15 +41,15 @@ import numpy as np
 import torch
 from msgspec import Meta, Struct
 
-from ..decoding.messages import (Cancel, DraftRequest, Early, End, Error, Final, Generate, Ping, Pong, Start,
-                                 Token)
+from ..decoding.messages import (Cancel, DraftRequest, Early, End, Error, Final, Generate, Id, Layer, Layers, Ping,
+                                 Pong, Start, Token)
+from ..modeling import jpeg
 
 VERSION = 1
 MAX_FRAME_BYTES = 8 << 20        # default limit on one frame (a JPEG and a draft's distributions fit)
 MAX_IMAGE_SIDE = 4096            # pixels; checked in the JPEG header before anything is decoded
 MAX_IMAGE_PIXELS = 1 << 22       # width x height (2048 x 2048); a receiver may allow fewer
 MAX_JPEG_SCANS = 32              # a progressive JPEG has ~10; each scan is a pass over every pixel
-MAX_LIST = 1 << 16               # longest list of ids in any field
 MAX_TENSOR_ELEMENTS = 1 << 24
 SENDER_BYTES = 8
 
@@ -85,25 +63,27 @@ class ProtocolError(ValueError):
 
 
 # transport-level messages (the decoding core never sees them) ------------------------------------
-@dataclass
-class Hello:
+Fingerprint = Annotated[str, Meta(max_length=64)]
+Text = Annotated[str, Meta(max_length=128)]
+
+
+class Hello(Struct):
     """First frame of every connection: the cloud serves only a robot whose tokenizer is its own."""
-    tokenizer: str
-    draft_model: str = ""
-    expect_model: str = ""      # the target fingerprint the robot insists on ("" = any)
-    name: str = ""
+    tokenizer: Fingerprint
+    draft_model: Fingerprint = ""
+    expect_model: Fingerprint = ""  # the target fingerprint the robot insists on ("" = any)
+    name: Text = ""
 
 
-@dataclass
-class Welcome:
-    tokenizer: str
-    model: str
-    layers: int
-    exit_layers: list[int] = field(default_factory=list)
-    vocab: int = 0
-    max_frame_bytes: int = MAX_FRAME_BYTES
-    emulated: str = ""          # name of the timing profile the cloud pads to ("" = real timings)
-    redirect: str = ""          # a fleet's front: the replica endpoint to say HELLO to instead ("" = served here)
+class Welcome(Struct):
+    tokenizer: Fingerprint
+    model: Fingerprint
+    layers: Layer
+    exit_layers: Layers = []
+    vocab: Id = 0
+    max_frame_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = MAX_FRAME_BYTES
+    emulated: Text = ""             # name of the timing profile the cloud pads to ("" = real timings)
+    redirect: Annotated[str, Meta(max_length=256)] = ""  # a fleet's front: the replica to say HELLO to ("" = here)
 
 
 @dataclass(frozen=True)
@@ -140,8 +120,8 @@ def _show(v) -> str:
 def _invalid(kind: str, exc: msgspec.ValidationError) -> ProtocolError:
     """msgspec's "Expected `int` >= 0 - at `$.round`" as "DRAFT.round: Expected `int` >= 0"."""
     text, where = str(exc), ""
-    if m := re.fullmatch(r"(.*) - at `\$(.*)`", text, re.S):
-        text, where = m.groups()
+    while m := re.fullmatch(r"(.*) - at `\$(.*)`", text, re.S):  # outermost path first (a tensor's inside)
+        text, where = m.group(1), where + m.group(2)
     if m := re.fullmatch(r"Object missing required field `(.*)`", text, re.S):
         text, where = "missing", f"{where}.{m.group(1)}"
     if not where:  # the body itself is not a map
@@ -149,10 +129,9 @@ def _invalid(kind: str, exc: msgspec.ValidationError) -> ProtocolError:
     return ProtocolError("bad-message", f"{kind}{where}: {text}")
 
 
-def _session(v: str, where) -> str:
+def _session(v: str, where) -> None:
     if not v.isprintable() or "/" in v:
         raise where(f"expected a session id of 1..64 printable characters without '/', got {_show(v)}")
-    return v
 
 
 # tensors ------------------------------------------------------------------------------------------
@@ -171,64 +150,28 @@ class TensorWire(Struct, kw_only=True):
     data: bytes
 
 
-def _decode_tensor(v: TensorWire, where) -> torch.Tensor:
+def _decode_tensor(raw: object) -> torch.Tensor:
+    """A `torch.Tensor` field off the wire; a ValueError here is msgspec's error at that field."""
+    try:
+        v = msgspec.convert(raw, TensorWire)
+    except msgspec.ValidationError as exc:
+        raise ValueError(str(exc)) from None
     shape, np_dtype = v.shape, _DTYPES[v.dtype][0]
     if math.prod(shape) > MAX_TENSOR_ELEMENTS or len(v.data) != math.prod(shape) * np.dtype(np_dtype).itemsize:
-        raise where(f"tensor of shape {shape} ({v.dtype}) cannot hold {len(v.data)} bytes")
+        raise ValueError(f"tensor of shape {shape} ({v.dtype}) cannot hold {len(v.data)} bytes")
     array = np.frombuffer(v.data, dtype=np_dtype).reshape(shape).astype(np.float32)
     if not np.isfinite(array).all() or (array < 0).any():
-        raise where("probabilities must be finite and non-negative")
+        raise ValueError("probabilities must be finite and non-negative")
     return torch.from_numpy(array)
 
 
+def _dec_hook(kind: type, raw: object) -> object:
+    if kind is torch.Tensor:
+        return _decode_tensor(raw)
+    raise NotImplementedError(f"{kind} is not a wire type")
+
+
 # images -------------------------------------------------------------------------------------------
-class _JpegMemory:
-    """The JPEG bytes of images the robot decoded from its own JPEG, by pixel digest (small LRU)."""
-
-    def __init__(self, size: int = 8):
-        self._items: OrderedDict[bytes, bytes] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(image: np.ndarray) -> bytes:
-        return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16,
-                               person=str(image.shape).encode()[:16]).digest()
-
-    def put(self, image: np.ndarray, jpeg: bytes) -> None:
-        with self._lock:
-            self._items[self.key(image)] = jpeg
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-    def get(self, image: np.ndarray) -> bytes | None:
-        with self._lock:
-            return self._items.get(self.key(image))
-
-
-_JPEG_MEMORY = _JpegMemory()
-
-
-def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
-    import cv2
-    from ..modeling.bundle import check_image
-    known = _JPEG_MEMORY.get(check_image(image))
-    if known is not None:
-        return known
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("opencv could not encode the image as JPEG")
-    return buf.tobytes()
-
-
-def jpeg_roundtrip(image: np.ndarray, quality: int = 90) -> np.ndarray:
-    """The pixels the cloud will see: encode to JPEG, decode, and remember the bytes for the link."""
-    jpeg = encode_jpeg(image, quality)
-    pixels = decode_jpeg(jpeg)
-    _JPEG_MEMORY.put(pixels, jpeg)
-    return pixels
-
-
 _MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # the next marker after entropy-coded data
 
 
@@ -271,158 +214,54 @@ def check_jpeg(data: bytes) -> tuple[int, int]:
 
 def decode_jpeg(data: bytes) -> np.ndarray:
     """RGB pixels of a JPEG that passes `check_jpeg`. The cloud runs this off its serving thread."""
-    import cv2
     h, w = check_jpeg(data)
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None or bgr.shape[:2] != (h, w):
+    try:
+        pixels = jpeg.decode(data)
+    except ValueError:
+        pixels = None
+    if pixels is None or pixels.shape[:2] != (h, w):
         raise ProtocolError("bad-message", "JPEG data could not be decoded")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return pixels
 
 
-def _check_image(v: bytes, where) -> bytes:
+def _check_image(v: bytes, where) -> None:
     """Images stay JPEG bytes when a frame is decoded (the headers checked): decoding the pixels is
     the receiver's choice of where and when."""
     try:
         check_jpeg(v)
     except ProtocolError as exc:
         raise where(str(exc)) from None
-    return v
 
 
-# the schema: one wire type per kind, its fields named and ordered as the message's -------------------
-Id = Annotated[int, Meta(ge=0, le=2**31 - 1)]                # a token id
-Count = Annotated[int, Meta(ge=0, le=2**53)]                 # rounds, positions, numbers of tokens
-Layer = Annotated[int, Meta(ge=0, le=4096)]
-Seconds = Annotated[float, Meta(ge=0.0, le=1e9)]
-Real = Annotated[float, Meta(ge=-1e30, le=1e30)]             # any finite number
-Fingerprint = Annotated[str, Meta(max_length=64)]
-Text = Annotated[str, Meta(max_length=128)]
-Session = Annotated[str, Meta(min_length=1, max_length=64)]  # and printable, without '/' (`_session`)
-Ids = Annotated[list[Id], Meta(max_length=MAX_LIST)]
-Layers = Annotated[list[Layer], Meta(max_length=256)]
-Triple = tuple[Count, Count, Count]                          # (round or layer, accepted, next_token)
-
-
-class HelloWire(Struct, kw_only=True):
-    tokenizer: Fingerprint
-    draft_model: Fingerprint
-    expect_model: Fingerprint
-    name: Text
-
-
-class WelcomeWire(Struct, kw_only=True):
-    tokenizer: Fingerprint
-    model: Fingerprint
-    layers: Layer
-    exit_layers: Layers
-    vocab: Id
-    max_frame_bytes: Annotated[int, Meta(ge=0, le=1 << 40)]
-    emulated: Text
-    redirect: Annotated[str, Meta(max_length=256)] = ""
-
-
-class PrefillWire(Struct, kw_only=True):
-    session: Session
-    input_ids: Ids
-    image: bytes | None = None                               # JPEG (`_check_image`)
-    temperature: Annotated[float, Meta(ge=0.0, le=1e3)]
-    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)]
-
-
-class DraftWire(Struct, kw_only=True):
-    session: Session
-    round: Count
-    base: Count
-    tokens: Ids
-    probs: TensorWire | None = None                          # (`_decode_tensor`)
-    assumes: Triple | None = None
-    exit_layers: Layers | None = None
-    exit_threshold: Annotated[float, Meta(ge=-1e3, le=1e3)]
-    support: Annotated[list[Ids], Meta(max_length=64)] | None = None  # the ids of a truncated `probs`
-
-
-class GenerateWire(Struct, kw_only=True):
-    session: Session
-    round: Count
-    base: Count
-    max_new_tokens: Annotated[int, Meta(ge=0, le=1 << 20)]
-    stop_ids: Annotated[list[Id], Meta(max_length=1024)]
-
-
-class SessionWire(Struct, kw_only=True):                    # CANCEL, END
-    session: Session
-
-
-class TimeWire(Struct, kw_only=True):                       # PING, PONG
-    sent: Real
-
-
-class EarlyWire(Struct, kw_only=True):
-    session: Session
-    round: Count
-    layer: Layer
-    accepted: Count
-    next_token: Id
-    confidence: Annotated[float, Meta(ge=0.0, le=1.0)]
-
-
-class FinalWire(Struct, kw_only=True):
-    session: Session
-    round: Count
-    accepted: Count
-    next_token: Id
-    compute_s: Seconds
-    tokens_in_pass: Count
-    exits: Annotated[list[Triple], Meta(max_length=256)]
-    rows: Annotated[int, Meta(ge=1, le=4096)] | None = None
-
-
-class TokenWire(Struct, kw_only=True):
-    session: Session
-    round: Count
-    index: Count
-    token: Id
-    compute_s: Seconds
-
-
-class ErrorWire(Struct, kw_only=True):
-    code: Annotated[str, Meta(max_length=64)]
-    text: Annotated[str, Meta(max_length=4096)]
-    session: Session | None = None
-
-
-SCHEMA: dict[str, tuple[type, type[Struct]]] = {
-    "HELLO": (Hello, HelloWire), "WELCOME": (Welcome, WelcomeWire), "PREFILL": (Start, PrefillWire),
-    "DRAFT": (DraftRequest, DraftWire), "GENERATE": (Generate, GenerateWire), "CANCEL": (Cancel, SessionWire),
-    "END": (End, SessionWire), "PING": (Ping, TimeWire), "PONG": (Pong, TimeWire), "EARLY": (Early, EarlyWire),
-    "FINAL": (Final, FinalWire), "TOKEN": (Token, TokenWire), "ERROR": (Error, ErrorWire),
+# the kinds, their messages, and what is checked after msgspec's own checks ---------------------------
+SCHEMA: dict[str, type[Struct]] = {
+    "HELLO": Hello, "WELCOME": Welcome, "PREFILL": Start, "DRAFT": DraftRequest, "GENERATE": Generate,
+    "CANCEL": Cancel, "END": End, "PING": Ping, "PONG": Pong, "EARLY": Early, "FINAL": Final, "TOKEN": Token,
+    "ERROR": Error,
 }
-KIND_OF = {cls: kind for kind, (cls, _) in SCHEMA.items()}
+KIND_OF = {cls: kind for kind, cls in SCHEMA.items()}
 ROBOT_TO_CLOUD = frozenset({"HELLO", "PREFILL", "DRAFT", "GENERATE", "CANCEL", "END", "PING"})
-_FINISH = {"session": _session, "image": _check_image, "probs": _decode_tensor}  # checks after msgspec's
+_FINISH = {"session": _session, "image": _check_image}
 
-for _kind, (_cls, _wire) in SCHEMA.items():  # the wire type names every field of its class, in order, and no other
-    assert _wire.__struct_fields__ == tuple(f.name for f in fields(_cls)), _kind
-
-# per kind, made once: its decoder, and the fields finished after it (their index, check, error maker)
-_DECODE = {kind: (cls, msgspec.msgpack.Decoder(wire),
-                  [(i, _FINISH[name], partial(_fail, kind, name)) for i, name in enumerate(wire.__struct_fields__)
+# per kind, made once: its decoder, and the fields finished after it (their name, check, error maker)
+_DECODE = {kind: (msgspec.msgpack.Decoder(cls, dec_hook=_dec_hook),
+                  [(name, _FINISH[name], partial(_fail, kind, name)) for name in cls.__struct_fields__
                    if name in _FINISH])
-           for kind, (cls, wire) in SCHEMA.items()}
-_REQUIRED = {kind: [f.name for f in msgspec.structs.fields(wire) if f.required] for kind, (_, wire) in SCHEMA.items()}
+           for kind, cls in SCHEMA.items()}
+_REQUIRED = {kind: [f.name for f in msgspec.structs.fields(cls) if f.required] for kind, cls in SCHEMA.items()}
 _FRAME = msgspec.msgpack.Decoder(tuple[Any, Any, Any, Any, msgspec.Raw])
 _FRAMER = msgspec.msgpack.Encoder()
 
 
 @lru_cache(maxsize=16)
 def _encoder(options: WireOptions) -> msgspec.msgpack.Encoder:
-    """Messages are encoded as they are (a dataclass is a map of its fields); tensors and images as
+    """Messages are encoded as they are (a Struct is a map of its fields); tensors and raw pixels as
     `options` say."""
     def enc_hook(value: object) -> object:
         if isinstance(value, torch.Tensor):
             return _encode_tensor(value, options)
         if isinstance(value, np.ndarray):
-            return encode_jpeg(value, options.jpeg_quality)
+            return jpeg.encode(value, options.jpeg_quality)
         raise TypeError(f"{type(value).__name__} cannot go on the wire")
     return msgspec.msgpack.Encoder(enc_hook=enc_hook)
 
@@ -468,16 +307,14 @@ def unpack(data: bytes, max_bytes: int = MAX_FRAME_BYTES) -> Envelope:
         raise ProtocolError("bad-frame", f"seq must be a non-negative integer, got {_show(seq)}")
     if type(sender) is not bytes or len(sender) != SENDER_BYTES:
         raise ProtocolError("bad-frame", f"sender must be {SENDER_BYTES} bytes, got {_show(sender)}")
-    cls, decoder, finish = _DECODE[kind]
+    decoder, finish = _DECODE[kind]
     try:
-        values = msgspec.structs.astuple(decoder.decode(body))
+        msg = decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _invalid(kind, exc) from None
     except Exception as exc:  # inside the body: msgspec.DecodeError, UnicodeDecodeError for a bad string
         raise ProtocolError("bad-frame", f"{kind} body is not msgpack ({type(exc).__name__}: {exc})") from None
-    if finish:
-        values = list(values)
-        for i, check, where in finish:
-            if values[i] is not None:
-                values[i] = check(values[i], where)
-    return Envelope(kind, seq, sender, cls(*values))
+    for name, check, where in finish:
+        if (value := getattr(msg, name)) is not None:
+            check(value, where)
+    return Envelope(kind, seq, sender, msg)

@@ -1,0 +1,267 @@
+"""The robot's side of speculative rounds, without I/O: events in, actions out.
+
+One round, as it reads below:
+
+    draft n tokens after the committed ones ................ Draft(n)  -> the driver drafts, sends DRAFT(r)
+    EARLY(r, k_e, b_e) ...................................... Show(k_e, b_e): provisional tokens
+        pre-drafting: draft on that verdict at once ......... Draft(n', assumes=(r, k_e, b_e)), sent at
+                                                              once (the cloud queues it behind round r)
+    FINAL(r, k, b) .......................................... [RollBack: the pre-draft assumed otherwise]
+                                                              Commit(k, b): d[:k] + b is final
+    after the commit: finished .............................. nothing
+                      the policy prefers cloud decoding ..... Cloud
+                      the pre-draft assumed exactly (r, k, b)  wait for round r+1, already under way
+                      otherwise ............................. Draft(n) again
+    no word from the cloud by the deadline .................. EdgeFinish: the draft alone, unverified
+
+Committed tokens are only ever the final layer's choice, so every greedy mode returns the target's
+own tokens. The driver owns the tokens and the clock: `SpecClient` (decoding/client.py) drives
+this core with the real draft engine over a `Link`; `bench/profile_sim.py` drives the same core in
+simulated time, so the simulator predicts the protocol the client runs. A `Policy` supplies the
+draft length, the exit threshold, whether to pre-draft and when to leave for cloud decoding: fixed
+for a `DecodeConfig` (`FixedPolicy`), or learnt online (`AdaptiveController`).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .metrics import ResponseMetrics
+from .modes import DecodeConfig
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the target says of round `round`: its first `accepted` draft tokens, then `next_token`."""
+    round: int
+    accepted: int
+    next_token: int
+
+
+# -- actions -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Draft:
+    """Draft `n` tokens after the committed ones (and after `assumes`' provisional tokens), then
+    report them with `Rounds.drafted`; `send`: False holds a pre-draft until its verdict is final."""
+    n: int
+    assumes: Verdict | None = None
+    send: bool = True
+
+
+@dataclass(frozen=True)
+class Show:
+    """Provisional tokens: the round's first `accepted` draft tokens and `next_token`."""
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """The provisional tokens shown are withdrawn: the final verdict differs from the early one."""
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The round's first `accepted` draft tokens and `next_token` are final; then `Rounds.committed`."""
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send the held pre-draft `round` (client-only pre-drafting: its verdict is now final)."""
+    round: int
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """Leave speculation: the target decodes alone from here (GENERATE, one TOKEN per step)."""
+
+
+@dataclass(frozen=True)
+class EdgeFinish:
+    """Finish the response with the draft alone; its tokens are unverified."""
+    reason: str
+
+
+Action = Draft | Show | RollBack | Commit | Send | Cloud | EdgeFinish
+
+
+# -- policies ----------------------------------------------------------------------------------------
+class Policy(Protocol):
+    gamma: int
+    threshold: float
+    early_verdicts: bool
+
+    @property
+    def predraft(self) -> bool: ...
+
+    def start_response(self) -> str: ...
+
+    def choose_mode(self) -> str: ...
+
+    def observe_draft(self, seconds: float, tokens: int) -> None: ...
+
+    def observe_round(self, drafted: int, accepted: int, compute_s: float, tokens_in_pass: int,
+                      rtt_s: float | None, early_lead_s: float | None = None) -> None: ...
+
+    def observe_interval(self, seconds: float, tokens: int) -> None: ...
+
+    def observe_step(self, compute_s: float) -> None: ...
+
+    def observe_predraft(self, hit: bool) -> None: ...
+
+
+class FixedPolicy:
+    """A `DecodeConfig`'s mode and settings, the same for every round: it learns nothing."""
+
+    def __init__(self, config: DecodeConfig):
+        self.mode = "cloud" if config.mode == "cloud" else "spec"
+        self.gamma, self.threshold = config.gamma, config.exit_threshold
+        self.early_verdicts, self.predraft = config.early_verdicts, config.predraft
+
+    def start_response(self) -> str:
+        return self.mode
+
+    def choose_mode(self) -> str:
+        return self.mode
+
+    def observe_draft(self, seconds: float, tokens: int) -> None:
+        """Nothing to learn (so are the other observations)."""
+
+    def observe_round(self, *args) -> None:
+        pass
+
+    def observe_interval(self, seconds: float, tokens: int) -> None:
+        pass
+
+    def observe_step(self, compute_s: float) -> None:
+        pass
+
+    def observe_predraft(self, hit: bool) -> None:
+        pass
+
+
+# -- the core ----------------------------------------------------------------------------------------
+@dataclass
+class Round:
+    """A drafted round: `payload` is the driver's (the tokens, or the simulator's request)."""
+    number: int
+    drafted: int
+    pre: bool                       # a pre-draft (it assumes a verdict)
+    assumes: Verdict | None
+    sent_at: float
+    payload: Any = None
+    early_at: float | None = None   # when its first EARLY arrived
+
+
+class Rounds:
+    """One response's protocol state. Times are the driver's clock, given with each event.
+
+    `server_queue`: a pre-draft is sent at once and waits on the cloud behind the round it assumes
+    (this project's protocol); False keeps it on the robot until that round's FINAL confirms it (the
+    paper's client-only pre-drafting; the simulator compares the two)."""
+
+    def __init__(self, policy: Policy, max_new_tokens: int, metrics: ResponseMetrics,
+                 server_queue: bool = True):
+        self.policy, self.max_new, self.m, self.server_queue = policy, max_new_tokens, metrics, server_queue
+        self.numbers = itertools.count()
+        self.generated = 0
+        self.cur: Round | None = None      # the round whose verdict the robot waits for
+        self.pre: Round | None = None      # the pre-draft made on cur's early verdict
+        self.last_final_at: float | None = None
+        self._verdict: Verdict | None = None  # the FINAL being committed
+
+    # -- the start, and drafting ------------------------------------------------------------------
+    def start(self) -> list[Action]:
+        """The first action of a response: its first round, or cloud decoding."""
+        return [Cloud()] if self.policy.start_response() == "cloud" else [self._draft()]
+
+    def _draft(self, assumes: Verdict | None = None) -> Draft:
+        provisional = assumes.accepted + 1 if assumes else 0  # tokens a pre-draft already builds on
+        n = max(0, min(self.policy.gamma, self.max_new - self.generated - provisional))
+        return Draft(n, assumes, send=assumes is None or self.server_queue)
+
+    def drafted(self, action: Draft, tokens: int, seconds: float, ready_at: float, payload: Any = None) -> Round:
+        """The driver drafted `tokens` tokens for `action` in `seconds`; they leave at `ready_at`
+        (unless held). The returned round's number goes into its DRAFT."""
+        if action.n > 0:
+            self.policy.observe_draft(seconds, tokens)
+        rnd = Round(next(self.numbers), tokens, action.assumes is not None, action.assumes, ready_at, payload)
+        self.m.gamma_used.append(tokens)
+        if rnd.pre:
+            self.pre = rnd
+            self.m.predrafts += 1
+        else:
+            self.cur = rnd
+        return rnd
+
+    def next_number(self) -> int:
+        """A round number for a GENERATE (cloud decoding takes one too)."""
+        return next(self.numbers)
+
+    # -- verdicts ---------------------------------------------------------------------------------
+    def early(self, v: Verdict, at: float, finishes: bool) -> list[Action]:
+        """An EARLY for the round in flight; `finishes`: its provisional tokens would end the response
+        (nothing to pre-draft then)."""
+        cur = self.cur
+        if cur is None or v.round != cur.number:
+            return []                                   # stale, or for a dropped pre-draft
+        self.m.early_messages += 1
+        cur.early_at = cur.early_at or at
+        actions: list[Action] = [Show(v)]
+        if self.policy.predraft and self.pre is None and not finishes:
+            actions.append(self._draft(assumes=v))
+        return actions
+
+    def final(self, v: Verdict, at: float, compute_s: float, tokens_in_pass: int,
+              exits: list[tuple[Any, int, int]] = ()) -> list[Action]:
+        """The FINAL of the round in flight: what to commit (then call `committed`)."""
+        cur, m, policy = self.cur, self.m, self.policy
+        if cur is None or v.round != cur.number:
+            return []
+        m.rounds += 1
+        m.drafted += cur.drafted
+        m.accepted += v.accepted
+        m.target_compute_s += compute_s
+        for layer, ek, eb in exits:
+            m.exit_total[layer] += 1
+            m.exit_agree[layer] += int((ek, eb) == (v.accepted, v.next_token))
+        if self.last_final_at is not None:
+            policy.observe_interval(at - self.last_final_at, v.accepted + 1)
+        self.last_final_at = at
+        first_or_pre = cur.pre or cur.number == 0  # a first round also waits for the prefill
+        policy.observe_round(cur.drafted, v.accepted, compute_s, tokens_in_pass,
+                             None if first_or_pre else at - cur.sent_at - compute_s,
+                             at - cur.early_at if cur.early_at is not None else None)
+        self._verdict = v
+        missed = self.pre is not None and self.pre.assumes != v
+        return [RollBack(), Commit(v)] if missed else [Commit(v)]
+
+    def committed(self, generated: int, done: bool) -> list[Action]:
+        """After the driver committed the FINAL's tokens (`generated` in all): the next step."""
+        self.generated = generated
+        if done:
+            return []
+        pre, self.pre = self.pre, None
+        hit = pre is not None and pre.assumes == self._verdict
+        if pre is not None:
+            self.m.hits += int(hit)
+            self.policy.observe_predraft(hit)
+        if self.policy.choose_mode() == "cloud":
+            # a queued pre-draft may already be verified: GENERATE's base makes the cloud drop it
+            self.m.switched_to_cloud_at = generated
+            return [Cloud()]
+        if hit:
+            self.cur = pre
+            return [] if self.server_queue else [Send(pre.number)]
+        return [self._draft()]
+
+    def token(self, compute_s: float) -> None:
+        """A TOKEN of cloud decoding (the driver commits it)."""
+        self.m.target_compute_s += compute_s
+        self.policy.observe_step(compute_s)
+
+    @staticmethod
+    def timeout() -> list[Action]:
+        """No word from the cloud by the deadline."""
+        return [EdgeFinish("cloud deadline missed")]
