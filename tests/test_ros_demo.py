@@ -56,7 +56,9 @@ def test_demo_report_gives_success_intervals_decisions_per_minute_and_marks_the_
     setups = [episode_setup(s) for s in (0, 1)]
 
     def run(mode, setup, success, answers):
-        responses = [ResponseLog(f"{mode}-{i}", 10.0 + i, 10.0 + i, end_t=10.5 + i) for i in range(answers)]
+        metrics = {"drafted": 8, "acceptance": 0.75, "tokens_per_round": 4.0} if mode != "cloud" else {}
+        responses = [ResponseLog(f"{mode}-{i}", 10.0 + i, 10.0 + i, end_t=10.5 + i, metrics=metrics)
+                     for i in range(answers)]
         outcome = {"seed": setup.seed, "success": success, "reason": "reached" if success else "timeout",
                    "time": 12.0 if success else 30.0}
         return ModeRun(mode, setup.seed, setup.instruction, 0.0, 30.0, outcome, responses, [], [(0.0, 0.0), (1.0, 1.0)])
@@ -70,5 +72,6 @@ def test_demo_report_gives_success_intervals_decisions_per_minute_and_marks_the_
     assert 0.3 < lo < 0.4 and hi == 1.0
     report = write_report(tmp_path, ["header"], runs, setups, ["cloud", "spec-ee-pre"]).read_text()
     assert "| spec-ee-pre | 2/2 (95% CI 34%-100%) | 12.0 |" in report and "share of drafted tokens" in report
+    assert "| 0.75 | 4.00 |" in report and rows["cloud"]["tokens_per_round"] is None
     assert (tmp_path / "trajectories.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["per_mode"][1]["successes"] == 2

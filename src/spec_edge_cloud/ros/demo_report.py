@@ -52,6 +52,7 @@ def mode_summary(runs: list[ModeRun], modes: list[str]) -> list[dict]:
                      "ttfa_s": _mean([r.ttfa_s for r in mine]), "ttc_s": ttc,
                      "task_s": _mean([r.task_s for r in mine if r.success]),
                      "acceptance": _mean([r.mean("acceptance") for r in mine if r.mean("drafted")]),
+                     "tokens_per_round": _mean([r.mean("tokens_per_round") for r in mine if r.mean("drafted")]),
                      "hit_rate": _mean([r.mean("hit_rate") for r in mine if r.mean("predrafts")]),
                      "speedup": cloud_ttc / ttc if cloud_ttc and ttc else None})
     return rows
@@ -143,15 +144,15 @@ def write_report(out: Path, header: list[str], runs: list[ModeRun], setups: list
               "Success: the simulator's judge saw the robot within "
              f"{REACH_RADIUS:g} m of the goal; the interval is Wilson's 95% score interval over the episodes. "
              "Decisions per minute: answers completed per minute of the episodes. Time to goal: sim time of the "
-             "successful episodes. Acceptance: the share of drafted tokens the target accepted (tokens per round "
-             "in results.json).", "",
+             "successful episodes. Acceptance: the share of drafted tokens the target accepted; tokens per round: "
+             "tokens committed per verification round.", "",
               "| mode | task success | decisions per minute | mean time to goal (s) | mean TTFA (s) | mean TTC (s) | "
-              "TTC speedup vs cloud | acceptance | pre-draft hit rate |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "TTC speedup vs cloud | acceptance | tokens per round | pre-draft hit rate |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in mode_summary(runs, modes):
         lines.append(f"| {row['mode']} | {success_text(row)} | {fmt(row['decisions_per_minute'], 1)} | "
                      f"{fmt(row['task_s'], 1)} | {fmt(row['ttfa_s'])} | {fmt(row['ttc_s'])} | {fmt(row['speedup'])} | "
-                     f"{fmt(row['acceptance'])} | {fmt(row['hit_rate'])} |")
+                     f"{fmt(row['acceptance'])} | {fmt(row['tokens_per_round'])} | {fmt(row['hit_rate'])} |")
     lines += ["", "![latency](latency.png)", "", "![trajectories](trajectories.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     (out / "results.json").write_text(json.dumps({"header": header, "modes": modes,

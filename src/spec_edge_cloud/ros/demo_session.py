@@ -108,7 +108,8 @@ class DemoSession:
         for row in mode_summary(runs, self.modes):
             print(f"  {row['mode']:12s} success {success_text(row)}   {fmt(row['decisions_per_minute'], 1)} decisions/min"
                   f"   time to goal {fmt(row['task_s'], 1)} s   TTFA {fmt(row['ttfa_s'])} s   TTC {fmt(row['ttc_s'])} s"
-                  f"   speedup {fmt(row['speedup'])}   acceptance {fmt(row['acceptance'])}   hit rate {fmt(row['hit_rate'])}")
+                  f"   speedup {fmt(row['speedup'])}   acceptance {fmt(row['acceptance'])}"
+                  f"   tokens/round {fmt(row['tokens_per_round'])}   hit rate {fmt(row['hit_rate'])}")
         report = write_report(self.out, self.header, runs, setups, self.modes)
         print(f"\nReport: {report}")
         return 0
