@@ -111,7 +111,7 @@ def h():
 
 
 def test_config_file_mirrors_the_node_parameters():
-    params = yaml.safe_load(CONFIG.read_text())["command_node"]["ros__parameters"]
+    params = yaml.safe_load(CONFIG.read_text())["/**/command_node"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
     assert {k: params[k] for k in PARAMETERS} == {k: p.default for k, p in PARAMETERS.items()}
     assert all(type(params[k]) is type(p.default) for k, p in PARAMETERS.items())

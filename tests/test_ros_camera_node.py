@@ -191,3 +191,38 @@ def test_image_conversions_refuse_bad_input():
     bgra = np.zeros((2, 3, 4), np.uint8)
     bgra[..., 0] = 255   # blue in BGRA
     assert images.rgb_from_raw("bgra8", 2, 3, 12, bgra.tobytes())[0, 0].tolist() == [0, 0, 255]
+
+
+def test_ros2_param_set_is_refused_on_start_up_parameters(tmp_path):
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+    write_video(tmp_path / "clip.avi")
+    proc = camera("/t/params", source="opencv", device=str(tmp_path / "clip.avi"))
+    context = Context()   # its own: the module's fixture may still hold the default one
+    rclpy.init(context=context)
+    node = rclpy.create_node("camera_params_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        client = AsyncParameterClient(node, "/t/params/camera_node")
+        assert client.wait_for_services(60.0)
+
+        def set_one(name, value):
+            future = client.set_parameters([Parameter(name, value=value)])
+            executor.spin_until_future_complete(future, timeout_sec=20.0)
+            return future.result().results[0]
+        refused = set_one("source", "bag")
+        assert not refused.successful and "read-only" in refused.reason
+        assert not set_one("jpeg_quality", 101).successful   # out of its range
+        assert set_one("jpeg_quality", 50).successful         # the one runtime parameter
+        future = client.describe_parameters(["rate_hz"])
+        executor.spin_until_future_complete(future, timeout_sec=20.0)
+        (rate,) = future.result().descriptors
+        assert rate.read_only and rate.description and rate.floating_point_range[0].from_value == 0.1
+    finally:
+        stop(proc)
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

@@ -1,7 +1,7 @@
 """`spec-edge-cloud verifier`: serve a target model (with its exit heads) to robots over ZeroMQ.
 
-Parameters come from a ROS parameter file (`verifier_node: ros__parameters: {...}`, the file the
-future ROS verifier node reads too), and command-line flags override them. `kill -USR1 PID` prints
+Parameters come from a ROS parameter file (`/**/verifier_node: ros__parameters: {...}`, the file the
+ROS verifier node reads too; `verifier_node:` works as well), and command-line flags override them. `kill -USR1 PID` prints
 one line, `verifier stats: {JSON}` (sessions, connections, counters: `VerifierServer.stats`). With `--replicas N`
 the target runs in N replicas on Ray behind a front that assigns each robot one (docs/fleet.md);
 without it, one process and no Ray.
@@ -71,7 +71,8 @@ def read_params(path: str | None) -> dict:
         doc = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{file} is not valid YAML: {exc}") from None
-    params = (doc.get(NODE) or {}).get("ros__parameters")
+    section = next((doc[k] for k in (f"/**/{NODE}", NODE, f"/{NODE}") if k in doc), None)
+    params = (section or {}).get("ros__parameters")
     if not isinstance(params, dict):
         raise ValueError(f"{file}: expected `{NODE}: ros__parameters: {{...}}`")
     return dict(params)

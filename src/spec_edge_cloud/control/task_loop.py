@@ -170,6 +170,11 @@ class TaskWorker(Generic[FrameT]):
     def task(self) -> Task | None:
         return self.loop.task
 
+    @property
+    def alive(self) -> bool:
+        """The thread that answers is running (a dead one must not look alive to the command node)."""
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             with self._cv:

@@ -21,16 +21,20 @@ from spec_edge_cloud.decoding.modes import DecodeConfig
 from spec_edge_cloud.decoding.timing import Pacer
 from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
+from spec_edge_cloud.modeling.placement import resolve_placement
 
 Emit = Callable[[str, int, list[int]], None]
 LINK_PARAMETERS = ("client_secret_key", "server_public_key", "insecure", "expect_model")
 
 
+Clock = Callable[[], float]
+
+
 @dataclass
 class DecodedResponse:
     response: Response
-    started_t: float               # time.time() when decoding began
-    ended_t: float                 # time.time() when the last token was final
+    started_t: float               # when decoding began (the decoder's clock: the node's)
+    ended_t: float                 # when the last token was final
     bytes_up: int | None           # frames robot -> cloud during the response (None: no wire)
     bytes_down: int | None
 
@@ -75,8 +79,9 @@ class _SessionLink:
 
 class RobotDecoder:
     def __init__(self, bundle: ModelBundle, link, description: str, draft_pacer: Pacer | None = None,
-                 jpeg_quality: int | None = None) -> None:
+                 jpeg_quality: int | None = None, clock: Clock = time.time) -> None:
         self.bundle = bundle
+        self.clock = clock
         self.link = _SessionLink(link) if link is not None else None
         self.description = description
         self.pacer = draft_pacer
@@ -111,9 +116,9 @@ class RobotDecoder:
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
                             self.adaptive if cfg.mode == "adaptive" else None, self.pacer)
         up0, down0 = self._stats()
-        started = time.time()
+        started = self.clock()
         response = client.generate(prompt, emit)
-        ended = time.time()
+        ended = self.clock()
         up1, down1 = self._stats()
         return DecodedResponse(response, started, ended, None if up0 is None else up1 - up0,
                                None if down0 is None else down1 - down0)
@@ -127,20 +132,27 @@ class RobotDecoder:
             self.link.close()
 
 
-def open_robot_decoder(p: dict) -> RobotDecoder:
-    """Load the draft and connect to the cloud as the draft node's parameters say."""
+def open_robot_decoder(p: dict, clock: Clock = time.time) -> RobotDecoder:
+    """Load the draft (on its device, in its precision, quantized if asked) and connect to the cloud
+    as the draft node's parameters say. `clock` stamps each response's start and end."""
     from spec_edge_cloud.transport.assembly import VerifierConfig, open_link, pacer
     from spec_edge_cloud.transport.client import LinkOptions
-    bundle = load_bundle(p["draft_model"])
+    placement = resolve_placement(p["device"], p["dtype"])
+    bundle = load_bundle(p["draft_model"], placement)
+    if p["quantize"] != "none":
+        from spec_edge_cloud.modeling.quantize import quantize_weights
+        quantize_weights(bundle.model, p["quantize"])
     draft_pacer = pacer(p["draft_profile"])
+    where = f"draft on {placement}{'' if p['quantize'] == 'none' else ', ' + p['quantize']}"
     emulated = f", draft timings emulated ({p['draft_profile']})" if draft_pacer else ""
     options = LinkOptions(**{k: p[k] for k in LINK_PARAMETERS}, draft_model=bundle.model_fingerprint())
-    inprocess = VerifierConfig(p["inprocess_target"], target_profile=p["target_profile"]) \
+    inprocess = VerifierConfig(p["inprocess_target"], target_profile=p["target_profile"], placement=placement) \
         if p["inprocess_target"] else None
     link = open_link(bundle, p["endpoint"], options, inprocess, p["inprocess_rtt_ms"] / 1000.0)
     if p["endpoint"]:
-        return RobotDecoder(bundle, link, f"cloud at {p['endpoint']}{emulated}", draft_pacer, options.jpeg_quality)
+        return RobotDecoder(bundle, link, f"{where}, cloud at {p['endpoint']}{emulated}", draft_pacer,
+                            options.jpeg_quality, clock)
     if inprocess is not None:
-        return RobotDecoder(bundle, link, f"in-process target {p['inprocess_target']}, rtt "
-                            f"{p['inprocess_rtt_ms']:g} ms{emulated}", draft_pacer)
-    return RobotDecoder(bundle, None, f"no cloud (edge mode only){emulated}", draft_pacer)
+        return RobotDecoder(bundle, link, f"{where}, in-process target {p['inprocess_target']}, rtt "
+                            f"{p['inprocess_rtt_ms']:g} ms{emulated}", draft_pacer, clock=clock)
+    return RobotDecoder(bundle, None, f"{where}, no cloud (edge mode only){emulated}", draft_pacer, clock=clock)

@@ -5,10 +5,12 @@ adds ROS parameters and a DiagnosticArray on /diagnostics once a second (endpoin
 errors, open sessions). Cloud hosts without ROS run the same server as `spec-edge-cloud verifier`;
 both read `verifier_node: ros__parameters` of config/cloud.yaml.
 
-Parameters: target_dir, exits_dir, exit_layers, target_profile (the model), every field of
-transport.server.ServerConfig (bind, keys, limits) and of fleet.config.FleetConfig: with `replicas`
-above 0 the node is a fleet's front, its replicas on Ray (docs/fleet.md), and /diagnostics has one
-status per replica.
+Parameters (PARAMETERS, all read at start-up only: `ros2 param set` refuses them): the model
+(target_dir, exits_dir, exit_layers, target_profile), where and how it runs (device, dtype, cache,
+cache_slots, max_cache_len, compile), every field of transport.server.ServerConfig (bind, keys,
+limits) and of fleet.config.FleetConfig, declared from their fields with their help and ranges:
+with `replicas` above 0 the node is a fleet's front, its replicas on Ray (docs/fleet.md), and
+/diagnostics has one status per replica.
 """
 from __future__ import annotations
 
@@ -19,48 +21,66 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from spec_edge_cloud.fleet.config import FleetConfig
+from spec_edge_cloud.modeling.placement import DTYPES
 from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
+from .params import Param, declare, field_params
 from .spin import run_node
 
+# The keys of VerifierConfig.from_params (commands.verifier.MODEL_KEYS), as the verifier command takes them.
 MODEL_PARAMETERS = {
-    "target_dir": "models/target",   # the target model's directory
-    "exits_dir": "",                 # its exit heads ("": beside the target)
-    "target_profile": "",            # timing emulation (a profile name or JSON file); "" runs at real speed
+    "target_dir": Param("models/target", "the target model's directory", True),
+    "exits_dir": Param("", "its exit heads (empty: beside the target)", True),
+    "exit_layers": Param([], "exit layers to serve (unset: every trained exit)", True,
+                         type=Parameter.Type.INTEGER_ARRAY),
+    "target_profile": Param("", "timing emulation (a profile name or JSON file); empty: real speed", True),
+    "device": Param("auto", "where the target runs: auto (a GPU if any), cpu, cuda, cuda:N", True),
+    "dtype": Param("auto", "the target's precision (auto: bfloat16 on a GPU, float32 on the CPU)", True,
+                   choices=("auto", *DTYPES)),
+    "cache": Param("auto", "KV cache: static (a preallocated slot per session), dynamic, or auto (static on a "
+                   "GPU or below float32)", True, choices=("auto", "dynamic", "static")),
+    "cache_slots": Param(16, "static cache slots", True, (1, 4096)),
+    "max_cache_len": Param(0, "tokens per static slot (0: the model's context, at most 2048)", True, (0, None)),
+    "compile": Param(False, "capture the static passes as CUDA graphs, one per segment between exits", True),
 }
-# Every parameter of the node, with its default (mirrored in config/cloud.yaml, verifier_node);
-# exit_layers (integer array, unset: every trained exit) is declared apart: ROS cannot infer an empty list's type.
-PARAMETERS = {**MODEL_PARAMETERS, **{f.name: f.default for f in fields(ServerConfig)},
-              **{f.name: f.default for f in fields(FleetConfig)}}
+# Every parameter of the node, with its default (mirrored in config/cloud.yaml, verifier_node).
+PARAMETERS = {**MODEL_PARAMETERS, **field_params(ServerConfig, read_only=True),
+              **field_params(FleetConfig, read_only=True)}
+
+
+def _check(values: dict) -> None:
+    ServerConfig(**{f.name: values[f.name] for f in fields(ServerConfig)})
+    FleetConfig(**{f.name: values[f.name] for f in fields(FleetConfig)})
 
 
 class VerifierNode(Node):
+    NODE_NAME = "verifier_node"
+
     def __init__(self) -> None:
-        super().__init__("verifier_node")
-        p = {name: self.declare_parameter(name, default).value for name, default in PARAMETERS.items()}
-        exit_layers = self.declare_parameter("exit_layers", Parameter.Type.INTEGER_ARRAY).value
+        super().__init__(self.NODE_NAME)
+        p = declare(self, PARAMETERS, _check)
+        model = {k: p[k] for k in MODEL_PARAMETERS} | {"exit_layers": list(p["exit_layers"]) or None}
+        server = {f.name: p[f.name] for f in fields(ServerConfig)}
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.target = str(p["target_dir"])
         self.pool = None
         if p["replicas"]:
             from spec_edge_cloud.fleet.front import open_fleet
-            model = {k: p[k] for k in MODEL_PARAMETERS} | {"exit_layers": list(exit_layers or []) or None}
             self.server, self.pool = open_fleet(FleetConfig(**{f.name: p[f.name] for f in fields(FleetConfig)}), model,
-                                                {f.name: p[f.name] for f in fields(ServerConfig)})
+                                                server)
             self.endpoint = self.server.endpoint
             self.create_timer(1.0, self._publish_fleet)
             self.get_logger().info(f"verifier ready on {self.endpoint} (fleet front: {len(self.pool.slots)} "
                                    f"replicas on Ray at {[s.endpoint for s in self.pool.slots]})")
             return
         from spec_edge_cloud.transport.assembly import VerifierConfig, open_verifier
-        engine = open_verifier(VerifierConfig(p["target_dir"], p["exits_dir"], tuple(exit_layers or ()),
-                                              p["target_profile"]))
-        self.server = VerifierServer(engine, ServerConfig(**{f.name: p[f.name] for f in fields(ServerConfig)}))
+        engine = open_verifier(VerifierConfig.from_params(model))
+        self.server = VerifierServer(engine, ServerConfig(**server))
         self.endpoint = self.server.start()
-        self.emulated = engine.pacer.profile.name if engine.pacer is not None else ""
+        self.emulated = p["target_profile"]
         self.create_timer(1.0, self._publish_diagnostics)
         note = f", timings EMULATED with profile {self.emulated}" if self.emulated else ""
-        self.get_logger().info(f"verifier ready on {self.endpoint} (target {self.target}, exits "
-                               f"{engine.heads.layers if engine.heads else []}{note})")
+        self.get_logger().info(f"verifier ready on {self.endpoint} (target {self.target} on {engine.bundle.device} "
+                               f"{engine.bundle.dtype}, exits {engine.heads.layers if engine.heads else []}{note})")
 
     def _publish_diagnostics(self) -> None:
         values = {"endpoint": self.endpoint, "target": self.target, "emulated_profile": self.emulated,

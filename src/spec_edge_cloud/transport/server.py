@@ -44,6 +44,7 @@ from typing import Hashable
 import zmq
 
 from ..decoding.messages import Cancel, DraftRequest, End, Error, Generate, Ping, Pong, Start
+from ..decoding.modes import setting
 from ..decoding.target import TargetEngine
 from ..decoding.verifier import VerifierService, moved
 from . import protocol, security
@@ -59,32 +60,41 @@ _NOBLOCK, _SNDMORE = int(zmq.NOBLOCK), int(zmq.SNDMORE)
 
 @dataclass
 class ServerConfig:
-    """The server's knobs; the same names are the keys of config/cloud.yaml (verifier_node)."""
-    bind: str = "tcp://127.0.0.1:5555"
-    server_secret_key: str = ""          # NAME.key_secret of the server's key pair ("" = no CURVE)
-    authorized_clients_dir: str = ""     # directory of the admitted robots' public keys (*.key)
-    insecure: bool = False               # allow plaintext on a non-loopback bind
-    idle_timeout_s: float = 120.0
-    max_sessions: int = 64
-    max_sessions_per_client: int = 4
-    max_connections_per_client: int = 4  # welcomed connections per CURVE key (without CURVE: each its own)
-    max_queued_per_client: int = 16      # requests of one peer waiting for their turn; more are refused `busy`
-    evictable_after_s: float = 10.0      # a full server may evict a session idle this long (never a live one)
-    handshakes_per_s: float = 50.0       # HELLOs answered per second at most, all peers together (burst: as many)
-    max_image_pixels: int = 1 << 21      # width x height of a PREFILL's image (checked in its JPEG header)
-    image_workers: int = 2               # threads decoding images, off the serving thread
-    image_decode_timeout_s: float = 2.0  # an image not decoded by then is refused (ERROR to its sender)
-    max_batch: int = 8                   # robots' passes verified together in one forward pass (1: none)
-    max_frame_bytes: int = protocol.MAX_FRAME_BYTES
-    max_draft_tokens: int = 32
-    max_session_tokens: int = 4096       # capped by the model's context
-    max_new_tokens: int = 1024           # per GENERATE (cloud decoding)
-    reorder_wait_s: float = 0.02
-    io_interval_s: float = 0.002         # during a pass, service the socket at most this often
-    log_rounds: bool = True
+    """The server's knobs, each with its help text and (numbers) its inclusive range; the same names
+    are the keys of config/cloud.yaml (verifier_node) and the verifier node's parameters."""
+    bind: str = setting("tcp://127.0.0.1:5555", "ROUTER endpoint; off loopback it needs CURVE keys (or insecure)")
+    server_secret_key: str = setting("", "NAME.key_secret of the server's key pair (empty: no CURVE)")
+    authorized_clients_dir: str = setting("", "directory of the admitted robots' public keys (*.key)")
+    insecure: bool = setting(False, "allow plaintext on a non-loopback bind")
+    idle_timeout_s: float = setting(120.0, "evict a session (and a robot) silent for this long", (1.0, None))
+    max_sessions: int = setting(64, "sessions open at once, all robots together", (1, None))
+    max_sessions_per_client: int = setting(4, "sessions per peer (its CURVE key, or its connection)", (1, None))
+    max_connections_per_client: int = setting(4, "welcomed connections per CURVE key (without CURVE: each its "
+                                                 "own)", (1, None))
+    max_queued_per_client: int = setting(16, "requests of one peer waiting for their turn; more are refused "
+                                             "`busy`", (1, None))
+    evictable_after_s: float = setting(10.0, "a full server may evict a session idle this long (never a live one)",
+                                       (0.0, None))
+    handshakes_per_s: float = setting(50.0, "HELLOs answered per second at most, all peers together (burst: as "
+                                            "many)", (0.1, None))
+    max_image_pixels: int = setting(1 << 21, "width x height of a PREFILL's image (checked in its JPEG header)",
+                                    (1, protocol.MAX_IMAGE_PIXELS))
+    image_workers: int = setting(2, "threads decoding images, off the serving thread", (1, 64))
+    image_decode_timeout_s: float = setting(2.0, "an image not decoded by then is refused (ERROR to its sender)",
+                                            (0.01, 60.0))
+    max_batch: int = setting(8, "robots' passes verified together in one forward pass (1: none)", (1, 1024))
+    max_frame_bytes: int = setting(protocol.MAX_FRAME_BYTES, "largest frame taken from a peer", (4096, 1 << 30))
+    max_draft_tokens: int = setting(32, "draft tokens per round at most", (1, 4096))
+    max_session_tokens: int = setting(4096, "tokens per session at most (capped by the model's context)",
+                                      (2, None))
+    max_new_tokens: int = setting(1024, "tokens per GENERATE (cloud decoding) at most", (1, None))
+    reorder_wait_s: float = setting(0.02, "how long a message that came early waits for the ones before it",
+                                    (0.0, 10.0))
+    io_interval_s: float = setting(0.002, "during a pass, service the socket at most this often", (0.0, 1.0))
+    log_rounds: bool = setting(True, "log every verified round")
 
     def __post_init__(self) -> None:
-        problems = check_fields(self, _RANGES)
+        problems = check_fields(self)
         if problems:
             raise ValueError("verifier parameters: " + "; ".join(problems))
 
@@ -97,20 +107,9 @@ class ServerConfig:
         return cls(**params)
 
 
-# inclusive bounds of the numeric knobs (None: unbounded on that side)
-_RANGES = {"idle_timeout_s": (1.0, None), "max_sessions": (1, None), "max_sessions_per_client": (1, None),
-           "max_connections_per_client": (1, None), "max_queued_per_client": (1, None),
-           "evictable_after_s": (0.0, None), "handshakes_per_s": (0.1, None),
-           "max_image_pixels": (1, protocol.MAX_IMAGE_PIXELS), "image_workers": (1, 64),
-           "image_decode_timeout_s": (0.01, 60.0),
-           "max_batch": (1, 1024), "max_frame_bytes": (4096, 1 << 30), "max_draft_tokens": (1, 4096),
-           "max_session_tokens": (2, None), "max_new_tokens": (1, None), "reorder_wait_s": (0.0, 10.0),
-           "io_interval_s": (0.0, 1.0)}
-
-
-def check_fields(obj: object, ranges: dict) -> list[str]:
+def check_fields(obj: object) -> list[str]:
     """What is wrong with a dataclass's values: each must be of its declared type (a bool is a bool,
-    not the string "false"; an int not a float; a float any finite number) and within `ranges`."""
+    not the string "false"; an int not a float; a float any finite number) and within its `range`."""
     problems = []
     for f in fields(obj):
         v, kind = getattr(obj, f.name), f.type
@@ -119,7 +118,7 @@ def check_fields(obj: object, ranges: dict) -> list[str]:
         if not ok:
             problems.append(f"{f.name} must be {'a' if kind != 'int' else 'an'} {kind}, got {type(v).__name__} {v!r}")
             continue
-        lo, hi = ranges.get(f.name, (None, None))
+        lo, hi = f.metadata.get("range") or (None, None)
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             problems.append(f"{f.name} = {v!r} is outside {lo if lo is not None else '-inf'}.."
                             f"{hi if hi is not None else 'inf'}")
