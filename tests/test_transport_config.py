@@ -201,3 +201,21 @@ def test_bad_set_values_are_a_clear_error():
             parse_sets([bad])
     out = cli("up", "up_sim", "--set", "mode=[", "--print")
     assert out.returncode == 2 and "--set mode" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_the_verifier_and_the_link_are_assembled_from_their_settings():
+    """`VerifierConfig.from_params` reads a verifier's model parameters as the command and a fleet's
+    replicas do (None or missing: the default); `open_link` gives no link without a cloud and refuses
+    two clouds at once."""
+    from spec_edge_cloud.decoding.static_cache import CacheConfig
+    from spec_edge_cloud.modeling.placement import CPU_FP32
+    from spec_edge_cloud.transport.assembly import VerifierConfig, open_link, pacer
+    cfg = VerifierConfig.from_params({"target_dir": "models/target", "exits_dir": None, "exit_layers": [2, 4],
+                                      "target_profile": "", "device": "cpu", "dtype": "float32", "cache": None})
+    assert cfg == VerifierConfig("models/target", None, (2, 4), None, CPU_FP32, CacheConfig())
+    assert VerifierConfig.from_params({"target_dir": "t", "cache_slots": 3, "compile": False}).cache.slots == 3
+    assert pacer(None) is None and pacer("go2-orin-a100").profile.name == "go2-orin-a100"
+    draft = tiny_bundle("llama", seed=1, layers=2)
+    assert open_link(draft) is None
+    with pytest.raises(ValueError, match="not both"):
+        open_link(draft, "tcp://127.0.0.1:1", inprocess=cfg)
