@@ -26,7 +26,7 @@ from spec_edge_cloud.ros import images  # noqa: E402
 from spec_edge_cloud.ros.qos import INSTRUCTION_QOS  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "robot.yaml"
-WATCHDOG_S = yaml.safe_load(CONFIG.read_text())["command_node"]["ros__parameters"]["watchdog_s"]
+WATCHDOG_S = yaml.safe_load(CONFIG.read_text())["/**/command_node"]["ros__parameters"]["watchdog_s"]
 
 
 def test_a_killed_draft_node_stops_the_robot_mid_walk_within_the_watchdog(tmp_path):

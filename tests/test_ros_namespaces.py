@@ -140,6 +140,9 @@ def test_latency_is_measured_on_each_robots_own_clock(fleet):
     for m in (sim, wall):
         # a frame and the /clock tick it was stamped on travel apart: allow one 20 ms tick of skew
         assert 0 < float(m["latency_s"]) < 120 and -0.02 <= float(m["frame_age_s"]) <= float(m["latency_s"]), m
+    for robot in robots.values():   # the command node's records: time to the first action, on that clock
+        acted = [a for a in robot.actions if a["kind"] == "action" and a["capture_t"] is not None]
+        assert acted and all(0 < a["t"] - a["capture_t"] < 120 for a in acted), (robot.name, acted[:2])
 
 
 def call(probe, client, future, timeout=20.0):

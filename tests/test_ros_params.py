@@ -145,3 +145,19 @@ def test_a_bad_parameter_is_one_fatal_line_and_exit_code_2():
     fatal = [x for x in out.splitlines() if "[FATAL]" in x]
     assert p.returncode == 2 and len(fatal) == 1, out
     assert "[probe_node]" in fatal[0] and "rate" in fatal[0] and "Traceback" not in out
+
+
+@pytest.mark.parametrize("node,args,message", [
+    ("draft_node", ["-p", "gamma:=0"], "gamma"),
+    ("draft_node", ["-p", "mode:=telepathy", "-p", "draft_model:=/nonexistent"], "unknown mode"),
+    ("sim_node", ["-p", "image_size:=4"], "image_size"),
+    ("verifier_node", ["-p", "target_dir:=/nonexistent/target"], "/nonexistent/target"),
+    ("verifier_node", ["-p", "max_batch:=0"], "max_batch"),
+])
+def test_each_node_ends_on_a_bad_parameter_with_one_fatal_line(node, args, message):
+    p = subprocess.run([sys.executable, "-m", f"spec_edge_cloud.ros.{node}", "--ros-args", *args],
+                       capture_output=True, text=True, timeout=120)
+    out = p.stdout + p.stderr
+    fatal = [x for x in out.splitlines() if "[FATAL]" in x]
+    assert p.returncode == 2 and len(fatal) == 1 and message in fatal[0] and f"[{node}]" in fatal[0], out[-1500:]
+    assert "Traceback" not in out, out[-1500:]

@@ -99,8 +99,10 @@ class CommandNode(Node):
             mode = self.backend.start()
             self.get_logger().info(f"Go2 on {p['go2_interface']}: motion mode {mode!r}; not standing it up "
                                    f"(call ~/stand)")
+        # records are stamped on the node clock, the clock of the token events' capture_t (use_sim_time too)
         self.controller = Controller(self.backend, gate, speeds, act_on_unverified=p["act_on_unverified"],
-                                     limits=limits, estop_timeout_s=p["estop_timeout_s"])
+                                     limits=limits, estop_timeout_s=p["estop_timeout_s"],
+                                     wall_clock=lambda: self.get_clock().now().nanoseconds * 1e-9)
         self.actions = self.create_publisher(String, "spec/actions", 100)
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(String, "spec/tokens", self._on_tokens, TOKENS_QOS)
