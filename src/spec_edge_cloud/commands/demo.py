@@ -30,9 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", default="cloud,spec-ee-pre,adaptive", help="comma-separated modes to compare")
     p.add_argument("--episodes", type=int, default=10,
                    help="episodes per mode: enough for a success rate with a 95%% interval of about +-30%% "
-                        "(about 20 minutes in the go2 regime; 3 for a quick look)")
+                        "(about 30 minutes in the go2 regime; 3 for a quick look)")
     p.add_argument("--seed", type=int, default=0, help="first episode's seed (episode i uses seed + i)")
-    p.add_argument("--max-time", type=float, default=45.0, help="sim seconds per episode before it fails")
+    p.add_argument("--max-time", type=float, default=60.0,
+                   help="sim seconds per episode before it fails (60: the budget of `sim eval` and the model cards)")
     p.add_argument("--short", action="store_true",
                    help="CI size: 1 episode, modes cloud,spec-ee-pre, 15 s per episode")
     p.add_argument("--target", default="models/target", help="target model directory")
