@@ -22,7 +22,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 INSTRUCTION_TOPIC = "/instruction"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 STRING_TYPE = "std_msgs/msg/String"
-CAMERA_FRAME = "head_camera"
+CAMERA_FRAME = "camera"   # the robot camera's one frame id: bags, the camera node and the sim node
 
 _TYPES = get_typestore(Stores.ROS2_KILTED)
 

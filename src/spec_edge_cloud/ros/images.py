@@ -12,8 +12,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-# The one frame id of the robot's camera, whichever node publishes its images (camera or sim).
-CAMERA_FRAME = "camera"
+from spec_edge_cloud.bench.bags import CAMERA_FRAME  # noqa: F401  (the one frame id, for the nodes)
 
 # encoding -> (channels, cv2 conversion to RGB or None)
 ENCODINGS: dict[str, tuple[int, int | None]] = {
