@@ -3,7 +3,7 @@
 The robots talk to it over ZeroMQ, not DDS (DDS does not cross the internet well); the node only
 adds ROS parameters and a DiagnosticArray on /diagnostics once a second (endpoint, rounds, frames,
 errors, open sessions). Cloud hosts without ROS run the same server as `spec-edge-cloud verifier`;
-both read `verifier_node: ros__parameters` of config/cloud.yaml.
+both read `/**/verifier_node: ros__parameters` of config/cloud.yaml.
 
 Parameters (PARAMETERS, all read at start-up only: `ros2 param set` refuses them): the model
 (target_dir, exits_dir, exit_layers, target_profile), where and how it runs (device, dtype, cache,
