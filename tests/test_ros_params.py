@@ -62,6 +62,22 @@ def test_decode_config_fields_become_parameters_with_its_ranges():
     assert table["mode"].description == DecodeConfig.help()["mode"]
 
 
+def test_decoding_settings_unset_arrays_included_can_be_set_while_running(ros):
+    from spec_edge_cloud.ros.params import current
+    node = rclpy.create_node("decode_params")
+    table = field_params(DecodeConfig)
+    declare(node, table, lambda v: DecodeConfig(**v))
+    assert current(node, ["exit_layers", "stop"]) == {"exit_layers": [], "stop": []}
+    results = node.set_parameters([Parameter("exit_layers", value=[1, 3]), Parameter("stop", value=["reached"]),
+                                   Parameter("draft_min_confidence", value=0.2)])
+    assert all(r.successful for r in results)
+    assert DecodeConfig(**current(node, table)) == DecodeConfig(exit_layers=(1, 3), stop=("reached",),
+                                                                draft_min_confidence=0.2)
+    refused = node.set_parameters([Parameter("draft_top_p", value=0.0)])[0]   # DecodeConfig's own rule
+    assert not refused.successful and "draft_top_p must be above 0" in refused.reason
+    node.destroy_node()
+
+
 def test_start_up_values_are_checked(ros):
     def node_with(**overrides):
         return rclpy.create_node("params_bad", parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
