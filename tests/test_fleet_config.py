@@ -62,3 +62,16 @@ def test_one_verifier_process_never_imports_ray(tmp_path):
                          env=dict(os.environ, PYTHONPATH=str(Path(verifier.__file__).parents[2])))
     assert "verifier ready on tcp://" in out.stdout, out.stderr[-2000:]
     assert "RAY False RC 0" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_bench_fleet_scaling_efficiency_is_against_the_fewest_replicas_with_as_many_robots():
+    from spec_edge_cloud.bench.fleet import _efficiency, table
+    runs = [dict(replicas=n, robots=r, rounds_per_s=rps, p95_round_s=1.0, median_round_s=0.5, rows_per_pass=4.0,
+                 killed=False) for n, r, rps in ((1, 8, 10.0), (2, 8, 12.0), (1, 64, 10.0), (4, 64, 36.0))]
+    runs.append(dict(runs[-1], killed=True, rounds_per_s=20.0))
+    _efficiency(runs)
+    assert [round(r.get("scaling_efficiency", -1), 2) for r in runs] == [1.0, 0.6, 1.0, 0.9, 0.5]
+    text = table({"target": "t", "regime": "go2-orin-a100", "emulated": True, "gamma": 4, "max_batch": 8,
+                  "seconds": 30, "runs": runs, "overhead": {"single_ms": 0.5, "fleet_ms": 0.6, "front_ms": 0.1,
+                                                            "rounds": 300}})
+    assert "| 4 | 64 | 36.00 | 1.000 | 0.500 | 4.00 | 0.90 |" in text and "+0.100 ms" in text

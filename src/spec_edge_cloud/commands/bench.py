@@ -7,6 +7,9 @@
     bench profile --regime go2-orin-a100,nano-a100,h100 [--traces REPLAY.json] [--calibrate REPLAY.json]
                   [--json FILE]
         predicted latency in regimes this machine cannot run (discrete-event simulator)
+    bench fleet --replicas 1,2,4 --robots 8,32,64 --regime go2-orin-a100 [--kill] [--json FILE]
+        a verifier fleet on Ray: rounds/s and p95 round time per configuration, the front's overhead,
+        recovery after a replica is killed (docs/fleet.md)
 
     bench soak --minutes 60 --robots 8 --regime go2-orin-a100 [--cycles 6] [--json FILE]
         robots decoding for an hour against a verifier restarted and a link broken on a schedule:
@@ -126,6 +129,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--json", type=Path, default=None, help="the whole result: samples, faults, every response")
 
+    f = sub.add_parser("fleet", help="a verifier fleet on Ray: throughput as replicas and robots grow")
+    f.add_argument("--target", type=Path, default=Path("models/target"))
+    f.add_argument("--replicas", type=_ints, default=[1, 2, 4])
+    f.add_argument("--robots", type=_ints, default=[8, 32, 64])
+    f.add_argument("--regime", default="go2-orin-a100",
+                   help="timing profile the replicas' passes are padded to (EMULATED), or native")
+    f.add_argument("--seconds", type=float, default=30.0, help="measured seconds per configuration")
+    f.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    f.add_argument("--gamma", type=int, default=4, help="draft tokens per round")
+    f.add_argument("--max-batch", type=int, default=8, help="robots' rounds per pass on each replica")
+    f.add_argument("--overhead-rounds", type=int, default=300, help="rounds of the front-overhead probe")
+    f.add_argument("--kill", action="store_true", help="kill a replica during the largest run (recovery time)")
+    f.add_argument("--ray", default="local", help="local, auto or HOST:PORT")
+    f.add_argument("--replica-cpus", type=float, default=0.25, help="Ray CPUs per replica (paced passes mostly sleep)")
+    f.add_argument("--json", type=Path, default=None)
+
     p = sub.add_parser("profile", help="predict latency in other regimes from timing profiles (simulator)")
     p.add_argument("--regime", default=DEFAULT_REGIMES, help=f"comma-separated regimes (default {DEFAULT_REGIMES})")
     p.add_argument("--token-acceptance-prob", type=_floats, default=[0.55, 0.575, 0.6],
@@ -150,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.bridge import BridgeError
     try:
         return {"replay": _replay, "profile": _profile, "gpu": _gpu, "quantize": _quantize,
-                "soak": _soak}[args.bench_command](args)
+                "soak": _soak, "fleet": _fleet}[args.bench_command](args)
     except (ValueError, FileNotFoundError, BridgeError) as exc:
         print(f"spec-edge-cloud bench {args.bench_command}: error: {exc}", file=sys.stderr)
         return 2
@@ -207,6 +226,22 @@ def _soak(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     print(summary(result))
     return 0 if result["ok"] else 1
+
+def _fleet(args: argparse.Namespace) -> int:
+    from ..bench.fleet import run_fleet_bench, table
+
+    if not args.replicas or min(args.replicas) < 1 or not args.robots or min(args.robots) < 1:
+        raise ValueError("--replicas and --robots must be positive counts")
+    if not (args.target / "config.json").is_file():
+        raise FileNotFoundError(f"no target model in {args.target}")
+    result = run_fleet_bench(args.target, args.replicas, args.robots, args.regime, args.seconds, args.warmup,
+                             args.gamma, args.max_batch, args.overhead_rounds, args.kill, args.ray, args.replica_cpus,
+                             log=lambda s: print(s, flush=True))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    print(table(result))
+    return 0
 
 
 def _out_dir(args: argparse.Namespace) -> Path:

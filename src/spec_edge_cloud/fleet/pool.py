@@ -154,6 +154,11 @@ class ReplicaPool:
             for slot in sorted(active, key=lambda s: s.load(now))[:max(0, len(active) - n)]:
                 self._drain(slot, now)
 
+    def drain(self, name: str) -> None:
+        """Drain one replica by name (an operator taking it out: its sessions finish, then it goes)."""
+        with self._lock:
+            self._drain(next(s for s in self.slots if s.name == name), time.monotonic())
+
     def _add(self) -> Slot:
         self._count += 1
         slot = Slot(f"replica-{self._count}", self._actor_class.remote(self.model, self.server))

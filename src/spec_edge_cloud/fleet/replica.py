@@ -8,6 +8,7 @@ while the server's thread serves: they only read counters (and set `draining`), 
 """
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 import msgspec
@@ -36,7 +37,8 @@ class Replica:
         passes = _retry(lambda: dict(svc.scheduler.batches))
         n = sum(passes.values())
         tokens = srv.compute["tokens"]
-        return {"endpoint": self.endpoint, "alive": not srv.stopped.is_set(), "draining": svc.draining,
+        return {"endpoint": self.endpoint, "pid": os.getpid(), "alive": not srv.stopped.is_set(),
+                "draining": svc.draining,
                 "sessions": len(svc.sessions), "queued": _retry(svc.scheduler.pending), "waits": waits,
                 "rounds": srv.counters["rounds"], "passes": n,
                 "rows_per_pass": sum(k * v for k, v in passes.items()) / n if n else 0.0,

@@ -31,7 +31,12 @@ there, and every round goes straight to that replica (the front is never on a ro
 Every reconnection starts at home again, so a robot whose replica died is sent to a healthy one. A
 replica being drained answers a new session with ERROR `moved`: the link goes home for another
 replica while keeping that session's PREFILL and DRAFTs (held, not sent, meanwhile), and sends them
-to the new replica once it is welcomed there, so the response goes on, verified.
+to the new replica once it is welcomed there, so the response goes on, verified. A replica that
+dies mid-response (its connection drops: the socket monitor's DISCONNECTED) is handled the same
+way, except that each session's PREFILL then carries the prompt and every token committed so far
+(the link follows them: each FINAL commits draft[:accepted] + next at the DRAFT's base), so the new
+replica re-prefills to exactly where the old one was and the response goes on, verified. A session
+that streamed cloud decoding is not resumed (its tokens were not followed): deadline, edge mode.
 """
 from __future__ import annotations
 
@@ -44,9 +49,11 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+import msgspec
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from ..decoding.messages import Early, Error, Final, Ping, Pong
+from ..decoding.messages import Early, Error, Final, Ping, Pong, Start
 from . import protocol, security
 from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome, WireOptions
@@ -125,6 +132,11 @@ class _Pending:
     start: bytes | None = None                 # packed PREFILL body
     drafts: OrderedDict = field(default_factory=OrderedDict)   # round -> packed DRAFT body
     heard: float = 0.0                         # last time anything about the session moved
+    prompt: Start | None = None                # for a re-prefill elsewhere: the PREFILL,
+    committed: list[int] = field(default_factory=list)  # its tokens committed so far (prompt included),
+    sent: dict = field(default_factory=dict)   # round -> DraftRequest still without its FINAL,
+    last_final: tuple | None = None            # (round, accepted, next) of the newest FINAL
+    resumable: bool = True                     # False once a cloud-decoding stream ran (not followed)
     restarts: int = 0                          # PREFILLs re-sent (bounded)
 
 
@@ -155,6 +167,7 @@ class ZmqLink:
         self._inbox: deque = deque()
         self._ctx = zmq.Context()
         self._dealer: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None   # on a fleet's replica: its connection's events
         self._pending: dict[str, _Pending] = {}
         self._timings: dict[tuple[str, int], RoundTiming] = {}
         self._round_s: float | None = None
@@ -174,7 +187,7 @@ class ZmqLink:
         with self._lock:
             if self._closed.is_set():
                 raise RuntimeError("link is closed")
-            self._outgoing(kind, getattr(msg, "session", None), getattr(msg, "round", None),
+            self._outgoing(msg, kind, getattr(msg, "session", None), getattr(msg, "round", None),
                            getattr(msg, "assumes", None) is not None, body)
 
     def recv(self, timeout: float) -> object | None:
@@ -197,6 +210,8 @@ class ZmqLink:
         self._closed.set()
         self._keeper.join(timeout=5)
         with self._lock:
+            if self._monitor is not None:
+                self._monitor.close(linger=0)
             if self._dealer is not None:
                 self._dealer.close(linger=0)
             self._ctx.term()
@@ -251,6 +266,12 @@ class ZmqLink:
         """Liveness, heartbeat, retries and reconnection: every `_tick` s, not on every frame."""
         self._chores_at = now + self._tick
         opt = self.options
+        if self._monitor is not None and self._up and not self._moving and self._replica_lost():
+            log.warning("replica %s dropped the connection: asking %s for another, sessions held", self.endpoint,
+                        self.home)
+            self._moving, self._moved_at = True, now
+            self._reconnect()
+            return
         if self._moving:
             if now - self._moved_at > opt.dead_after_s:
                 self._go_down(f"no replica took this robot within {opt.dead_after_s:g} s of a move")
@@ -266,6 +287,13 @@ class ZmqLink:
             self._retry(now)
         if not self._up and not self.refused and now - self._hello_at >= opt.reconnect_s:
             self._reconnect()
+
+    def _replica_lost(self) -> bool:
+        """Whether the socket monitor saw the replica's connection drop (its process died)."""
+        lost = False
+        while self._monitor.poll(0):
+            lost |= recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED
+        return lost
 
     def _until_wake(self) -> float:
         """How long `recv` may sleep at once: until shortly before the newest DRAFT's verdict is due
@@ -288,6 +316,10 @@ class ZmqLink:
         """A fresh socket (nothing stale queued in it) and a HELLO, to `to` (a fleet's replica) or home;
         the WELCOME will bring the link up."""
         self.endpoint = to or self.home
+        if self._monitor is not None:
+            self._dealer.disable_monitor()
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._dealer is not None:
             self._dealer.close(linger=0)
             self.stats.reconnects += 1
@@ -301,6 +333,8 @@ class ZmqLink:
         s.routing_id = b"\x01" + os.urandom(15)  # unguessable (libzmq's own are sequential); never 0-led (reserved)
         if opt.client_secret_key:
             security.secure_client(s, opt.client_secret_key, opt.server_public_key)
+        if to is not None:  # a fleet's replica: its death is seen when its connection drops
+            self._monitor = s.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         s.connect(self.endpoint)
         self._dealer = s
         self._seq = 0
@@ -328,7 +362,8 @@ class ZmqLink:
         except zmq.Again:  # the socket's queue is full (the connection is stuck): lost; retries cover it
             self.stats.dropped_while_down += 1
 
-    def _outgoing(self, kind: str, session: str | None, rnd: int | None, predraft: bool, body: bytes) -> None:
+    def _outgoing(self, msg: object, kind: str, session: str | None, rnd: int | None, predraft: bool,
+                  body: bytes) -> None:
         if not self._up:
             self.stats.dropped_while_down += 1
             if kind == "PREFILL":  # kept: if the link is back before the response gives up, its first
@@ -341,16 +376,21 @@ class ZmqLink:
             self._send_frame(kind, body)  # first: the bookkeeping below runs while the frame travels
         now = time.monotonic()
         if kind == "PREFILL":
-            self._pending[session] = _Pending(start=body, heard=now)
+            self._pending[session] = _Pending(start=body, heard=now, committed=list(msg.input_ids),
+                                              prompt=self._resumable(msg))
         elif kind == "DRAFT":
             p = self._pending.get(session)
             if p is None:
                 p = self._pending[session] = _Pending()
             if not predraft:
                 p.drafts.clear()  # a fresh draft means every earlier round has its FINAL
+                p.sent.clear()
             p.drafts[rnd] = body
+            p.sent[rnd] = msg
             p.heard = now
             self._timings[(session, rnd)] = RoundTiming(session, rnd, sent)
+        elif kind == "GENERATE" and session in self._pending:
+            self._pending[session].resumable = False
         elif kind in ("END", "CANCEL"):
             self._pending.pop(session, None)
             for key in [k for k in self._timings if k[0] == session]:
@@ -420,7 +460,48 @@ class ZmqLink:
             if isinstance(msg, Final) and p is not None:
                 for rnd in [r for r in p.drafts if r <= msg.round]:
                     del p.drafts[rnd]
+                self._commit(p, msg)
         self._inbox.append(msg)
+
+    def _resumable(self, start: Start) -> Start | None:
+        """The PREFILL, kept for a re-prefill elsewhere: on a fleet's replica only."""
+        return None if self.endpoint == self.home else start
+
+    @staticmethod
+    def _commit(p: _Pending, final: Final) -> None:
+        """Follow the session's committed tokens: the FINAL's round commits draft[:accepted] + next."""
+        d = p.sent.pop(final.round, None)
+        for rnd in [r for r in p.sent if r < final.round]:
+            del p.sent[rnd]
+        if d is None or p.last_final is not None and final.round <= p.last_final[0]:
+            return  # a repeated FINAL
+        del p.committed[d.base:]
+        p.committed += d.tokens[:final.accepted]
+        p.committed.append(final.next_token)
+        p.last_final = (final.round, final.accepted, final.next_token)
+
+    def _resend(self, p: _Pending) -> None:
+        """A held session's messages to the replica that took this robot: its PREFILL (with every token
+        committed so far: the replica re-prefills to where the last one was) and its DRAFTs waiting
+        for a FINAL (a pre-draft whose assumption a FINAL here already confirmed goes as a plain
+        DRAFT, one it refuted is dropped: the client drafts afresh on that FINAL)."""
+        if p.prompt is None or not p.resumable:
+            if p.start is not None:
+                self._send_frame("PREFILL", p.start)
+            for body in p.drafts.values():
+                self._send_frame("DRAFT", body)
+            return
+        _, p.start = protocol.pack_body(msgspec.structs.replace(p.prompt, input_ids=list(p.committed)), self.wire)
+        self._send_frame("PREFILL", p.start)  # an `unknown-session` answer re-sends this one
+        for rnd, d in list(p.sent.items()):
+            if d.assumes is not None and p.last_final is not None and d.assumes[0] <= p.last_final[0]:
+                if tuple(d.assumes) != p.last_final:
+                    p.sent.pop(rnd)
+                    p.drafts.pop(rnd, None)
+                    continue
+                d = p.sent[rnd] = msgspec.structs.replace(d, assumes=None)
+            _, p.drafts[rnd] = protocol.pack_body(d, self.wire)
+            self._send_frame("DRAFT", p.drafts[rnd])
 
     def _transport_error(self, err: Error) -> bool:
         """Handle what the link itself caused or can repair; True if the client need not see it."""
@@ -463,10 +544,7 @@ class ZmqLink:
         if self._moving:  # the sessions held through the move go on here
             self._moving = False
             for p in self._pending.values():
-                if p.start is not None:
-                    self._send_frame("PREFILL", p.start)
-                for body in p.drafts.values():
-                    self._send_frame("DRAFT", body)
+                self._resend(p)
                 p.heard = time.monotonic()
         if not was_up:
             log.info("cloud link up: %s (target %s, %d layers, exits %s%s)", self.endpoint, w.model, w.layers,
