@@ -52,13 +52,18 @@ class Task:
         return self.reached >= confirmations
 
 
+def says_reached(observation: str | None) -> bool:
+    """True when an answer's observation says the goal is reached ("red ball reached")."""
+    return bool(observation) and observation.split()[-1:] == ["reached"]
+
+
 def observation_reached(words: list[str]) -> bool:
     """True when the answer's observation says the goal is reached ("red ball reached .")."""
     parser = IncrementalParser()
     for w in words:
         for event in parser.feed(w):
             if isinstance(event, Observation):
-                return event.text.split()[-1:] == ["reached"]
+                return says_reached(event.text)
     return False
 
 

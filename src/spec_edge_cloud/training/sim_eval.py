@@ -32,6 +32,7 @@ import torch
 
 from spec_edge_cloud.control.actions import Action
 from spec_edge_cloud.control.parser import ActionReady, IncrementalParser, Observation, Rejected
+from spec_edge_cloud.control.task_loop import Task, TaskSettings, says_reached
 from spec_edge_cloud.modeling.bundle import ModelBundle
 from spec_edge_cloud.sim import episode
 from spec_edge_cloud.sim.camera import HeadCamera
@@ -41,7 +42,7 @@ from spec_edge_cloud.sim.vocab import instruction
 from spec_edge_cloud.sim.world import Go2World
 
 HELDOUT_STREAM = 1_000_003                   # seed offset of the held-out layout stream
-REACHED_CONFIRMATIONS = 2                    # the draft node's default (config/robot.yaml)
+REACHED_CONFIRMATIONS = TaskSettings.reached_confirmations   # the draft node's default
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class Plan:
 
     @property
     def says_reached(self) -> bool:
-        return bool(self.observation) and self.observation.split()[-1:] == ["reached"]
+        return says_reached(self.observation)
 
 
 def parse_timed(answer: Answer) -> Plan:
@@ -203,7 +204,7 @@ def run_planner(world: Go2World, camera: HeadCamera, planner: Planner, replan_s:
     goal = world.layout.goal_object
     text = instruction(goal.colour, goal.shape)
     judge = Judge(world, timeout_s)
-    outcome, answers, rejected, reached_in_a_row = judge.check(), 0, [], 0
+    outcome, answers, rejected, task = judge.check(), 0, [], Task(text, 0, world.time)
     while outcome is None:
         answer = planner(camera.render(world.data), text)
         plan = parse_timed(answer)
@@ -212,8 +213,8 @@ def run_planner(world: Go2World, camera: HeadCamera, planner: Planner, replan_s:
             rejected.append(answer.text)
         outcome = episode.execute(world, plan.actions, judge, on_tick, budget_s=answer.done_s + replan_s,
                                   ready_s=plan.ready_s)
-        reached_in_a_row = reached_in_a_row + 1 if plan.says_reached else 0
-        if outcome is None and reached_confirmations and reached_in_a_row >= reached_confirmations:
+        confirmed = task.answered(plan.says_reached, reached_confirmations or 0)
+        if outcome is None and reached_confirmations and confirmed:
             outcome = Outcome(False, "stopped", world.goal_distance(), world.time - judge.start_time)
     world.stop()
     return outcome, answers, rejected
