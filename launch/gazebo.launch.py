@@ -21,6 +21,15 @@ from launch_ros.actions import Node
 
 PACKAGE = "spec_edge_cloud"
 CONFIG = ("config", "gazebo.yaml")
+DESCRIPTIONS = {   # one per key of config/gazebo.yaml (tests/test_sim_gazebo_launch.py checks)
+    "world": "gz world to load (a file path, or a world name gz knows, e.g. empty.sdf)",
+    "model_file": "a Go2 SDF/URDF with gz plugins: camera sensor, velocity interface on cmd_vel, odometry",
+    "model_name": "the spawned model's name",
+    "spawn_z": "spawn height (m)",
+    "gz_cmd_vel_topic": "the model's gz velocity topic, bridged from /cmd_vel",
+    "gz_image_topic": "the model's gz camera topic, bridged to /camera/image_raw",
+    "gz_odom_topic": "the model's gz odometry topic, bridged to /odom",
+}
 
 
 def load_defaults():
@@ -31,7 +40,8 @@ def load_defaults():
 
 def generate_launch_description():
     defaults = load_defaults()
-    arguments = [DeclareLaunchArgument(name, default_value=str(value)) for name, value in defaults.items()]
+    arguments = [DeclareLaunchArgument(name, default_value=str(value), description=DESCRIPTIONS[name])
+                 for name, value in defaults.items()]
     cfg = {name: LaunchConfiguration(name) for name in defaults}
 
     gz_sim = IncludeLaunchDescription(

@@ -32,7 +32,7 @@ def calls(t, name):
 def constants(t):
     return {n.targets[0].id: ast.literal_eval(n.value) for n in t.body
             if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
-            and isinstance(n.value, (ast.Constant, ast.Tuple))}
+            and isinstance(n.value, (ast.Constant, ast.Tuple, ast.Dict))}
 
 
 def resolve(node, consts):
@@ -70,6 +70,7 @@ def test_arguments_match_config_and_topics_match_the_embedded_sim():
     used = {ast.literal_eval(n.slice) for n in ast.walk(t)
             if isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == "cfg"}
     assert used == set(params), f"unused: {set(params) - used}, undeclared: {used - set(params)}"
+    assert set(constants(t)["DESCRIPTIONS"]) == set(params), "every launch argument needs a description"
     bridge = next(c for c in calls(t, "Node")
                   if any(kw.arg == "executable" and ast.literal_eval(kw.value) == "parameter_bridge" for kw in c.keywords))
     kw = {k.arg: k.value for k in bridge.keywords}

@@ -25,6 +25,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from . import images
 from .camera_sources import BagSource, Frame, Go2Source, OpenCVSource
 from .params import Param, declare
+from .share import resolve_path
 from .spin import run_node
 
 SOURCES = ("topic", "opencv", "bag", "go2")
@@ -72,7 +73,7 @@ class CameraNode(Node):
         elif p["source"] == "opencv":
             self.source = OpenCVSource(p["device"], p["loop"])
         elif p["source"] == "bag":
-            self.source = BagSource(p["bag_path"], p["bag_topic"], p["loop"])
+            self.source = BagSource(resolve_path(p["bag_path"], "bag_path"), p["bag_topic"], p["loop"])
         else:
             self.source = Go2Source(p["go2_interface"], p["go2_domain_id"])
         self.create_timer(1.0 / p["rate_hz"], self._tick)

@@ -22,6 +22,7 @@ from spec_edge_cloud.decoding.timing import Pacer
 from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 from spec_edge_cloud.modeling.placement import resolve_placement
+from .share import resolve_path
 
 Emit = Callable[[str, int, list[int]], None]
 LINK_PARAMETERS = ("client_secret_key", "server_public_key", "insecure", "expect_model")
@@ -138,7 +139,7 @@ def open_robot_decoder(p: dict, clock: Clock = time.time) -> RobotDecoder:
     from spec_edge_cloud.transport.assembly import VerifierConfig, open_link, pacer
     from spec_edge_cloud.transport.client import LinkOptions
     placement = resolve_placement(p["device"], p["dtype"])
-    bundle = load_bundle(p["draft_model"], placement)
+    bundle = load_bundle(resolve_path(p["draft_model"], "draft_model"), placement)
     if p["quantize"] != "none":
         from spec_edge_cloud.modeling.quantize import quantize_weights
         quantize_weights(bundle.model, p["quantize"])
@@ -146,7 +147,7 @@ def open_robot_decoder(p: dict, clock: Clock = time.time) -> RobotDecoder:
     where = f"draft on {placement}{'' if p['quantize'] == 'none' else ', ' + p['quantize']}"
     emulated = f", draft timings emulated ({p['draft_profile']})" if draft_pacer else ""
     options = LinkOptions(**{k: p[k] for k in LINK_PARAMETERS}, draft_model=bundle.model_fingerprint())
-    inprocess = VerifierConfig(p["inprocess_target"], target_profile=p["target_profile"], placement=placement) \
+    inprocess = VerifierConfig(str(resolve_path(p["inprocess_target"], "inprocess_target")), target_profile=p["target_profile"], placement=placement) \
         if p["inprocess_target"] else None
     link = open_link(bundle, p["endpoint"], options, inprocess, p["inprocess_rtt_ms"] / 1000.0)
     if p["endpoint"]:

@@ -24,6 +24,7 @@ from spec_edge_cloud.fleet.config import FleetConfig
 from spec_edge_cloud.modeling.placement import DTYPES
 from spec_edge_cloud.transport.server import ServerConfig, VerifierServer
 from .params import Param, declare, field_params
+from .share import resolve_path
 from .spin import run_node
 
 # The keys of VerifierConfig.from_params (commands.verifier.MODEL_KEYS), as the verifier command takes them.
@@ -58,10 +59,13 @@ class VerifierNode(Node):
     def __init__(self) -> None:
         super().__init__(self.NODE_NAME)
         p = declare(self, PARAMETERS, _check)
-        model = {k: p[k] for k in MODEL_PARAMETERS} | {"exit_layers": list(p["exit_layers"]) or None}
+        model = {k: p[k] for k in MODEL_PARAMETERS} | {"exit_layers": list(p["exit_layers"]) or None,
+                                                      "target_dir": str(resolve_path(p["target_dir"], "target_dir")),
+                                                      "exits_dir": str(resolve_path(p["exits_dir"], "exits_dir"))
+                                                      if p["exits_dir"] else ""}
         server = {f.name: p[f.name] for f in fields(ServerConfig)}
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.target = str(p["target_dir"])
+        self.target = model["target_dir"]
         self.pool = None
         if p["replicas"]:
             from spec_edge_cloud.fleet.front import open_fleet
