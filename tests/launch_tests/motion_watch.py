@@ -40,13 +40,17 @@ def watch_until_motion(seconds: float, instruction: str | None = None) -> Watche
         def on_twist(msg):
             if abs(msg.linear.x) + abs(msg.linear.y) + abs(msg.angular.z) > 0 and seen.finals_before_motion is None:
                 seen.finals_before_motion = len(seen.finals)
-        node.create_subscription(String, "/spec/tokens", on_token, 256)
-        node.create_subscription(Twist, "/cmd_vel", on_twist, 10)
-        if instruction is not None:
-            node.create_publisher(String, "/instruction", LATCHED).publish(String(data=instruction))
+        watched = [node.create_subscription(String, "/spec/tokens", on_token, 256),
+                   node.create_subscription(Twist, "/cmd_vel", on_twist, 10)]
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(node)
         deadline = time.monotonic() + seconds
+        # Tokens are not latched: give the task only once both topics are matched, or a loaded machine's
+        # discovery could show the motion but not the tokens that caused it.
+        while not all(s.get_publisher_count() for s in watched) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        if instruction is not None:
+            node.create_publisher(String, "/instruction", LATCHED).publish(String(data=instruction))
         while seen.finals_before_motion is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
     finally:
