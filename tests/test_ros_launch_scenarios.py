@@ -39,7 +39,7 @@ def parameters_of(executable: str, files: list[str], overrides: list[str]) -> di
     merged = {}
     for path in files:
         for key, section in (yaml.safe_load(Path(path).read_text()) or {}).items():
-            if key.strip("/") in ("**", executable):
+            if key.split("/")[-1] in ("**", executable):   # /**, NODE, /**/NODE
                 merged |= (section or {}).get("ros__parameters", {})
     for item in overrides:
         name, _, value = item.partition(":=")
@@ -106,6 +106,7 @@ def test_launch_file_and_up_start_the_same_processes_with_the_same_parameters(pr
     assert sorted(launched) == sorted(up)
     for executable, (args, params, env) in up.items():
         assert launched[executable] == (args, params, env), executable
+        assert params or executable not in node_executables(), f"{executable}: no parameters read (file keys?)"
     if launch_name in ("sim", "replay", "cloud"):   # shipped files, found through the share directory
         target = up["verifier_node"][1]["target_dir"]
         assert target == str(share / "models" / "target") and Path(target, "config.json").is_file()
