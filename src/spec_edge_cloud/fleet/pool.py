@@ -7,9 +7,10 @@ thread asks every replica for its state each `health_interval_s`; a replica that
 within `max(1 s, 2 polls)` is *down* and gets no new robot until it answers again.
 
 Load balancing. `assign()` (the front calls it at each HELLO) names the healthy, non-draining
-replica with the least work: its queued requests and open sessions (from its last report), plus the
-robots sent to it in the last 2 s that its report may not show yet; ties go to the replica that has
-had fewer robots, so an idle fleet fills evenly. A robot stays with its replica for as long as its
+replica with the least work: its queued requests, plus its robots (its open sessions, or the robots
+connected to it and heard in the last 2 s, whichever is more: a robot between responses comes back),
+from its last report, plus the robots sent to it in the last 2 s that its report may not show yet;
+ties go to the replica that has had fewer robots, so an idle fleet fills evenly. A robot stays with its replica for as long as its
 link stays up, so a session never moves mid-response.
 
 Autoscaling. Each report carries how long each request waited for its first turn (the queue wait);
@@ -59,9 +60,11 @@ class Slot:
     waits: deque = field(default_factory=deque)  # (time, queue wait) over the window
 
     def load(self, now: float) -> int:
+        """Queued requests, plus its robots (connected, or in a session), plus robots just sent here."""
         while self.sent and now - self.sent[0] > RECENT_S:
             self.sent.popleft()
-        return self.stats.get("queued", 0) + self.stats.get("sessions", 0) + len(self.sent)
+        st = self.stats
+        return st.get("queued", 0) + max(st.get("sessions", 0), st.get("robots", 0)) + len(self.sent)
 
 
 class ReplicaPool:

@@ -17,6 +17,9 @@ from ..transport.assembly import VerifierConfig, open_verifier
 from ..transport.server import ServerConfig, VerifierServer
 
 
+LIVE_S = 2.0  # a robot heard from this recently is connected (its link sends a heartbeat every 0.5 s)
+
+
 class Replica:
     def __init__(self, model: dict, server: dict):
         self.server = VerifierServer(open_verifier(VerifierConfig.from_params(model)), ServerConfig.from_params(server))
@@ -44,7 +47,7 @@ class Replica:
                 "rows_per_pass": sum(k * v for k, v in passes.items()) / n if n else 0.0,
                 "compute_s": srv.compute["pass_s"], "tokens": tokens,
                 "device_s_per_token": srv.compute["pass_s"] / tokens if tokens else 0.0,
-                "quiet_s": srv.quiet_s()}
+                "quiet_s": srv.quiet_s(), "robots": srv.live_connections(LIVE_S)}
 
     def drain(self) -> None:
         """Take no new session (they are answered `moved`); the ones here go on to their end."""

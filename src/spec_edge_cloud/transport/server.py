@@ -292,6 +292,11 @@ class VerifierServer:
                 "welcomed": sum(p.welcomed for p in peers), "decoding_images": len(self._decoding),
                 **dict(self.counters), "pacer_late_s": round(pacer.late_s, 3) if pacer is not None else None}
 
+    def live_connections(self, within_s: float) -> int:
+        """Welcomed connections heard from in the last `within_s` (a fleet's load: robots placed here)."""
+        now = time.monotonic()
+        return sum(1 for p in list(self._peers.values()) if p.welcomed and now - p.seen <= within_s)
+
     def quiet_s(self) -> float:
         """Seconds since any robot's last frame (inf: none yet); read from other threads (a fleet's replica)."""
         seen = [p.seen for p in list(self._peers.values())]
