@@ -177,3 +177,21 @@ def test_train_takes_a_device_and_a_precision(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert cli.main(["train", "--quick", "--out", str(out), "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_train_cli_quick_text_pair_records_agreement_on_training_answers_beside_held_out(tmp_path, monkeypatch):
+    """The SmolLM2 recipe end to end at the tiny budget. Its cards carry the exits' agreement on the
+    training prompts' own answers beside the held-out one: the gap between the two is what held the
+    held-out figure down (issue 16), so every retraining reports it."""
+    target = smollm2.target_dir()  # the shared cache (built once); the quick draft goes to a scratch cache
+    cache = tmp_path / "cache" / "smollm2"
+    cache.mkdir(parents=True)
+    (cache / "target").symlink_to(target)
+    monkeypatch.setenv(smollm2.CACHE_ENV, str(tmp_path / "cache"))
+    out = tmp_path / "models"
+    assert cli.main(["train", "--only", "text", "--quick", "--out", str(out),]) == 0
+    exits = json.loads((out / "smollm2-exits" / "card.json").read_text())["exits"]
+    assert set(exits["agreement_training_answers"]) == set(exits["agreement"]) == {"8", "15", "22"}
+    assert all(0.0 <= v <= 1.0 for v in exits["agreement_training_answers"].values())
+    assert ExitHeads.load(out / "smollm2-exits").meta["agreement_training_answers"] == exits["agreement_training_answers"]
+    assert "training prompts' own answers" in (out / "smollm2-exits" / "README.md").read_text()

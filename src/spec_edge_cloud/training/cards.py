@@ -130,12 +130,20 @@ distilled from it so that its drafts are accepted.
     write_json(draft_dir, figures)
 
 
+def _seen(ex: dict) -> str:
+    """The same agreement on the training prompts' answers, where a card records it (cards from before it don't)."""
+    if "agreement_training_answers" not in ex:
+        return ""
+    return (f" On the training prompts' own answers: {_layers(ex['agreement_training_answers'])} (the gap to the "
+            "held-out figure is what the heads do not carry over to new subjects).")
+
+
 def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
     ex, dr, spec, pr = figures["exits"], figures["draft"], figures["speculation"], figures["prompts"]
     body = f"""## Figures (held-out prompts: subjects no training prompt mentions)
 - Exit agreement (argmax of each exit = the final layer's, on the target's own answers,
   {ex['heldout_positions']} positions): {_layers(ex['agreement'])}; untrained exits (final norm + lm_head on
-  the layer's state): {_layers(ex['agreement_untrained'])}.
+  the layer's state): {_layers(ex['agreement_untrained'])}.{_seen(ex)}
 - Speculative decoding with the draft below (spec-ee, draft length {spec['gamma']}, {spec['responses']} prompts,
   up to {spec['max_new_tokens']} new tokens, greedy): acceptance {_pct(spec['acceptance'])},
   {spec['tokens_per_round']:.2f} tokens per round; round verdicts of each exit equal to the final one:
