@@ -10,9 +10,13 @@ import time
 import pytest
 import zmq
 
+from decoding_fixtures import perturbed, target_alone
+from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.messages import DraftRequest, End, Error, Final, Generate, Start, Token
 from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.modes import DecodeConfig
 from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.bundle import Prompt
 from spec_edge_cloud.modeling.tiny import tiny_bundle
 from spec_edge_cloud.transport import protocol, security
 from spec_edge_cloud.transport.client import LinkOptions, ZmqLink
@@ -325,3 +329,28 @@ def test_a_curve_key_holds_at_most_its_connections_and_sessions(engine, tmp_path
         for c in conns:
             c.close()
         server.stop()
+
+
+def test_a_request_the_cloud_refuses_finishes_on_the_robot_saying_why(engine):
+    """Soak finding: an ERROR answering a response's request (`bad-request` on a degraded link) raised
+    out of SpecClient. Here the cloud refuses rounds past its session limit of 12 tokens, and cloud
+    decoding of 20: each response finishes on the robot, unverified from the refused request on, with
+    the ERROR as its reason, and what the cloud verified before is the target's."""
+    server, endpoint = serve(engine, max_session_tokens=len(PROMPT) + 8)
+    draft = perturbed(tiny_bundle("llama", seed=5, layers=2), 0.3, 7)  # the target's twin, perturbed
+    ref = target_alone(engine.bundle, Prompt(PROMPT), 20)
+    assert len(ref) == 20  # no end of sequence before the limit: every mode must hit it
+    link = ZmqLink(endpoint, draft.tokenizer_fingerprint())
+    try:
+        assert link.wait_up(5)
+        for mode in ("spec", "spec-ee-pre", "cloud"):
+            client = SpecClient(draft, link, DecodeConfig(mode=mode, max_new_tokens=20, deadline_s=5.0))
+            resp = client.generate(Prompt(list(PROMPT)))
+            m = resp.metrics
+            assert not resp.verified and len(resp.tokens) == 20, (mode, m.fallback_reason)
+            assert m.fallback_reason.startswith("cloud refused: bad-request: "), (mode, m.fallback_reason)
+            assert (m.unverified_from == 0) if mode == "cloud" else (0 < m.unverified_from <= 8), (mode, m)
+            assert resp.tokens[:m.unverified_from] == ref[:m.unverified_from], mode
+        assert not server.service.sessions  # each refused response still ended its session
+    finally:
+        link.close(), server.stop()

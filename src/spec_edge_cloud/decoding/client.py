@@ -4,8 +4,8 @@
 the cloud and drives the protocol core of decoding/rounds.py (where one round reads top to bottom)
 with the real draft engine: it drafts and sends what the core asks for, turns the cloud's EARLY and
 FINAL into the core's events, and applies its commits, roll-backs and switches. If the cloud stays
-silent past the deadline, the response is finished by the draft alone and those tokens are marked
-unverified.
+silent past the deadline, or refuses a request with an ERROR, the response is finished by the draft
+alone and those tokens are marked unverified (`fallback_reason` says why).
 """
 from __future__ import annotations
 
@@ -26,10 +26,6 @@ from .rounds import Cloud, Commit, Draft, EdgeFinish, FixedPolicy, Policy, RollB
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
 # trace (optional list, for benchmark timelines): (seconds since start, "draft"|"send"|"recv", details)
-
-
-class CloudError(RuntimeError):
-    """The cloud answered with an ERROR message."""
 
 
 @dataclass
@@ -121,9 +117,11 @@ class _Run:
     def recv(self) -> object | None:
         msg = self.c.link.recv(self.cfg.deadline_s)
         self.note("recv", msg=msg)
-        if isinstance(msg, Error) and msg.session in (None, self.session):
-            raise CloudError(f"{msg.code}: {msg.text}")
         return msg
+
+    def refused(self, msg: object) -> bool:
+        """Whether `msg` is the cloud's ERROR about this response (or about no session in particular)."""
+        return isinstance(msg, Error) and msg.session in (None, self.session)
 
     def finish(self) -> Response:
         self.m.tokens = len(self.generated)
@@ -171,8 +169,9 @@ class _Run:
                            sorted(self.bundle.eos_ids)))
         while not self.done:
             msg = self.recv()
-            if msg is None:
-                self.edge_finish("cloud deadline missed")
+            if msg is None or self.refused(msg):
+                finish = rounds.timeout() if msg is None else rounds.refused(msg.code, msg.text)
+                self.edge_finish(finish[0].reason)
                 return
             if isinstance(msg, Token) and msg.session == self.session and msg.round == rnd \
                     and msg.index == len(self.committed) - start:
@@ -238,6 +237,8 @@ class _Run:
         now = time.perf_counter()
         if msg is None:
             return rounds.timeout()
+        if self.refused(msg):
+            return rounds.refused(msg.code, msg.text)
         if getattr(msg, "session", None) != self.session:
             return []
         if isinstance(msg, Early):

@@ -265,3 +265,9 @@ class Rounds:
     def timeout() -> list[Action]:
         """No word from the cloud by the deadline."""
         return [EdgeFinish("cloud deadline missed")]
+
+    @staticmethod
+    def refused(code: str, text: str) -> list[Action]:
+        """The cloud answered this response's request with an ERROR (a request it will not serve, a
+        session it no longer holds): the robot finishes alone, saying why, rather than failing."""
+        return [EdgeFinish(f"cloud refused: {code}: {text}")]
