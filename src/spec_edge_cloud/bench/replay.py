@@ -148,6 +148,9 @@ class Replay:
             for _ in range(cfg.warmup):
                 for m in cfg.modes:
                     self._respond(clients[m], link, frames[0])
+            for client in clients.values():
+                if client.memory is not None:
+                    client.memory.forget()
             bar = _progress(len(frames) * cfg.repeat * len(cfg.modes), progress)
             for rep in range(cfg.repeat):
                 for i, frame in enumerate(frames):

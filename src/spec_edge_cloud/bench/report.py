@@ -70,6 +70,11 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         f"{cfg['warmup']} warm-up response(s) per mode not counted; wall time {result['seconds']:.0f} s",
         f"- **{result['lossless']['text']}**", "",
         replay_table(summary), "",
+        *([f"Answers reused (the last {cfg['reuse_answers']} per prompt, at most {cfg['reuse_max_tokens']} tokens "
+           "a round; decoding/reuse.py): " + "; ".join(
+               f"{m} {_f(s['reused_rounds'])} of rounds drafted from one, acceptance {_f(s['reused_acceptance'])}"
+               for m, s in summary.items() if s["reused_rounds"] is not None), ""]
+          if cfg.get("reuse_answers") else []),
         "Definitions: docs/design.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
         "prompt encoding and decoding included). Speedup = TTC(cloud) / TTC(mode) over the same frames. "
         "Cloud ms/token: the verifier's compute for passes and steps (prefill not included).",

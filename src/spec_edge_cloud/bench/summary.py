@@ -47,6 +47,9 @@ class ResponseRecord:
     fallback_reason: str | None = None
     switched_to_cloud_at: int | None = None
     gamma_used: list[int] = field(default_factory=list)
+    reused_rounds: int = 0      # rounds a recent answer proposed (decoding/reuse.py), their tokens, accepted
+    reused_drafted: int = 0
+    reused_accepted: int = 0
     # measured runs only (the replay): what was said, when, and the round-by-round timeline
     ttft_s: float | None = None
     token_ids: list[int] = field(default_factory=list)
@@ -67,7 +70,8 @@ class ResponseRecord:
             "exit_total": {str(k): v for k, v in m.exit_total.items()},
             "target_compute_s": m.target_compute_s, "draft_s": m.draft_s, "verified": m.unverified_from is None,
             "fallback_reason": m.fallback_reason, "switched_to_cloud_at": m.switched_to_cloud_at,
-            "gamma_used": list(m.gamma_used), "ttft_s": m.ttft_s, **fields_})
+            "gamma_used": list(m.gamma_used), "ttft_s": m.ttft_s, "reused_rounds": m.reused_rounds,
+            "reused_drafted": m.reused_drafted, "reused_accepted": m.reused_accepted, **fields_})
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResponseRecord":
@@ -130,6 +134,8 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             "tokens_per_round": _ratio(sum(r.accepted for r in rs) + (n := sum(r.rounds for r in rs)), n),
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
             "hit_rate": _ratio(sum(r.hits for r in rs), sum(r.predrafts for r in rs)),
+            "reused_rounds": _ratio(sum(r.reused_rounds for r in rs), n),   # share of rounds a reused answer drafted
+            "reused_acceptance": _ratio(sum(r.reused_accepted for r in rs), sum(r.reused_drafted for r in rs)),
             "cloud_s_per_token": _ratio(sum(r.target_compute_s for r in rs), tokens),
             "cloud_s_per_response": float(np.mean([r.target_compute_s for r in rs])),
             "bytes_up_per_token": _ratio(sum(r.bytes_up for r in rs), tokens),

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
+
 from ..modeling.bundle import ModelBundle, Prompt
 from .adaptive import AdaptiveController
 from .draft import DraftEngine
@@ -21,11 +23,27 @@ from .link import Link
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Start, Token
 from .metrics import ResponseMetrics
 from .modes import DecodeConfig
+from .reuse import AnswerMemory
 from .rounds import Cloud, Commit, Draft, EdgeFinish, FixedPolicy, Policy, RollBack, Round, Rounds, Show, Verdict
 
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
 # trace (optional list, for benchmark timelines): (seconds since start, "draft"|"send"|"recv", details)
+
+
+def point_mass(tokens: list[int], probs: torch.Tensor, support: list[list[int]] | None
+               ) -> tuple[torch.Tensor, list[list[int]] | None]:
+    """The drafted rows `probs` (over `support`, or the vocabulary) followed by a point-mass row for
+    each of `tokens` in the same form: a reused answer's token is proposed with certainty, q = 1,
+    which speculative sampling accepts with probability p(token), exact as for any draft
+    distribution (decoding/reuse.py)."""
+    width = probs.shape[1]
+    rows = torch.zeros(len(tokens), width, dtype=probs.dtype)
+    if support is None:
+        rows[torch.arange(len(tokens)), torch.tensor(tokens)] = 1.0
+        return torch.cat([probs, rows]), None
+    rows[:, 0] = 1.0                       # the token, then itself again with nothing, to keep rows k wide
+    return torch.cat([probs, rows]), support + [[t] * width for t in tokens]
 
 
 @dataclass
@@ -41,7 +59,9 @@ class Response:
 
 class SpecClient:
     def __init__(self, draft: ModelBundle, link: Link | None, config: DecodeConfig,
-                 adaptive: AdaptiveController | None = None, pacer=None):
+                 adaptive: AdaptiveController | None = None, pacer=None, memory: AnswerMemory | None = None):
+        """`memory`: the recent answers to draft from when `config.reuse_answers` > 0 (default: the
+        client's own; pass one to share it across clients, as the draft node does per response)."""
         self.bundle = draft
         self.link = link
         self.config = config
@@ -51,6 +71,16 @@ class SpecClient:
             else FixedPolicy(config)
         if config.mode != "edge" and link is None:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
+        self.memory = None if not config.reuse_answers or config.mode in ("edge", "cloud") else \
+            memory or AnswerMemory(config.reuse_answers)
+        self._sentence_ends: dict[int, bool] = {}
+
+    def sentence_end(self, token: int) -> bool:
+        """Whether `token` ends a sentence of the action language (".") or the answer."""
+        if token not in self._sentence_ends:
+            self._sentence_ends[token] = token in self.bundle.eos_ids or \
+                self.bundle.decode([token]).strip().endswith(".")
+        return self._sentence_ends[token]
 
     # -- public ----------------------------------------------------------------------------------
     def generate(self, prompt: Prompt, on_tokens: TokenCallback | None = None,
@@ -62,9 +92,14 @@ class SpecClient:
             run.m.unverified_from, run.m.fallback_reason = 0, None
         else:
             run.open()
-            run.speculate(Rounds(self.policy, cfg.max_new_tokens, run.m))
+            run.speculate(Rounds(self.policy, cfg.max_new_tokens, run.m,
+                                 lookup=cfg.reuse_max_tokens if self.memory else 0))
             run.close()
-        return run.finish()
+        response = run.finish()
+        if self.memory is not None:
+            verified = response.tokens[: response.metrics.unverified_from]
+            self.memory.remember(prompt.input_ids, verified, cfg.seed if cfg.temperature > 0 else None)
+        return response
 
 
 class _Run:
@@ -223,13 +258,30 @@ class _Run:
             d = eng.draft(action.n)
             self.m.draft_s += d.seconds
             d_tokens, probs, support, seconds = d.tokens, d.probs, d.support, d.seconds
-        rnd = rounds.drafted(action, len(d_tokens), seconds, time.perf_counter(), d_tokens)
+        reused = self.reused(action.lookup, eng.tokens, len(d_tokens))
+        if reused and probs is not None:
+            probs, support = point_mass(reused, probs, support)
+        d_tokens = d_tokens + reused
+        rnd = rounds.drafted(action, len(d_tokens), seconds, time.perf_counter(), d_tokens, len(reused))
         self.c.link.send(DraftRequest(self.session, rnd.number, base, d_tokens, probs,
                                       (v.round, v.accepted, v.next_token) if v else None, self.cfg.wire_exit_layers,
                                       rounds.policy.threshold, support))
         rnd.sent_at = time.perf_counter()
         self.note("send", round=rnd.number, tokens=len(d_tokens), pre=v is not None)
         return rnd
+
+    def reused(self, limit: int, tokens: list[int], drafted: int) -> list[int]:
+        """At most `limit` tokens that a recent answer has after `tokens` (committed, assumed and the
+        `drafted` ones), if it continues all the drafted ones and one more ([]: none). Drafting first
+        keeps the draft model's round whatever the lookup finds: answers to one instruction differ
+        from frame to frame at their start (what is in view), where a recent answer alone guesses
+        worse than the draft model."""
+        memory = self.c.memory
+        if memory is None or limit <= 0:
+            return []
+        n = len(self.prompt.input_ids)
+        return memory.propose(tokens[:n], tokens[n:], limit, self.cfg.seed if self.cfg.temperature > 0 else None,
+                              self.c.sentence_end, min_match=drafted + 1)
 
     def wait(self, rounds: Rounds, tokens: dict[int, list[int]]) -> list:
         """The next message for the round in flight, as the core's actions."""

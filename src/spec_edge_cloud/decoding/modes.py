@@ -48,6 +48,10 @@ class DecodeConfig:
                                    "up (0: the whole vocabulary)", (0, None))
     draft_top_p: float = setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut; "
                                       "above 0)", (0.0, 1.0))
+    reuse_answers: int = setting(0, "draft from the robot's last N answers to the same prompt where one continues the "
+                                    "committed tokens, prompt-lookup style (0: off; docs/design.md)", (0, 16))
+    reuse_max_tokens: int = setting(16, "tokens a reused answer may propose in one round (cut at a sentence end)",
+                                    (1, 64))
     deadline_s: float = setting(10.0, "no word from the cloud for this long: finish on the robot, unverified",
                                 (0.001, None))
 

@@ -3,6 +3,8 @@
 One round, as it reads below:
 
     draft n tokens after the committed ones ................ Draft(n)  -> the driver drafts, sends DRAFT(r)
+        reusing answers: a recent answer continuing them .... Draft(n, lookup=m): up to m more tokens,
+        proposes what follows, for free                       the answer's, in the same DRAFT
     EARLY(r, k_e, b_e) ...................................... Show(k_e, b_e): provisional tokens
         pre-drafting: draft on that verdict at once ......... Draft(n', assumes=(r, k_e, b_e)), sent at
                                                               once (the cloud queues it behind round r)
@@ -43,10 +45,13 @@ class Verdict:
 @dataclass(frozen=True)
 class Draft:
     """Draft `n` tokens after the committed ones (and after `assumes`' provisional tokens), then
-    report them with `Rounds.drafted`; `send`: False holds a pre-draft until its verdict is final."""
+    report them with `Rounds.drafted`; `send`: False holds a pre-draft until its verdict is final.
+    `lookup` > 0: where a recent answer continues the drafted tokens, up to `lookup` more of its
+    tokens go with them (decoding/reuse.py; reported as `reused`)."""
     n: int
     assumes: Verdict | None = None
     send: bool = True
+    lookup: int = 0
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,7 @@ class Round:
     sent_at: float
     payload: Any = None
     early_at: float | None = None   # when its first EARLY arrived
+    reused: int = 0                 # of `drafted`, the last ones a recent answer proposed
 
 
 class Rounds:
@@ -159,11 +165,13 @@ class Rounds:
 
     `server_queue`: a pre-draft is sent at once and waits on the cloud behind the round it assumes
     (this project's protocol); False keeps it on the robot until that round's FINAL confirms it (the
-    paper's client-only pre-drafting; the simulator compares the two)."""
+    paper's client-only pre-drafting; the simulator compares the two). `lookup`: the most tokens a
+    recent answer may add to a round (0: no reuse)."""
 
     def __init__(self, policy: Policy, max_new_tokens: int, metrics: ResponseMetrics,
-                 server_queue: bool = True):
+                 server_queue: bool = True, lookup: int = 0):
         self.policy, self.max_new, self.m, self.server_queue = policy, max_new_tokens, metrics, server_queue
+        self.lookup = lookup
         self.numbers = itertools.count()
         self.generated = 0
         self.cur: Round | None = None      # the round whose verdict the robot waits for
@@ -178,16 +186,21 @@ class Rounds:
 
     def _draft(self, assumes: Verdict | None = None) -> Draft:
         provisional = assumes.accepted + 1 if assumes else 0  # tokens a pre-draft already builds on
-        n = max(0, min(self.policy.gamma, self.max_new - self.generated - provisional))
-        return Draft(n, assumes, send=assumes is None or self.server_queue)
+        room = self.max_new - self.generated - provisional
+        n = max(0, min(self.policy.gamma, room))
+        return Draft(n, assumes, send=assumes is None or self.server_queue, lookup=max(0, min(self.lookup, room - n)))
 
-    def drafted(self, action: Draft, tokens: int, seconds: float, ready_at: float, payload: Any = None) -> Round:
-        """The driver drafted `tokens` tokens for `action` in `seconds`; they leave at `ready_at`
-        (unless held). The returned round's number goes into its DRAFT."""
+    def drafted(self, action: Draft, tokens: int, seconds: float, ready_at: float, payload: Any = None,
+                reused: int = 0) -> Round:
+        """The driver drafted `tokens` tokens for `action` in `seconds`, the last `reused` of them
+        from a recent answer; they leave at `ready_at` (unless held). The returned round's number
+        goes into its DRAFT."""
         if action.n > 0:
-            self.policy.observe_draft(seconds, tokens)
-        rnd = Round(next(self.numbers), tokens, action.assumes is not None, action.assumes, ready_at, payload)
+            self.policy.observe_draft(seconds, tokens - reused)
+        rnd = Round(next(self.numbers), tokens, action.assumes is not None, action.assumes, ready_at, payload,
+                    reused=reused)
         self.m.gamma_used.append(tokens)
+        self.m.reused_rounds += int(reused > 0)
         if rnd.pre:
             self.pre = rnd
             self.m.predrafts += 1
@@ -222,6 +235,9 @@ class Rounds:
         m.rounds += 1
         m.drafted += cur.drafted
         m.accepted += v.accepted
+        drafted = cur.drafted - cur.reused          # by the draft model
+        m.reused_drafted += cur.reused
+        m.reused_accepted += max(0, v.accepted - drafted)
         m.target_compute_s += compute_s
         for layer, ek, eb in exits:
             m.exit_total[layer] += 1
@@ -230,7 +246,8 @@ class Rounds:
             policy.observe_interval(at - self.last_final_at, v.accepted + 1)
         self.last_final_at = at
         first_or_pre = cur.pre or cur.number == 0  # a first round also waits for the prefill
-        policy.observe_round(cur.drafted, v.accepted, compute_s, tokens_in_pass,
+        # the policy learns the draft model's acceptance: a reused answer's tokens say nothing of it
+        policy.observe_round(drafted, min(v.accepted, drafted), compute_s, tokens_in_pass,
                              None if first_or_pre else at - cur.sent_at - compute_s,
                              at - cur.early_at if cur.early_at is not None else None)
         self._verdict = v

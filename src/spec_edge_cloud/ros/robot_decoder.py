@@ -18,6 +18,7 @@ from spec_edge_cloud.decoding.adaptive import AdaptiveController
 from spec_edge_cloud.decoding.client import Response, SpecClient
 from spec_edge_cloud.decoding.messages import Cancel, End, Start
 from spec_edge_cloud.decoding.modes import DecodeConfig
+from spec_edge_cloud.decoding.reuse import AnswerMemory
 from spec_edge_cloud.decoding.timing import Pacer
 from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
@@ -88,6 +89,7 @@ class RobotDecoder:
         self.pacer = draft_pacer
         self.jpeg_quality = jpeg_quality   # set: the image crosses the wire as JPEG
         self.adaptive: AdaptiveController | None = None
+        self.memory: AnswerMemory | None = None   # recent answers, kept across responses (reuse_answers)
 
     def link_state(self) -> str:
         """"up" or "down" for the ZeroMQ link, "in-process", or "none" (edge only)."""
@@ -114,8 +116,10 @@ class RobotDecoder:
         prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None, data)
         if cfg.mode == "adaptive" and self.adaptive is None:
             self.adaptive = AdaptiveController(gamma=cfg.gamma, threshold=cfg.exit_threshold)
+        if cfg.reuse_answers and (self.memory is None or self.memory.answers != cfg.reuse_answers):
+            self.memory = AnswerMemory(cfg.reuse_answers)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
-                            self.adaptive if cfg.mode == "adaptive" else None, self.pacer)
+                            self.adaptive if cfg.mode == "adaptive" else None, self.pacer, self.memory)
         up0, down0 = self._stats()
         started = self.clock()
         response = client.generate(prompt, emit)
