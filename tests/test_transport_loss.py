@@ -83,3 +83,24 @@ def test_a_prefill_sent_while_the_link_was_down_is_sent_again_once_it_is_back():
         link.close()
         emu.stop()
         server.stop()
+
+
+def test_a_handshake_slower_than_the_reconnect_timer_still_completes():
+    """Soak finding (21 unexplained fallbacks after a crash): the link said HELLO again on a fresh
+    socket every `reconnect_s` (1 s), so a handshake slower than that (here a 1.5 s round trip) was
+    started over for ever and the robot never got back to the cloud. The timer now doubles with each
+    unanswered HELLO, and starts from the measured handshake once one has been seen."""
+    target, draft = pair("llama", 21)
+    server = VerifierServer(TargetEngine(target), ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False))
+    endpoint = server.start()
+    emu = LinkEmulator("tcp://127.0.0.1:0", endpoint, LinkSpec(rtt_s=1.5), seed=1).start()
+    link = ZmqLink(emu.endpoint, draft.tokenizer_fingerprint(), LinkOptions(reconnect_s=1.0, dead_after_s=10.0))
+    try:
+        assert link.wait_up(12.0), f"no WELCOME through a 1.5 s link ({link.stats.reconnects} HELLOs again)"
+        assert link.stats.reconnects <= 3, link.stats.reconnects  # waited 1, 2, then 4 s (ZeroMQ's own
+        # handshake crosses the link too): a finite handshake ends up within the timer
+        assert link._hello_wait >= link._handshake_s >= 1.5  # the next one is given what this one took
+    finally:
+        link.close()
+        emu.stop()
+        server.stop()

@@ -363,9 +363,9 @@ class Soak:
     # -- the verdict -----------------------------------------------------------------------------
     def _windows(self) -> list[tuple[str, float, float]]:
         """When a fault may explain a response that was not verified: from its start to its end plus
-        the client's deadline, the link's dead time and a reconnection."""
+        the client's deadline, the link's dead time and a reconnection (its longest handshake timer)."""
         opt = LinkOptions()
-        slack = self.decode.deadline_s + opt.dead_after_s + 2 * opt.reconnect_s + 2.0
+        slack = self.decode.deadline_s + opt.dead_after_s + opt.max_reconnect_s + 2.0
         return [(f.kind, f.start, f.end + slack) for f in self.faults]
 
     def _result(self, closed: Sample, end: Sample, stuck: list[str]) -> dict:

@@ -12,9 +12,13 @@ waits for that wait's current slice (at most a quarter of the shortest timer).
 Liveness. The link is *up* from the cloud's WELCOME until nothing (reply or heartbeat answer) has
 come back for `dead_after_s`; then it is *down*: messages sent are dropped, `recv` returns None at
 once, so the decoding client finishes the response on the robot (edge mode, tokens marked
-unverified). While down, the link opens a fresh socket and says HELLO every `reconnect_s`; the
-first WELCOME brings it back up, and the next response goes to the cloud again. A cloud that is up
-but slower than the client's deadline is the client's business (`DecodeConfig.deadline_s`).
+unverified). While down, the link opens a fresh socket and says HELLO; the first WELCOME brings it
+back up, and the next response goes to the cloud again. A HELLO unanswered for the handshake timer
+is said again on a fresh socket, and the timer doubles (up to `max_reconnect_s`): a handshake slower
+than the timer (a loaded cloud, a long link) is not started over for ever. The timer starts at
+`reconnect_s`, or twice the last measured handshake if longer, and starts again on each WELCOME.
+A cloud that is up but slower than the client's deadline is the client's business
+(`DecodeConfig.deadline_s`).
 
 Loss. The link emulator (and a reconnecting socket) can lose whole messages. Frames carry sequence
 numbers (`ordering.InOrder` drops duplicates and restores order); for each session the link keeps
@@ -79,7 +83,8 @@ class LinkOptions:
     name: str = field(default_factory=socket.gethostname)
     heartbeat_s: float = 0.5
     dead_after_s: float = 6.0       # silence (no reply, no heartbeat answer) after which the cloud is gone
-    reconnect_s: float = 1.0
+    reconnect_s: float = 1.0        # the first wait for a WELCOME before saying HELLO again
+    max_reconnect_s: float = 8.0    # the longest (the wait doubles with each unanswered HELLO)
     retry_s: float = 1.0            # the retransmission timer until rounds have been timed, and its ceiling
     min_retry_s: float = 0.05       # its floor
     handshake_timeout_s: float = 5.0
@@ -93,6 +98,9 @@ class LinkOptions:
     probs_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        if not 0 < self.reconnect_s <= self.max_reconnect_s:
+            raise ValueError(f"reconnect_s must be in (0, max_reconnect_s={self.max_reconnect_s:g}], "
+                             f"got {self.reconnect_s}")
         if not 0 <= self.wait_slice_s <= 1:
             raise ValueError(f"wait_slice_s must be in 0..1 s (0: no slicing), got {self.wait_slice_s}")
 
@@ -174,6 +182,8 @@ class ZmqLink:
         self._samples: deque = deque(maxlen=64)   # round trips (DRAFT to FINAL) of rounds sent once
         self._resent: set[tuple[str, int]] = set()  # rounds re-sent: their round trips are not timed
         self._last_ping = 0.0
+        self._handshake_s = 0.0             # the last handshake's measured time (HELLO to WELCOME)
+        self._hello_wait = opt.reconnect_s  # the handshake timer
         self._tick = min(opt.heartbeat_s, opt.retry_s, opt.reconnect_s) / 4
         self._chores_at = 0.0
         with self._lock:
@@ -275,8 +285,8 @@ class ZmqLink:
         if self._moving:
             if now - self._moved_at > opt.dead_after_s:
                 self._go_down(f"no replica took this robot within {opt.dead_after_s:g} s of a move")
-            elif now - self._hello_at >= opt.reconnect_s:
-                self._reconnect()
+            elif now - self._hello_at >= self._hello_wait:
+                self._hello_again()
             return
         if self._up:
             if now - self._heard > opt.dead_after_s:
@@ -285,8 +295,8 @@ class ZmqLink:
                 self._send_frame(*protocol.pack_body(Ping(time.time())))
                 self._last_ping = now
             self._retry(now)
-        if not self._up and not self.refused and now - self._hello_at >= opt.reconnect_s:
-            self._reconnect()
+        if not self._up and not self.refused and now - self._hello_at >= self._hello_wait:
+            self._hello_again()
 
     def _replica_lost(self) -> bool:
         """Whether the socket monitor saw the replica's connection drop (its process died)."""
@@ -343,6 +353,17 @@ class ZmqLink:
         self._heard = self._hello_at = time.monotonic()
         self._send_frame(*protocol.pack_body(self.hello))
 
+    def _hello_again(self) -> None:
+        """The HELLO in flight went unanswered for the handshake timer (it was lost, or the cloud is
+        gone, or slow): say it again on a fresh socket, and wait twice as long for this one."""
+        if self._hello_at > float("-inf"):  # not the first try after going down
+            self._hello_wait = min(self.options.max_reconnect_s, 2 * self._hello_wait)
+        self._reconnect()
+
+    def _handshake_timer(self) -> float:
+        """The first wait for a WELCOME: `reconnect_s`, or twice the last measured handshake."""
+        return min(self.options.max_reconnect_s, max(self.options.reconnect_s, 2 * self._handshake_s))
+
     def _go_down(self, reason: str) -> None:
         if self._up:
             log.warning("cloud link down: %s; decoding on the robot alone until it answers again", reason)
@@ -350,6 +371,7 @@ class ZmqLink:
         self._pending.clear()
         self._timings.clear()
         self._hello_at = float("-inf")  # reconnect at once
+        self._hello_wait = self._handshake_timer()
         self._chores_at = 0.0
 
     def _send_frame(self, kind: str, body: bytes) -> None:
@@ -541,6 +563,8 @@ class ZmqLink:
             return
         was_up = self._up
         self.welcome, self.refused, self._up = w, None, True
+        self._handshake_s = time.monotonic() - self._hello_at
+        self._hello_wait = self._handshake_timer()
         if self._moving:  # the sessions held through the move go on here
             self._moving = False
             for p in self._pending.values():
