@@ -72,7 +72,8 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         replay_table(summary), "",
         *([f"Answers reused (the last {cfg['reuse_answers']} per prompt, at most {cfg['reuse_max_tokens']} tokens "
            "a round; decoding/reuse.py): " + "; ".join(
-               f"{m} {_f(s['reused_rounds'])} of rounds drafted from one, acceptance {_f(s['reused_acceptance'])}"
+               f"{m}: {_f(s['reused_rounds'])} of rounds extended by one, {_f(s['reused_acceptance'])} of its tokens "
+               "accepted"
                for m, s in summary.items() if s["reused_rounds"] is not None), ""]
           if cfg.get("reuse_answers") else []),
         "Definitions: docs/design.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
