@@ -104,3 +104,34 @@ def test_a_handshake_slower_than_the_reconnect_timer_still_completes():
         link.close()
         emu.stop()
         server.stop()
+
+
+def test_a_late_unknown_session_restarts_the_session_where_the_robot_is():
+    """Soak finding (`bad-request` on the degraded link): a DRAFT and its retransmission both came
+    before their PREFILL and both were answered `unknown-session`. The first answer brought the
+    PREFILL again and the round was verified; the second, late, brought the PREFILL of the prompt
+    alone once more, which restarted the session at the prompt, so the next round (based past it)
+    was refused. A re-sent PREFILL now carries every token committed so far."""
+    import time
+
+    from spec_edge_cloud.decoding.messages import DraftRequest, Error, Final, Start
+    target, draft = pair("llama", 21)
+    server = VerifierServer(TargetEngine(target), ServerConfig(bind="tcp://127.0.0.1:0", log_rounds=False))
+    link = connect(server.start(), draft.tokenizer_fingerprint(), LinkOptions(handshake_timeout_s=30))
+    try:
+        ids = list(draft.encode("w3 w9 w2").input_ids)
+        link.send(Start("s1", ids))
+        link.send(DraftRequest("s1", 0, len(ids), []))
+        first = link.recv(10)
+        assert isinstance(first, Final), first
+        with link._lock:  # the late answer to a copy of round 0 that came before the PREFILL
+            link._dispatch(Error("unknown-session", "no session 's1' (evicted or never started)", "s1"),
+                           time.monotonic())
+        link.send(DraftRequest("s1", 1, len(ids) + 1, []))
+        second = link.recv(10)
+        assert isinstance(second, Final), f"expected round 1's FINAL, got {second}"
+        assert [first.next_token, second.next_token] == target_alone(target, target.encode("w3 w9 w2"), 2)
+        assert link.stats.restarts == 1
+    finally:
+        link.close()
+        server.stop()

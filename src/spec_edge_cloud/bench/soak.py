@@ -118,7 +118,7 @@ class Record:
     start: float
     end: float
     verified: bool
-    reason: str | None = None       # why not verified: the client's fallback reason (an ERROR: its code)
+    reason: str | None = None       # why not verified: the client's fallback reason (an ERROR's text too)
     equal: bool | None = None       # a verified answer equal to the target alone's
     tokens: int = 0
     explained_by: str | None = None  # the latest fault whose window it overlaps (None: clear of faults)
@@ -337,7 +337,7 @@ class Soak:
                     start = self.now()
                     resp = client.generate(draft.encode(*prompts[frame]))
                     rec = Record(index, mode, frame, round(start, 2), round(self.now(), 2), resp.verified,
-                                 reason_kind(resp.metrics.fallback_reason), None, len(resp.tokens))
+                                 resp.metrics.fallback_reason, None, len(resp.tokens))
                     if resp.verified:
                         rec.equal = resp.tokens == references[frame]
                     with self._lock:
@@ -391,7 +391,8 @@ class Soak:
             "verified_equal": sum(bool(r.equal) for r in verified),
             "verified_different": sum(r.equal is False for r in verified),
             "clear_of_faults": {"responses": len(calm), "verified": sum(r.verified for r in calm)},
-            "not_verified": dict(Counter(f"{r.reason} ({r.explained_by or 'UNEXPLAINED'})" for r in unverified)),
+            "not_verified": dict(Counter(f"{reason_kind(r.reason)} ({r.explained_by or 'UNEXPLAINED'})"
+                                         for r in unverified)),
             "by_mode": {m: {"responses": sum(r.mode == m for r in self.records),
                             "verified": sum(r.mode == m and r.verified for r in self.records)} for m in cfg.modes},
             "faults": [asdict(f) for f in self.faults],

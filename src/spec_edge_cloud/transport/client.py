@@ -26,8 +26,10 @@ the PREFILL and the DRAFTs still waiting for their FINAL, and re-sends them when
 session has come back for `retry_s` (or twice the recent round time, if longer). The server never
 verifies a round twice: it answers a re-sent DRAFT with the FINAL it already computed. A PREFILL
 that never arrived (lost, or sent while the link was down) is re-sent when the server answers
-`unknown-session`. Cloud decoding (GENERATE)
-streams tokens and is not retried: a lost TOKEN ends in the client's deadline fallback.
+`unknown-session`, carrying every token committed since (so a late `unknown-session`, answering a
+copy of a DRAFT that arrived before the first PREFILL, restarts the session where the robot is).
+Cloud decoding (GENERATE) streams tokens and is not retried: a lost TOKEN ends in the client's
+deadline fallback.
 
 A fleet (docs/fleet.md). The endpoint a link is given is its *home*: a plain verifier, or a fleet's
 front, whose WELCOME names a replica to talk to instead (`redirect`); the link then says HELLO
@@ -140,7 +142,7 @@ class _Pending:
     start: bytes | None = None                 # packed PREFILL body
     drafts: OrderedDict = field(default_factory=OrderedDict)   # round -> packed DRAFT body
     heard: float = 0.0                         # last time anything about the session moved
-    prompt: Start | None = None                # for a re-prefill elsewhere: the PREFILL,
+    prompt: Start | None = None                # for a re-prefill (elsewhere, or restarted): the PREFILL,
     committed: list[int] = field(default_factory=list)  # its tokens committed so far (prompt included),
     sent: dict = field(default_factory=dict)   # round -> DraftRequest still without its FINAL,
     last_final: tuple | None = None            # (round, accepted, next) of the newest FINAL
@@ -398,8 +400,7 @@ class ZmqLink:
             self._send_frame(kind, body)  # first: the bookkeeping below runs while the frame travels
         now = time.monotonic()
         if kind == "PREFILL":
-            self._pending[session] = _Pending(start=body, heard=now, committed=list(msg.input_ids),
-                                              prompt=self._resumable(msg))
+            self._pending[session] = _Pending(start=body, heard=now, committed=list(msg.input_ids), prompt=msg)
         elif kind == "DRAFT":
             p = self._pending.get(session)
             if p is None:
@@ -485,10 +486,6 @@ class ZmqLink:
                 self._commit(p, msg)
         self._inbox.append(msg)
 
-    def _resumable(self, start: Start) -> Start | None:
-        """The PREFILL, kept for a re-prefill elsewhere: on a fleet's replica only."""
-        return None if self.endpoint == self.home else start
-
     @staticmethod
     def _commit(p: _Pending, final: Final) -> None:
         """Follow the session's committed tokens: the FINAL's round commits draft[:accepted] + next."""
@@ -543,11 +540,9 @@ class ZmqLink:
             return True
         p = self._pending.get(err.session)
         if err.code == "unknown-session" and p is not None and p.start is not None and p.restarts < 8:
-            p.restarts += 1  # its PREFILL was lost: send it again, then the drafts waiting on it
-            self.stats.restarts += 1
-            self._send_frame("PREFILL", p.start)
-            for body in p.drafts.values():
-                self._send_frame("DRAFT", body)
+            p.restarts += 1  # its PREFILL was lost: send it again (with every token committed since: a late
+            self.stats.restarts += 1  # answer to a DRAFT sent before the first PREFILL arrived restarts the
+            self._resend(p)  # session where the robot is, not at the prompt), then the drafts waiting on it
             return True
         return False
 
