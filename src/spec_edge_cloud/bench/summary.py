@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
-from ..decoding.metrics import ResponseMetrics
+from ..decoding.metrics import ResponseMetrics, tokens_per_round
 
 
 @dataclass
@@ -131,7 +131,7 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             "ttc_s": {"median": _q(ttc, 50), "p90": _q(ttc, 90), "mean": float(np.mean(ttc))},
             "per_token_s": {"median": _q(per_token, 50), "p90": _q(per_token, 90)},
             "acceptance": _ratio(sum(r.accepted for r in rs), sum(r.drafted for r in rs)),
-            "tokens_per_round": _ratio(sum(r.accepted for r in rs) + (n := sum(r.rounds for r in rs)), n),
+            "tokens_per_round": tokens_per_round(sum(r.accepted for r in rs), n := sum(r.rounds for r in rs)) or None,
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
             "hit_rate": _ratio(sum(r.hits for r in rs), sum(r.predrafts for r in rs)),
             "reused_rounds": _ratio(sum(r.reused_rounds for r in rs), n),   # share of rounds a reused answer drafted

@@ -5,6 +5,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 
 
+def tokens_per_round(accepted: int, rounds: int) -> float:
+    """What a verification round commits on average: its accepted draft tokens plus the target's own
+    next token. Tokens decoded outside rounds (cloud decoding after an adaptive switch, an edge
+    finish) do not count, so the figure stays the one the cost model's E describes."""
+    return (accepted + rounds) / rounds if rounds else 0.0
+
+
 @dataclass
 class ResponseMetrics:
     mode: str
@@ -35,7 +42,7 @@ class ResponseMetrics:
 
     @property
     def tokens_per_round(self) -> float:
-        return self.tokens / self.rounds if self.rounds else 0.0
+        return tokens_per_round(self.accepted, self.rounds)
 
     @property
     def hit_rate(self) -> float:

@@ -13,6 +13,7 @@ import torch
 
 from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.metrics import tokens_per_round
 from spec_edge_cloud.decoding.modes import DecodeConfig
 from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.decoding.verifier import VerifierService
@@ -55,7 +56,7 @@ def speculate(draft: ModelBundle, engine: TargetEngine, prompts: list[Prompt], g
     return {
         "responses": len(prompts), "gamma": gamma, "max_new_tokens": max_new_tokens, **totals,
         "acceptance": totals["accepted"] / totals["drafted"] if totals["drafted"] else 0.0,
-        "tokens_per_round": totals["tokens"] / totals["rounds"] if totals["rounds"] else 0.0,
+        "tokens_per_round": tokens_per_round(totals["accepted"], totals["rounds"]),
         "exit_verdict_agreement": {str(k): agree[k] / seen[k] for k in sorted(seen)},
         "lossless_checked": check_lossless, "lossless_mismatches": mismatches,
         "seconds": round(time.perf_counter() - start, 1),
