@@ -18,8 +18,9 @@ when the 95th percentile over the last `scale_window_s` passes `scale_up_wait_s`
 below `max_replicas`, one replica is added (and no other until it is up). A replica with no session
 and no queued work for `scale_down_idle_s`, above `min_replicas`, is drained: it takes no new
 session (a robot that starts one, or whose heartbeat comes while it holds none, is answered `moved`
-and asks the front again), and it is removed once its sessions have ended and no robot has spoken
-to it for 2 s (or after `drain_timeout_s`).
+and asks the front again), and it is removed once it has no queued work and no robot has spoken
+to it for 2 s (a live robot's link heartbeats every 0.5 s, so sessions still open then are orphans of
+robots that finished elsewhere), or after `drain_timeout_s`.
 """
 from __future__ import annotations
 
@@ -252,7 +253,9 @@ class ReplicaPool:
             p95 = _p95([w for _, w in self._waits])
             for slot in [s for s in self.slots if s.draining]:
                 st = slot.stats
-                if st.get("draining") and not st["sessions"] and not st["queued"] and st["quiet_s"] >= GONE_S:
+                # unheard this long, no robot is left (a live link heartbeats): sessions still open there are
+                # orphans (robots that finished on the edge while it was frozen), not work to wait for
+                if st.get("draining") and not st["queued"] and st["quiet_s"] >= GONE_S:
                     self._remove(slot, "drained")
                 elif now - slot.drained_at > cfg.drain_timeout_s:
                     self._remove(slot, f"drain timeout ({cfg.drain_timeout_s:g} s)")
