@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import torch
@@ -51,3 +52,12 @@ def static_reference(bundle, prompt, max_new, kv_len):
                                     pad_token_id=0, cache=StaticCache(config=bundle.model.config, max_cache_len=kv_len),
                                     **kw)
     return out[0, ids.shape[1]:].tolist()
+
+
+def profile_file(tmp_path, layers=8, pass_ms=60.0, draft_ms=3.0):
+    """A timing profile of a slow target (`pass_ms` a pass, whatever its length), where speculation pays."""
+    cum = [pass_ms * (i + 1) / layers for i in range(layers)]
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps({"name": "slow-target-test", "draft": {"per_token_ms": draft_ms},
+                                "target": {"cum_layer_ms": {"1": cum, "5": cum}}}))
+    return path

@@ -1,9 +1,7 @@
 """`adaptive`: picks speculation where it pays and plain cloud decoding where it does not, losslessly."""
-import json
-
 import pytest
 
-from decoding_fixtures import pair, target_alone
+from decoding_fixtures import pair, profile_file, target_alone
 from spec_edge_cloud.decoding.adaptive import AdaptiveController, expected_tokens
 from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.link import InProcessLink
@@ -38,14 +36,6 @@ def test_cost_model_prefers_speculation_for_a_slow_target():
     ad = AdaptiveController()
     feed(ad, step_s=0.60, pass_s=0.62, draft_s=0.072, rtt_s=0.120, acceptance=0.6)
     assert ad.choose_mode() == "spec" and 1 <= ad.best_gamma() <= 8
-
-
-def profile_file(tmp_path, layers=8, pass_ms=60.0, draft_ms=3.0):
-    cum = [pass_ms * (i + 1) / layers for i in range(layers)]
-    path = tmp_path / "slow.json"
-    path.write_text(json.dumps({"name": "slow-target-test", "draft": {"per_token_ms": draft_ms},
-                                "target": {"cum_layer_ms": {"1": cum, "5": cum}}}))
-    return path
 
 
 def run_adaptive(target, draft, prompts, rtt_s, pacer=None, draft_pacer=None):

@@ -56,6 +56,14 @@ def replay_table(summary: dict) -> str:
     return "\n".join(rows)
 
 
+def _calibration_note(cfg: dict) -> str:
+    """adaptive's exits, calibrated online (decoding/calibration.py), when they are."""
+    if "adaptive" not in cfg["modes"] or not cfg.get("exit_miss_target"):
+        return ""
+    return (f" (adaptive: each exit's threshold calibrated online to a miss rate below {cfg['exit_miss_target']}, "
+            f"Wilson bound at {cfg['exit_bound_confidence']} confidence)")
+
+
 def replay_markdown(result: dict, plots: list[str] = ()) -> str:
     cfg, summary = result["config"], result["summary"]
     with_action = ", ".join(f"{m} {s['ttfa_s']['responses_with_action']}/{s['responses']}" for m, s in summary.items())
@@ -66,7 +74,8 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         f"- transport: {result['transport']}; link: {result['link']}",
         f"- models: draft `{cfg['draft']}`, target `{cfg['target']}` ({result['target_layers']} layers)",
         f"- {result['frames']} frames x {cfg['repeat']} repeat(s), modes {', '.join(cfg['modes'])}; "
-        f"γ = {cfg['gamma']}, at most {cfg['max_new_tokens']} new tokens, exit threshold {cfg['exit_threshold']}; "
+        f"γ = {cfg['gamma']}, at most {cfg['max_new_tokens']} new tokens, exit threshold {cfg['exit_threshold']}"
+        f"{_calibration_note(cfg)}; "
         f"{cfg['warmup']} warm-up response(s) per mode not counted; wall time {result['seconds']:.0f} s",
         f"- **{result['lossless']['text']}**", "",
         replay_table(summary), "",
@@ -76,6 +85,9 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
                "accepted"
                for m, s in summary.items() if s["reused_rounds"] is not None), ""]
           if cfg.get("reuse_answers") else []),
+        "Early verdicts acted on (shown and pre-drafted on) and the share of them the final verdict contradicted: "
+        + "; ".join(f"{m}: {s['early_trusted']}, missed {_f(s['early_miss_rate'])}"
+                    for m, s in summary.items() if s.get("early_trusted")) + ".", "",
         "Definitions: docs/design.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
         "prompt encoding and decoding included). Speedup = TTC(cloud) / TTC(mode) over the same frames. "
         "Cloud ms/token: the verifier's compute for passes and steps (prefill not included).",

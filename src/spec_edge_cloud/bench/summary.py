@@ -37,6 +37,8 @@ class ResponseRecord:
     accepted: int = 0
     predrafts: int = 0
     hits: int = 0
+    early_trusted: int = 0      # early verdicts acted on (shown, pre-drafted on), and of them missed
+    early_trusted_missed: int = 0
     exit_agree: dict[str, int] = field(default_factory=dict)   # exit layer -> verdicts equal to the final one
     exit_total: dict[str, int] = field(default_factory=dict)
     target_compute_s: float = 0.0
@@ -66,6 +68,7 @@ class ResponseRecord:
         return cls(**{
             "mode": m.mode, "tokens": m.tokens, "ttc_s": m.ttc_s, "rounds": m.rounds, "drafted": m.drafted,
             "accepted": m.accepted, "predrafts": m.predrafts, "hits": m.hits,
+            "early_trusted": m.early_trusted, "early_trusted_missed": m.early_trusted_missed,
             "exit_agree": {str(k): v for k, v in m.exit_agree.items()},
             "exit_total": {str(k): v for k, v in m.exit_total.items()},
             "target_compute_s": m.target_compute_s, "draft_s": m.draft_s, "verified": m.unverified_from is None,
@@ -134,6 +137,9 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             "tokens_per_round": tokens_per_round(sum(r.accepted for r in rs), n := sum(r.rounds for r in rs)) or None,
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
             "hit_rate": _ratio(sum(r.hits for r in rs), sum(r.predrafts for r in rs)),
+            # how often the early verdicts acted on were contradicted (adaptive: bounded by calibration)
+            "early_trusted": sum(r.early_trusted for r in rs),
+            "early_miss_rate": _ratio(sum(r.early_trusted_missed for r in rs), sum(r.early_trusted for r in rs)),
             "reused_rounds": _ratio(sum(r.reused_rounds for r in rs), n),   # share of rounds a reused answer drafted
             "reused_acceptance": _ratio(sum(r.reused_accepted for r in rs), sum(r.reused_drafted for r in rs)),
             "cloud_s_per_token": _ratio(sum(r.target_compute_s for r in rs), tokens),

@@ -15,8 +15,16 @@ tokens accepted): a round that accepts k of γ tokens saw k acceptances in k + 1
 if all were accepted; a = decayed sum of acceptances / decayed sum of trials. Times are
 exponentially weighted averages. The first round of a response is not used for the round trip:
 it also waits for the prompt's prefill.
+
+Exit thresholds: with an `ExitCalibration` (decoding/calibration.py, the default for a
+`DecodeConfig` with `exit_miss_target` > 0) the cloud sends every exit's early verdict, each FINAL
+labels them, and the robot acts on the first one whose exit is calibrated to miss below the target
+at its confidence. Without one, a single threshold follows the pre-draft hit rate.
 """
 from __future__ import annotations
+
+from .calibration import ExitCalibration
+from .modes import DecodeConfig
 
 
 def expected_tokens(a: float, gamma: int) -> float:
@@ -40,8 +48,12 @@ class AdaptiveController:
     early_verdicts = True     # as a policy of decoding/rounds.py: always asks for early verdicts
 
     def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
-                 decay: float = 0.95):
-        self.gamma, self.max_gamma, self.threshold = gamma, max_gamma, threshold
+                 decay: float = 0.95, calibration: ExitCalibration | None = None):
+        """`calibration`: which exits' early verdicts to trust; the cloud is then asked for all of them
+        (threshold 0), for their labels."""
+        self.gamma, self.max_gamma = gamma, max_gamma
+        self.calibration = calibration
+        self.threshold = 0.0 if calibration is not None else threshold
         self.decay = decay
         self._accepts, self._trials = 3.0, 5.0      # prior: a = 0.6, the weight of about one round
         self.draft_token_s = _Ewma()
@@ -60,6 +72,14 @@ class AdaptiveController:
         self._since_probe = 0
         self._rounds_seen = 0           # rounds since the last probe began
         self._rounds_total = 0
+
+    @classmethod
+    def for_config(cls, config: DecodeConfig) -> "AdaptiveController":
+        """The controller `config` describes: its draft length to start from, and its exits calibrated
+        to `exit_miss_target` (or, at 0, a threshold starting at `exit_threshold`)."""
+        calibration = ExitCalibration(config.exit_miss_target, config.exit_bound_confidence) \
+            if config.exit_miss_target > 0 else None
+        return cls(gamma=config.gamma, threshold=config.exit_threshold, calibration=calibration)
 
     @property
     def predraft(self) -> bool:
@@ -108,13 +128,26 @@ class AdaptiveController:
 
     def observe_predraft(self, hit: bool) -> None:
         self.hit_rate.add(float(hit))
+        if self.calibration is not None:
+            return
         # few hits: ask for surer early verdicts; many: accept earlier ones
         if self.hit_rate.value < 0.6:
             self.threshold = min(0.95, self.threshold + 0.05)
         elif self.hit_rate.value > 0.85:
             self.threshold = max(0.2, self.threshold - 0.05)
 
+    def observe_exit(self, layer: int | None, confidence: float, missed: bool) -> None:
+        """An early verdict labelled by its FINAL: evidence for its exit's threshold."""
+        if self.calibration is not None and layer is not None:
+            self.calibration.observe(layer, confidence, missed)
+
     # -- decisions -------------------------------------------------------------------------------
+    def trusts(self, layer: int | None, confidence: float) -> bool:
+        """Whether to act on (show, pre-draft on) an early verdict of exit `layer` at `confidence`."""
+        if self.calibration is None:
+            return confidence >= self.threshold
+        return layer is not None and self.calibration.trusts(layer, confidence)
+
     def verify_s(self, tokens: int) -> float:
         fixed = self.pass_fixed_s.value if self.pass_fixed_s.value is not None else (self.step_s.value or 0.0)
         return fixed + (self.pass_token_s.value or 0.0) * tokens

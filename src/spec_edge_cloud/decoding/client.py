@@ -67,7 +67,7 @@ class SpecClient:
         self.config = config
         self.engine = DraftEngine(draft, config.temperature, config.seed, config.draft_min_confidence, pacer,
                                   config.draft_top_k, config.draft_top_p)
-        self.policy: Policy = (adaptive or AdaptiveController(gamma=config.gamma)) if config.mode == "adaptive" \
+        self.policy: Policy = (adaptive or AdaptiveController.for_config(config)) if config.mode == "adaptive" \
             else FixedPolicy(config)
         if config.mode != "edge" and link is None:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
@@ -296,7 +296,7 @@ class _Run:
         if isinstance(msg, Early):
             v = Verdict(msg.round, msg.accepted, msg.next_token)
             provisional = tokens.get(msg.round, [])[: msg.accepted] + [msg.next_token]
-            return rounds.early(v, now, self._would_finish(provisional))
+            return rounds.early(v, now, self._would_finish(provisional), msg.layer, msg.confidence)
         if isinstance(msg, Final):
             return rounds.final(Verdict(msg.round, msg.accepted, msg.next_token), now, msg.compute_s,
                                 msg.tokens_in_pass, msg.exits)

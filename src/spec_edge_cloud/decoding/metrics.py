@@ -22,6 +22,8 @@ class ResponseMetrics:
     predrafts: int = 0
     hits: int = 0
     early_messages: int = 0
+    early_trusted: int = 0            # early verdicts the policy trusted (shown, pre-drafted on) ...
+    early_trusted_missed: int = 0     # ... that their FINAL then contradicted
     reused_rounds: int = 0            # rounds whose draft a recent answer proposed (decoding/reuse.py)
     reused_drafted: int = 0           # ... their tokens (counted in `drafted` too)
     reused_accepted: int = 0          # ... accepted (counted in `accepted` too)
@@ -48,6 +50,11 @@ class ResponseMetrics:
     def hit_rate(self) -> float:
         return self.hits / self.predrafts if self.predrafts else 0.0
 
+    @property
+    def early_miss_rate(self) -> float | None:
+        """The realised miss rate of the trusted early verdicts (what calibration bounds)."""
+        return self.early_trusted_missed / self.early_trusted if self.early_trusted else None
+
     def exit_agreement(self) -> dict[int, float]:
         return {k: self.exit_agree[k] / n for k, n in sorted(self.exit_total.items()) if n}
 
@@ -56,6 +63,7 @@ class ResponseMetrics:
         d["exit_agree"], d["exit_total"] = dict(self.exit_agree), dict(self.exit_total)
         d["gamma_used"] = list(self.gamma_used)
         d.update(acceptance=self.acceptance, tokens_per_round=self.tokens_per_round, hit_rate=self.hit_rate,
+                 early_miss_rate=self.early_miss_rate,
                  exit_agreement=self.exit_agreement(),
                  per_token_s=self.ttc_s / self.tokens if self.tokens else None)
         return d

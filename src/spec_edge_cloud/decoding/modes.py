@@ -41,6 +41,12 @@ class DecodeConfig:
     seed: int = setting(0, "sampling seed (temperature > 0)", (0, None))
     exit_threshold: float = setting(0.5, "early verdicts below this exit confidence are not sent", (0.0, 1.0))
     exit_layers: tuple[int, ...] = setting((), "exits to ask for early verdicts (empty: every exit)")
+    exit_miss_target: float = setting(0.1, "adaptive: trust an exit's early verdicts only at confidences where the "
+                                           "bound on how often the final verdict contradicts them is below this, "
+                                           "calibrated online (0: off, exit_threshold as in the other modes)",
+                                      (0.0, 0.99))
+    exit_bound_confidence: float = setting(0.9, "adaptive: the confidence with which that bound (Wilson score) holds",
+                                           (0.5, 0.999))
     stop: tuple[str, ...] = setting((), "strings that end the response")
     draft_min_confidence: float = setting(0.0, "the draft stops a round at a token below this probability",
                                           (0.0, 1.0))

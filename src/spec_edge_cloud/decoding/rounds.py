@@ -5,11 +5,13 @@ One round, as it reads below:
     draft n tokens after the committed ones ................ Draft(n)  -> the driver drafts, sends DRAFT(r)
         reusing answers: a recent answer continuing them .... Draft(n, lookup=m): up to m more tokens,
         proposes what follows, for free                       the answer's, in the same DRAFT
-    EARLY(r, k_e, b_e) ...................................... Show(k_e, b_e): provisional tokens
+    EARLY(r, k_e, b_e) from an exit the policy trusts ....... Show(k_e, b_e): provisional tokens
+        at its confidence (others only wait for their label)
         pre-drafting: draft on that verdict at once ......... Draft(n', assumes=(r, k_e, b_e)), sent at
                                                               once (the cloud queues it behind round r)
     FINAL(r, k, b) .......................................... [RollBack: the pre-draft assumed otherwise]
-                                                              Commit(k, b): d[:k] + b is final
+                                                              Commit(k, b): d[:k] + b is final; each
+                                                              EARLY of r, labelled, goes to the policy
     after the commit: finished .............................. nothing
                       the policy prefers cloud decoding ..... Cloud
                       the pre-draft assumed exactly (r, k, b)  wait for round r+1, already under way
@@ -20,13 +22,14 @@ Committed tokens are only ever the final layer's choice, so every greedy mode re
 own tokens. The driver owns the tokens and the clock: `SpecClient` (decoding/client.py) drives
 this core with the real draft engine over a `Link`; `bench/profile_sim.py` drives the same core in
 simulated time, so the simulator predicts the protocol the client runs. A `Policy` supplies the
-draft length, the exit threshold, whether to pre-draft and when to leave for cloud decoding: fixed
-for a `DecodeConfig` (`FixedPolicy`), or learnt online (`AdaptiveController`).
+draft length, the exit threshold, which early verdicts to trust, whether to pre-draft and when to
+leave for cloud decoding: fixed for a `DecodeConfig` (`FixedPolicy`), or learnt online
+(`AdaptiveController`, with exit thresholds calibrated by decoding/calibration.py).
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .metrics import ResponseMetrics
@@ -115,6 +118,10 @@ class Policy(Protocol):
 
     def observe_predraft(self, hit: bool) -> None: ...
 
+    def trusts(self, layer: int | None, confidence: float) -> bool: ...
+
+    def observe_exit(self, layer: int | None, confidence: float, missed: bool) -> None: ...
+
 
 class FixedPolicy:
     """A `DecodeConfig`'s mode and settings, the same for every round: it learns nothing."""
@@ -145,6 +152,13 @@ class FixedPolicy:
     def observe_predraft(self, hit: bool) -> None:
         pass
 
+    def trusts(self, layer: int | None, confidence: float) -> bool:
+        """The cloud sends only verdicts at or above the threshold: each one that comes is trusted."""
+        return confidence >= self.threshold
+
+    def observe_exit(self, layer: int | None, confidence: float, missed: bool) -> None:
+        pass
+
 
 # -- the core ----------------------------------------------------------------------------------------
 @dataclass
@@ -158,6 +172,7 @@ class Round:
     payload: Any = None
     early_at: float | None = None   # when its first EARLY arrived
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed
+    earlies: list = field(default_factory=list)  # (layer, confidence, Verdict, trusted) of each EARLY
 
 
 class Rounds:
@@ -213,13 +228,19 @@ class Rounds:
         return next(self.numbers)
 
     # -- verdicts ---------------------------------------------------------------------------------
-    def early(self, v: Verdict, at: float, finishes: bool) -> list[Action]:
-        """An EARLY for the round in flight; `finishes`: its provisional tokens would end the response
-        (nothing to pre-draft then)."""
+    def early(self, v: Verdict, at: float, finishes: bool, layer: int | None = None,
+              confidence: float = 1.0) -> list[Action]:
+        """An EARLY of exit `layer` at `confidence` for the round in flight; `finishes`: its provisional
+        tokens would end the response (nothing to pre-draft then). One the policy does not trust is
+        only kept, for its FINAL to label."""
         cur = self.cur
         if cur is None or v.round != cur.number:
             return []                                   # stale, or for a dropped pre-draft
         self.m.early_messages += 1
+        trusted = self.policy.trusts(layer, confidence)
+        cur.earlies.append((layer, confidence, v, trusted))
+        if not trusted:
+            return []
         cur.early_at = cur.early_at or at
         actions: list[Action] = [Show(v)]
         if self.policy.predraft and self.pre is None and not finishes:
@@ -242,6 +263,11 @@ class Rounds:
         for layer, ek, eb in exits:
             m.exit_total[layer] += 1
             m.exit_agree[layer] += int((ek, eb) == (v.accepted, v.next_token))
+        for layer, confidence, ev, trusted in cur.earlies:
+            missed = (ev.accepted, ev.next_token) != (v.accepted, v.next_token)
+            policy.observe_exit(layer, confidence, missed)
+            m.early_trusted += trusted
+            m.early_trusted_missed += trusted and missed
         if self.last_final_at is not None:
             policy.observe_interval(at - self.last_final_at, v.accepted + 1)
         self.last_final_at = at

@@ -115,7 +115,7 @@ class RobotDecoder:
             image, data = jpeg.roundtrip(image, self.jpeg_quality)
         prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None, data)
         if cfg.mode == "adaptive" and self.adaptive is None:
-            self.adaptive = AdaptiveController(gamma=cfg.gamma, threshold=cfg.exit_threshold)
+            self.adaptive = AdaptiveController.for_config(cfg)
         if cfg.reuse_answers and (self.memory is None or self.memory.answers != cfg.reuse_answers):
             self.memory = AnswerMemory(cfg.reuse_answers)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
