@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -26,6 +28,7 @@ from spec_edge_cloud.fleet.front import open_fleet  # noqa: E402
 from spec_edge_cloud.modeling.bundle import load_bundle  # noqa: E402
 from spec_edge_cloud.transport import security  # noqa: E402
 from spec_edge_cloud.transport.client import LinkOptions, connect  # noqa: E402
+from processes import stop  # noqa: E402
 from transport_fixtures import save_target  # noqa: E402
 
 PROFILE = {"name": "test-fleet", "description": "test profile", "draft": {"per_token_ms": 0.0, "prefill_ms": 0.0},
@@ -55,7 +58,8 @@ def fleet(tmp_path_factory):
                              server)
     target = load_bundle(target_dir)
     try:
-        yield dict(front=front, pool=pool, target=target, draft=perturbed(target, 0.3, 114),
+        yield dict(front=front, pool=pool, target=target, draft=perturbed(target, 0.3, 114), server=server,
+                   model={"target_dir": str(target_dir), "target_profile": str(tmp / "paced.json")},
                    keys=dict(client_secret_key=str(robot_sec), server_public_key=str(server_pub)),
                    intruder=dict(client_secret_key=str(intruder_sec), server_public_key=str(server_pub)))
     finally:
@@ -72,6 +76,8 @@ class Robot:
         self.link = connect(fleet["front"].endpoint, fleet["draft"].tokenizer_fingerprint(),
                             LinkOptions(**FAST, **fleet["keys"], name=f"robot{index}"))
         self.results: list[dict] = []
+        self.mode = "spec-ee-pre"   # "cloud": the target decodes alone (GENERATE, a stream of TOKENs)
+        self.finals = 0             # tokens committed in its current response
 
     def prompt(self, k: int) -> str:
         return f"w{self.index + 3} w{(self.index * 7 + k) % 50 + 3} w5"
@@ -80,7 +86,8 @@ class Robot:
         draft = self.fleet["draft"]
         for k in range(responses):
             before = (self.link.endpoint, self.link.stats.reconnects)
-            config = DecodeConfig(mode="spec-ee-pre", gamma=4, max_new_tokens=max_new, exit_threshold=0.0,
+            self.finals = 0
+            config = DecodeConfig(mode=self.mode, gamma=4, max_new_tokens=max_new, exit_threshold=0.0,
                                   deadline_s=DEADLINE_S)
             resp = SpecClient(draft, self.link, config).generate(draft.encode(self.prompt(k)),
                                                                  on_tokens and on_tokens(self))
@@ -91,8 +98,11 @@ class Robot:
         self.link.close()
 
 
-def run_robots(fleet, n: int, responses: int, max_new: int = 16, on_tokens=None, during=None) -> list[Robot]:
+def run_robots(fleet, n: int, responses: int, max_new: int = 16, on_tokens=None, during=None,
+               before=None) -> list[Robot]:
     robots = [Robot(fleet, i) for i in range(n)]
+    if before is not None:
+        before(robots)  # connected, not started
     threads = [threading.Thread(target=r.run, args=(responses, max_new, on_tokens)) for r in robots]
     for t in threads:
         t.start()
@@ -153,30 +163,49 @@ def test_eight_robots_on_two_replicas_equal_the_target_alone(fleet):
 
 
 def test_a_replica_killed_mid_response(fleet):
-    """Robot 0's replica is killed at its first verified tokens: its connection drops, its robots'
-    links go to the front for another replica and re-prefill there with the tokens committed so far,
-    so every response finishes verified and equal to the target alone; Ray brings the replica back on
-    a fresh port, and the next robots use it."""
+    """A replica is killed while two of its robots are mid-response: one speculating (DRAFT rounds),
+    one in cloud decoding (GENERATE, a stream of TOKENs). Its connections drop; the links go to the
+    front for another replica and re-prefill there with the tokens committed so far (the stream asks
+    for the tokens it still owes), so every response finishes verified and equal to the target alone;
+    Ray brings the replica back on a fresh port, and the next robots use it."""
     pool = fleet["pool"]
-    killed = {}
+    killed, lock, roles = {}, threading.Lock(), {}
+
+    def before(robots):
+        by_replica = {}
+        for r in robots:
+            by_replica.setdefault(r.link.endpoint, []).append(r)
+        doomed = max(by_replica.values(), key=len)
+        assert len(doomed) >= 2, f"4 robots on 2 replicas, none shares one: {list(by_replica)}"
+        doomed[0].mode = "cloud"
+        roles.update(endpoint=doomed[0].link.endpoint, streamer=doomed[0], speculators=doomed[1:])
 
     def on_tokens(robot):
         def hook(kind, index, tokens):
-            if kind == "final" and robot.index == 0 and not killed:
-                name = next(s.name for s in pool.slots if s.endpoint == robot.link.endpoint)
-                pool.kill(name)
-                killed.update(name=name, at=time.monotonic(), endpoint=robot.link.endpoint)
+            if kind != "final":
+                return
+            robot.finals += len(tokens)
+            with lock:
+                mid = [r for r in roles["speculators"] if 1 <= r.finals <= 30 and r.link.endpoint == roles["endpoint"]]
+                if not killed and mid and 1 <= roles["streamer"].finals <= 30:
+                    name = next(s.name for s in pool.slots if s.endpoint == roles["endpoint"])
+                    pool.kill(name)
+                    killed.update(name=name, endpoint=roles["endpoint"], streamed=roles["streamer"].finals,
+                                  speculators=mid)
         return hook
 
     recoveries = len(pool.recoveries)
-    robots = run_robots(fleet, 4, 1, max_new=40, on_tokens=on_tokens)
-    assert killed, "no response got far enough to kill its replica"
+    robots = run_robots(fleet, 4, 1, max_new=40, on_tokens=on_tokens, before=before)
+    assert killed, "no two responses on one replica got far enough to kill it"
     for r in robots:
         resp = r.results[0]["resp"]
-        assert resp.verified, (r.index, resp.metrics.fallback_reason)
-        assert resp.tokens == reference(fleet, r.results[0]["prompt"], 40), r.index
-    moved = [r for r in robots if r.results[0]["before"][0] == killed["endpoint"]]
-    assert moved and all(r.results[0]["after"][0] != killed["endpoint"] for r in moved), "nobody re-prefilled"
+        assert resp.verified, (r.index, r.mode, resp.metrics.fallback_reason)
+        assert resp.tokens == reference(fleet, r.results[0]["prompt"], 40), (r.index, r.mode)
+    streamer = roles["streamer"]
+    assert streamer.results[0]["resp"].metrics.mode == "cloud"
+    assert killed["streamed"] < len(streamer.results[0]["resp"].tokens), "the stream ended before the kill"
+    for r in [streamer, *killed["speculators"]]:
+        assert r.results[0]["after"][0] != killed["endpoint"], f"robot {r.index} ({r.mode}) did not re-prefill"
     deadline = time.monotonic() + 300
     while len(pool.recoveries) == recoveries and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -288,3 +317,82 @@ def test_autoscaling_adds_a_replica_under_queueing_and_drains_it_when_idle(fleet
         assert len(pool.slots) == 1, "the idle replica was not drained"
     finally:
         pool.config.scale_down_idle_s = 3600.0
+
+
+def replica_gone(endpoint: str, fingerprint: str, keys: dict, timeout: float) -> bool:
+    """Whether the replica at `endpoint` stops answering a listed robot's HELLO within `timeout`."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        link = connect(endpoint, fingerprint, LinkOptions(**{**FAST, "handshake_timeout_s": 1.5}, **keys))
+        try:
+            if not link.is_up:
+                return True
+        finally:
+            link.close()
+        time.sleep(0.5)
+    return False
+
+
+def test_verifier_node_with_replicas_runs_its_fleet(fleet, tmp_path):
+    """verifier_node with `replicas: 1`, in its own process, joining this Ray cluster: it starts its own
+    fleet (a front and a replica) and names the front on /diagnostics over DDS; a robot given that
+    endpoint is sent to the node's replica and decodes the target's own answer; the replica's rounds
+    show in its /diagnostics status; SIGTERM ends the node, its replica with it."""
+    rclpy = pytest.importorskip("rclpy")
+    import yaml
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    params = {**fleet["model"], **fleet["server"], "replicas": 1, "ray": ray.get_runtime_context().gcs_address,
+              "replica_num_cpus": 0.5, "health_interval_s": 0.25}
+    (tmp_path / "cloud.yaml").write_text(yaml.safe_dump({"verifier_node": {"ros__parameters": params}}))
+    log = open(tmp_path / "node.log", "w")
+    node_proc = subprocess.Popen([sys.executable, "-m", "spec_edge_cloud.ros.verifier_node", "--ros-args",
+                                  "--params-file", str(tmp_path / "cloud.yaml")], stdout=log, stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = rclpy.create_node("fleet_diagnostics_test")
+    latest: dict[str, DiagnosticStatus] = {}
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda a: latest.update({s.name: s for s in a.status}),
+                             10)
+
+    def values(name: str) -> dict:
+        return {kv.key: kv.value for kv in latest[name].values} if name in latest else {}
+
+    def spin_until(cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not cond() and time.monotonic() < end and node_proc.poll() is None:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        return cond()
+
+    def output() -> str:
+        log.flush()
+        return (tmp_path / "node.log").read_text()[-3000:]
+
+    try:
+        assert spin_until(lambda: values("verifier_node/replica-1").get("healthy") == "True", 240), output()
+        front = values("verifier_node")
+        assert latest["verifier_node"].message == f"fleet front on {front['endpoint']}"
+        assert latest["verifier_node/replica-1"].level == DiagnosticStatus.OK
+        replica = values("verifier_node/replica-1")["endpoint"]
+        assert replica not in {s.endpoint for s in fleet["pool"].slots}, "the node's replica is one of the test's"
+        draft = fleet["draft"]
+        link = connect(front["endpoint"], draft.tokenizer_fingerprint(), LinkOptions(**FAST, **fleet["keys"]))
+        try:
+            assert link.is_up and link.endpoint == replica, (link.endpoint, replica)
+            text = "w4 w9 w5"
+            resp = SpecClient(draft, link, DecodeConfig(mode="spec-ee-pre", gamma=4, max_new_tokens=16,
+                                                        exit_threshold=0.0, deadline_s=DEADLINE_S)
+                              ).generate(draft.encode(text))
+        finally:
+            link.close()
+        assert resp.verified, resp.metrics.fallback_reason
+        assert resp.tokens == reference(fleet, text, 16)
+        assert spin_until(lambda: int(values("verifier_node/replica-1").get("rounds") or 0) >= resp.metrics.rounds,
+                          30), values("verifier_node/replica-1")
+        node_proc.send_signal(signal.SIGTERM)
+        assert node_proc.wait(60) == 0, output()
+        assert replica_gone(replica, draft.tokenizer_fingerprint(), fleet["keys"], 30), "its replica outlived the node"
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        stop(node_proc)
+        log.close()

@@ -25,6 +25,7 @@ robots that finished elsewhere), or after `drain_timeout_s`.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections import deque
@@ -90,8 +91,7 @@ class ReplicaPool:
         """Join or start the Ray cluster, start the replicas, wait until each is up."""
         cfg = self.config
         if not ray.is_initialized():
-            ray.init(address=None if cfg.ray == "local" else cfg.ray, include_dashboard=False,
-                     logging_level=logging.WARNING)
+            _join(None if cfg.ray == "local" else cfg.ray)
         gpus = cfg.replica_num_gpus if cfg.replica_num_gpus >= 0 else \
             (1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0)
         self._actor_class = ray.remote(Replica).options(num_cpus=cfg.replica_num_cpus, num_gpus=gpus,
@@ -269,6 +269,15 @@ class ReplicaPool:
                         and now - s.idle_since >= cfg.scale_down_idle_s]
                 if idle:
                     self._drain(min(idle, key=lambda s: s.idle_since), now)
+
+
+def _join(address: str | None) -> None:
+    """Join (or start) the Ray cluster, keeping this process's SIGTERM handler: Ray's own exits at
+    once (code 15), so a node's `close()` (its replicas killed, its last diagnostics) would never run."""
+    previous = signal.getsignal(signal.SIGTERM)
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+    if threading.current_thread() is threading.main_thread() and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _p95(values: list[float]) -> float:

@@ -42,7 +42,9 @@ dies mid-response (its connection drops: the socket monitor's DISCONNECTED) is h
 way, except that each session's PREFILL then carries the prompt and every token committed so far
 (the link follows them: each FINAL commits draft[:accepted] + next at the DRAFT's base), so the new
 replica re-prefills to exactly where the old one was and the response goes on, verified. A session
-that streamed cloud decoding is not resumed (its tokens were not followed): deadline, edge mode.
+in cloud decoding (GENERATE) is resumed the same way: the link follows its TOKENs too, re-prefills
+with them and asks the new replica for the rest of the stream (the tokens not yet received, from
+where it stopped), renumbering its TOKENs so the robot's stream goes on where it was.
 """
 from __future__ import annotations
 
@@ -59,7 +61,7 @@ import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from ..decoding.messages import Early, Error, Final, Ping, Pong, Start
+from ..decoding.messages import Early, Error, Final, Generate, Ping, Pong, Start, Token
 from . import protocol, security
 from .ordering import InOrder
 from .protocol import Hello, ProtocolError, Welcome, WireOptions
@@ -146,7 +148,9 @@ class _Pending:
     committed: list[int] = field(default_factory=list)  # its tokens committed so far (prompt included),
     sent: dict = field(default_factory=dict)   # round -> DraftRequest still without its FINAL,
     last_final: tuple | None = None            # (round, accepted, next) of the newest FINAL
-    resumable: bool = True                     # False once a cloud-decoding stream ran (not followed)
+    stream: Generate | None = None             # the cloud-decoding request running, as the robot sent it
+    streamed: int = 0                          # its TOKENs received so far (each committed)
+    shift: int = 0                             # added to a TOKEN's index: the tokens streamed before a resume
     restarts: int = 0                          # PREFILLs re-sent (bounded)
 
 
@@ -413,7 +417,11 @@ class ZmqLink:
             p.heard = now
             self._timings[(session, rnd)] = RoundTiming(session, rnd, sent)
         elif kind == "GENERATE" and session in self._pending:
-            self._pending[session].resumable = False
+            p = self._pending[session]  # cloud decoding from here: no DRAFT waits any more
+            p.drafts.clear()
+            p.sent.clear()
+            p.stream, p.streamed, p.shift = msg, 0, 0
+            del p.committed[msg.base:]
         elif kind in ("END", "CANCEL"):
             self._pending.pop(session, None)
             for key in [k for k in self._timings if k[0] == session]:
@@ -484,6 +492,8 @@ class ZmqLink:
                 for rnd in [r for r in p.drafts if r <= msg.round]:
                     del p.drafts[rnd]
                 self._commit(p, msg)
+        elif isinstance(msg, Token) and p is not None and p.stream is not None and msg.round == p.stream.round:
+            msg = self._streamed(p, msg)
         self._inbox.append(msg)
 
     @staticmethod
@@ -499,12 +509,24 @@ class ZmqLink:
         p.committed.append(final.next_token)
         p.last_final = (final.round, final.accepted, final.next_token)
 
+    @staticmethod
+    def _streamed(p: _Pending, token: Token) -> Token:
+        """Follow a cloud-decoding stream: each TOKEN in order is committed. After a resume the
+        replica numbers its TOKENs from 0 again; they are renumbered as the robot's stream goes on."""
+        if p.shift:
+            token = msgspec.structs.replace(token, index=token.index + p.shift)
+        if token.index == p.streamed:
+            p.committed.append(token.token)
+            p.streamed += 1
+        return token
+
     def _resend(self, p: _Pending) -> None:
         """A held session's messages to the replica that took this robot: its PREFILL (with every token
         committed so far: the replica re-prefills to where the last one was) and its DRAFTs waiting
         for a FINAL (a pre-draft whose assumption a FINAL here already confirmed goes as a plain
-        DRAFT, one it refuted is dropped: the client drafts afresh on that FINAL)."""
-        if p.prompt is None or not p.resumable:
+        DRAFT, one it refuted is dropped: the client drafts afresh on that FINAL), or its cloud-decoding
+        stream, asked for the tokens it still owes from where it stopped."""
+        if p.prompt is None:
             if p.start is not None:
                 self._send_frame("PREFILL", p.start)
             for body in p.drafts.values():
@@ -512,6 +534,13 @@ class ZmqLink:
             return
         _, p.start = protocol.pack_body(msgspec.structs.replace(p.prompt, input_ids=list(p.committed)), self.wire)
         self._send_frame("PREFILL", p.start)  # an `unknown-session` answer re-sends this one
+        if p.stream is not None:
+            g = p.stream
+            if p.streamed < g.max_new_tokens and not (p.streamed and p.committed[-1] in g.stop_ids):
+                rest = msgspec.structs.replace(g, base=len(p.committed), max_new_tokens=g.max_new_tokens - p.streamed)
+                p.shift = p.streamed
+                self._send_frame(*protocol.pack_body(rest, self.wire))
+            return
         for rnd, d in list(p.sent.items()):
             if d.assumes is not None and p.last_final is not None and d.assumes[0] <= p.last_final[0]:
                 if tuple(d.assumes) != p.last_final:
