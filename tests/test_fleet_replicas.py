@@ -68,6 +68,14 @@ def fleet(tmp_path_factory):
         ray.shutdown()
 
 
+def default_prompt(index: int, k: int) -> str:
+    return f"w{index + 3} w{(index * 7 + k) % 50 + 3} w5"
+
+
+# prompts whose answers (from this target) run the whole 40 tokens: long enough to be interrupted
+LONG = [default_prompt(i, 0) for i in (0, 2, 4, 5)]
+
+
 class Robot:
     """A robot: its own link to the front and its own draft, decoding responses one after another."""
 
@@ -78,9 +86,10 @@ class Robot:
         self.results: list[dict] = []
         self.mode = "spec-ee-pre"   # "cloud": the target decodes alone (GENERATE, a stream of TOKENs)
         self.finals = 0             # tokens committed in its current response
+        self.texts: list[str] | None = None  # its prompts, if not the default ones
 
     def prompt(self, k: int) -> str:
-        return f"w{self.index + 3} w{(self.index * 7 + k) % 50 + 3} w5"
+        return self.texts[k] if self.texts else default_prompt(self.index, k)
 
     def run(self, responses: int, max_new: int = 16, on_tokens=None) -> None:
         draft = self.fleet["draft"]
@@ -175,6 +184,8 @@ def test_a_replica_killed_mid_response(fleet):
         by_replica = {}
         for r in robots:
             by_replica.setdefault(r.link.endpoint, []).append(r)
+        for r, text in zip(robots, LONG):
+            r.texts = [text]
         doomed = max(by_replica.values(), key=len)
         assert len(doomed) >= 2, f"4 robots on 2 replicas, none shares one: {list(by_replica)}"
         doomed[0].mode = "cloud"
@@ -201,6 +212,7 @@ def test_a_replica_killed_mid_response(fleet):
         resp = r.results[0]["resp"]
         assert resp.verified, (r.index, r.mode, resp.metrics.fallback_reason)
         assert resp.tokens == reference(fleet, r.results[0]["prompt"], 40), (r.index, r.mode)
+        assert len(resp.tokens) == 40, "a prompt of LONG has a short answer: the kill may come too late"
     streamer = roles["streamer"]
     assert streamer.results[0]["resp"].metrics.mode == "cloud"
     assert killed["streamed"] < len(streamer.results[0]["resp"].tokens), "the stream ended before the kill"
@@ -378,7 +390,7 @@ def test_verifier_node_with_replicas_runs_its_fleet(fleet, tmp_path):
         link = connect(front["endpoint"], draft.tokenizer_fingerprint(), LinkOptions(**FAST, **fleet["keys"]))
         try:
             assert link.is_up and link.endpoint == replica, (link.endpoint, replica)
-            text = "w4 w9 w5"
+            text = LONG[0]
             resp = SpecClient(draft, link, DecodeConfig(mode="spec-ee-pre", gamma=4, max_new_tokens=16,
                                                         exit_threshold=0.0, deadline_s=DEADLINE_S)
                               ).generate(draft.encode(text))
