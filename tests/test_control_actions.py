@@ -5,7 +5,7 @@ import pytest
 
 from spec_edge_cloud.control.actions import (
     ACTION_WORDS, DEGREE_WORDS, METRE_WORDS, VERBS, Action, ActionError, MotionSpeeds, Segment,
-    action_segments, format_action, parse_action, parse_answer)
+    action_segments, forced_next, format_action, parse_action, parse_answer)
 
 
 def every_action():
@@ -102,3 +102,18 @@ def test_motion_speeds_must_be_positive():
         MotionSpeeds(walk=0.0)
     with pytest.raises(ValueError, match="turn"):
         MotionSpeeds(turn=float("inf"))
+
+
+@pytest.mark.parametrize("answer,forced", [
+    ("red ball ahead left", None),               # the observation may say anything
+    ("stop", None),                              # ... even an action's words
+    ("red ball ahead left . turn left", None),   # an angle must follow, any of them
+    ("red ball ahead left . turn left 25", "."),
+    ("red ball ahead left . walk 1.2", "."),
+    ("no ball . stop", "."),
+    ("no ball . stop .", None),                  # a new sentence, or the end
+    ("no ball . walk 1", None),                  # not canonical: not an action (a split number, say)
+    ("no ball . walk 1.0 . strafe right 0.5", "."),
+])
+def test_forced_next_is_the_period_that_ends_a_complete_action(answer, forced):
+    assert forced_next(answer.split()) == forced

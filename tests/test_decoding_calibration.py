@@ -9,7 +9,7 @@ import pytest
 
 from decoding_fixtures import pair, profile_file, target_alone
 from spec_edge_cloud.decoding.adaptive import AdaptiveController
-from spec_edge_cloud.decoding.calibration import GRID, ExitCalibration, wilson_upper
+from spec_edge_cloud.decoding.calibration import GRID, NO_VERDICTS, ExitCalibration, wilson_upper
 from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.link import InProcessLink
 from spec_edge_cloud.decoding.metrics import ResponseMetrics
@@ -103,17 +103,17 @@ def test_bad_settings_are_refused():
 
 def test_the_core_acts_only_on_trusted_verdicts_and_every_final_labels_its_earlies():
     ad = AdaptiveController.for_config(DecodeConfig(mode="adaptive", exit_miss_target=0.1))
-    assert ad.threshold == 0.0                       # the cloud is asked for every verdict, for the labels
+    assert ad.threshold == NO_VERDICTS               # no exit trusted yet: no EARLY asked for
     r = Rounds(ad, 200, ResponseMetrics("adaptive"))
     n = r.drafted(r.start()[0], 4, 0.04, 0.0).number
     for i in range(ad.calibration.min_verdicts):
         v = Verdict(n, 2, 7)
-        assert r.early(v, 0.1, False, layer=2, confidence=0.97) == []      # not yet calibrated: kept only
-        assert r.early(Verdict(n, 0, 1), 0.1, False, layer=4, confidence=0.4) == []
-        assert r.final(v, 0.2, 0.1, 5) == [Commit(v)]
+        assert r.early(v, 0.1, False, layer=2, confidence=0.97) == []      # not calibrated yet: not acted on
+        assert r.final(v, 0.2, 0.1, 5, [(2, 2, 7), (4, 0, 1)], [0.97, 0.4]) == [Commit(v)]  # the labels
         (nxt,) = r.committed(3 * (i + 1), done=False)
         n = r.drafted(nxt, 4, 0.04, 0.3).number
     assert ad.calibration.threshold(2) == 0.95 and ad.calibration.threshold(4) is None
+    assert ad.threshold == 0.95                      # the cloud is asked for what may be acted on
     assert r.m.early_trusted == 0 and r.m.predrafts == 0
     v = Verdict(n, 3, 5)
     assert r.early(Verdict(n, 1, 1), 0.4, False, layer=2, confidence=0.6) == []   # below layer 2's threshold

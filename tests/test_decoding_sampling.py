@@ -24,15 +24,17 @@ def target_joint(bundle, prompt_ids):
     return (p1[:, None] * p2).double().numpy()
 
 
-def chi_square_pvalue(target, draft, prompt, link, mode, n=400, memory=lambda: None, gamma=2, **settings) -> float:
+def chi_square_pvalue(target, draft, prompt, link, mode, n=400, memory=lambda: None, gamma=2, grammar=None,
+                      **settings) -> float:
     """p-value of the pairs of tokens `n` seeded responses drew, against the target's own p(t1, t2);
-    `memory()` gives each response's recent answers to draft from (decoding/reuse.py)."""
+    `memory()` gives each response's recent answers to draft from (decoding/reuse.py), `grammar` the
+    tokens it forces (decoding/draft.py)."""
     joint = target_joint(target, prompt.input_ids)
     counts = np.zeros_like(joint)
     for seed in range(n):
         cfg = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=2, temperature=TEMPERATURE, seed=seed,
                            exit_threshold=0.0, **settings)
-        tokens = SpecClient(draft, link, cfg, memory=memory()).generate(prompt).tokens
+        tokens = SpecClient(draft, link, cfg, memory=memory(), grammar=grammar).generate(prompt).tokens
         if len(tokens) == 2:
             counts[tokens[0], tokens[1]] += 1
         else:  # EOS first: count it in the t1 row, column of EOS

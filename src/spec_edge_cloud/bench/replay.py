@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..control.actions import forced_next
 from ..control.parser import ActionReady, IncrementalParser
 from ..decoding.client import SpecClient
 from ..decoding.messages import Start
@@ -143,7 +144,8 @@ class Replay:
         with self._cloud() as raw:
             link = MeteredLink(raw)
             self.pacers = {m: pacer(self.profile) for m in cfg.modes} if self.profile else {}
-            clients = {m: SpecClient(self.draft, link, replace(cfg.decode, mode=m), pacer=self.pacers.get(m))
+            clients = {m: SpecClient(self.draft, link, replace(cfg.decode, mode=m), pacer=self.pacers.get(m),
+                                     grammar=forced_next)
                        for m in cfg.modes}
             for _ in range(cfg.warmup):
                 for m in cfg.modes:

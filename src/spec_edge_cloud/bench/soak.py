@@ -53,6 +53,7 @@ from typing import Callable
 
 import torch
 
+from ..control.actions import forced_next
 from ..decoding.client import SpecClient
 from ..decoding.modes import GREEDY_LOSSLESS, DecodeConfig
 from ..decoding.timing import Pacer
@@ -325,7 +326,7 @@ class Soak:
             link: ZmqLink = connect(endpoint, draft.tokenizer_fingerprint(),
                                     LinkOptions(handshake_timeout_s=60, name=f"soak-robot-{index}"))
             pacer = Pacer(self.profile) if self.profile else None
-            client = SpecClient(draft, link, replace(self.decode, mode=mode), pacer=pacer)
+            client = SpecClient(draft, link, replace(self.decode, mode=mode), pacer=pacer, grammar=forced_next)
             self.pacers.append(pacer)
             order = list(range(len(prompts)))
             random.Random(cfg.seed + index).shuffle(order)

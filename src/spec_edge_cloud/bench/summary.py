@@ -52,6 +52,7 @@ class ResponseRecord:
     reused_rounds: int = 0      # rounds a recent answer proposed (decoding/reuse.py), their tokens, accepted
     reused_drafted: int = 0
     reused_accepted: int = 0
+    grammar_forced: int = 0     # drafted tokens the grammar forced (no draft step; decoding/draft.py)
     # measured runs only (the replay): what was said, when, and the round-by-round timeline
     ttft_s: float | None = None
     token_ids: list[int] = field(default_factory=list)
@@ -74,7 +75,8 @@ class ResponseRecord:
             "target_compute_s": m.target_compute_s, "draft_s": m.draft_s, "verified": m.unverified_from is None,
             "fallback_reason": m.fallback_reason, "switched_to_cloud_at": m.switched_to_cloud_at,
             "gamma_used": list(m.gamma_used), "ttft_s": m.ttft_s, "reused_rounds": m.reused_rounds,
-            "reused_drafted": m.reused_drafted, "reused_accepted": m.reused_accepted, **fields_})
+            "reused_drafted": m.reused_drafted, "reused_accepted": m.reused_accepted,
+            "grammar_forced": m.grammar_forced, **fields_})
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResponseRecord":
@@ -142,6 +144,7 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             "early_miss_rate": _ratio(sum(r.early_trusted_missed for r in rs), sum(r.early_trusted for r in rs)),
             "reused_rounds": _ratio(sum(r.reused_rounds for r in rs), n),   # share of rounds a reused answer drafted
             "reused_acceptance": _ratio(sum(r.reused_accepted for r in rs), sum(r.reused_drafted for r in rs)),
+            "grammar_forced": _ratio(sum(r.grammar_forced for r in rs), sum(r.drafted for r in rs)),  # of drafted
             "cloud_s_per_token": _ratio(sum(r.target_compute_s for r in rs), tokens),
             "cloud_s_per_response": float(np.mean([r.target_compute_s for r in rs])),
             "bytes_up_per_token": _ratio(sum(r.bytes_up for r in rs), tokens),

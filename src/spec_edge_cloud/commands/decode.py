@@ -40,6 +40,7 @@ def load_image(path: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..bench.replay import MeteredLink
+    from ..control.actions import forced_next
     from ..decoding.client import SpecClient
     from ..modeling.bundle import load_bundle
     from ..transport.assembly import VerifierConfig, open_link, pacer
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                 None if args.endpoint else VerifierConfig(args.target, args.exits, None, args.target_profile,
                                                           placement), args.rtt_ms / 1000))
         try:
-            response = SpecClient(draft, link, config, pacer=pacer(args.draft_profile)).generate(prompt)
+            response = SpecClient(draft, link, config, pacer=pacer(args.draft_profile),
+                                  grammar=forced_next).generate(prompt)
         finally:
             if link is not None:
                 link.close()

@@ -143,6 +143,23 @@ def split_sentences(text: str) -> tuple[list[list[str]], list[str]]:
     return sentences, current
 
 
+def forced_next(words: list[str]) -> str | None:
+    """The one word the grammar allows after `words` (an answer's words so far), or None where several
+    may follow. Only a sentence after the observation that is already a complete action forces
+    anything: its period. A draft need not be run to propose it (decoding: `draft_grammar`)."""
+    if PERIOD not in words:
+        return None                       # still in the observation, which may say anything
+    last = len(words) - 1 - words[::-1].index(PERIOD)
+    sentence = words[last + 1:]
+    if not sentence:
+        return None
+    try:
+        parse_action(" ".join(sentence))
+    except ActionError:
+        return None
+    return PERIOD
+
+
 def parse_answer(text: str) -> tuple[str, list[Action]]:
     """Split a full answer into (observation, actions). Every sentence after the first must be an
     action; the first must be a non-empty sentence that is not itself an action."""

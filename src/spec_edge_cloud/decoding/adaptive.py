@@ -17,9 +17,10 @@ exponentially weighted averages. The first round of a response is not used for t
 it also waits for the prompt's prefill.
 
 Exit thresholds: with an `ExitCalibration` (decoding/calibration.py, the default for a
-`DecodeConfig` with `exit_miss_target` > 0) the cloud sends every exit's early verdict, each FINAL
-labels them, and the robot acts on the first one whose exit is calibrated to miss below the target
-at its confidence. Without one, a single threshold follows the pre-draft hit rate.
+`DecodeConfig` with `exit_miss_target` > 0) each FINAL labels every exit's verdict, the cloud is
+asked for the EARLYs at or above the lowest calibrated threshold, and the robot acts on the first
+one whose exit is calibrated to miss below the target at its confidence. Without one, a single
+threshold follows the pre-draft hit rate.
 """
 from __future__ import annotations
 
@@ -49,11 +50,11 @@ class AdaptiveController:
 
     def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
                  decay: float = 0.95, calibration: ExitCalibration | None = None):
-        """`calibration`: which exits' early verdicts to trust; the cloud is then asked for all of them
-        (threshold 0), for their labels."""
+        """`calibration`: which exits' early verdicts to trust (`threshold`, what the cloud is asked
+        for, then follows it)."""
         self.gamma, self.max_gamma = gamma, max_gamma
         self.calibration = calibration
-        self.threshold = 0.0 if calibration is not None else threshold
+        self.threshold = calibration.lowest() if calibration is not None else threshold
         self.decay = decay
         self._accepts, self._trials = 3.0, 5.0      # prior: a = 0.6, the weight of about one round
         self.draft_token_s = _Ewma()
@@ -140,6 +141,7 @@ class AdaptiveController:
         """An early verdict labelled by its FINAL: evidence for its exit's threshold."""
         if self.calibration is not None and layer is not None:
             self.calibration.observe(layer, confidence, missed)
+            self.threshold = self.calibration.lowest()
 
     # -- decisions -------------------------------------------------------------------------------
     def trusts(self, layer: int | None, confidence: float) -> bool:

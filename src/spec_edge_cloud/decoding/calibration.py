@@ -16,13 +16,17 @@ thresholds are tested depends only on the confidences, never on the labels, so g
 confidences each tested bound holds at the stated confidence and the walk does not spend it
 (no correction for the number of thresholds). This assumes the labels of a window are independent
 draws; a session that drifts is followed through the window. An exit without a threshold is not
-trusted: the robot does not pre-draft on it until its evidence says otherwise.
+trusted: the robot does not pre-draft on it until its evidence says otherwise. The labels come with
+each FINAL (every exit's verdict and confidence), so the cloud need send only the EARLYs the robot
+may act on: those at or above the lowest exit's threshold (`lowest`).
 """
 from __future__ import annotations
 
 import math
 from collections import deque
 from statistics import NormalDist
+
+NO_VERDICTS = 2.0   # an exit threshold above every confidence: the cloud sends no EARLY
 
 # candidate thresholds, most confident first (finer near 1, where good exits' verdicts gather)
 GRID = (0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2,
@@ -96,6 +100,12 @@ class ExitCalibration:
     def trusts(self, layer: int, confidence: float) -> bool:
         t = self.threshold(layer)
         return t is not None and confidence >= t
+
+    def lowest(self) -> float:
+        """The threshold to ask the cloud for: the lowest exit's (NO_VERDICTS while none is trusted).
+        Every FINAL labels every exit whatever was sent, so EARLYs go only where they may be used."""
+        trusted = [t for t in self._threshold.values() if t is not None]
+        return min(trusted) if trusted else NO_VERDICTS
 
     def bound(self, layer: int) -> float:
         """The upper bound on the miss rate of `layer`'s trusted verdicts (1 when none is trusted)."""

@@ -18,7 +18,7 @@ import torch
 
 from ..modeling.bundle import ModelBundle, Prompt
 from .adaptive import AdaptiveController
-from .draft import DraftEngine
+from .draft import DraftEngine, point_mass
 from .link import Link
 from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Start, Token
 from .metrics import ResponseMetrics
@@ -28,22 +28,19 @@ from .rounds import Cloud, Commit, Draft, EdgeFinish, FixedPolicy, Policy, RollB
 
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
+# grammar(words of the answer so far) -> the one word it allows next, or None (control.actions.forced_next)
+Grammar = Callable[[list[str]], str | None]
 # trace (optional list, for benchmark timelines): (seconds since start, "draft"|"send"|"recv", details)
 
 
-def point_mass(tokens: list[int], probs: torch.Tensor, support: list[list[int]] | None
-               ) -> tuple[torch.Tensor, list[list[int]] | None]:
+def with_point_masses(tokens: list[int], probs: torch.Tensor, support: list[list[int]] | None
+                      ) -> tuple[torch.Tensor, list[list[int]] | None]:
     """The drafted rows `probs` (over `support`, or the vocabulary) followed by a point-mass row for
-    each of `tokens` in the same form: a reused answer's token is proposed with certainty, q = 1,
-    which speculative sampling accepts with probability p(token), exact as for any draft
-    distribution (decoding/reuse.py)."""
-    width = probs.shape[1]
-    rows = torch.zeros(len(tokens), width, dtype=probs.dtype)
-    if support is None:
-        rows[torch.arange(len(tokens)), torch.tensor(tokens)] = 1.0
-        return torch.cat([probs, rows]), None
-    rows[:, 0] = 1.0                       # the token, then itself again with nothing, to keep rows k wide
-    return torch.cat([probs, rows]), support + [[t] * width for t in tokens]
+    each of `tokens` in the same form: a reused answer's token is proposed with certainty, q = 1
+    (decoding/draft.py's `point_mass`; decoding/reuse.py)."""
+    made = [point_mass(t, probs.shape[1], support is not None) for t in tokens]
+    rows = torch.stack([row for row, _ in made]).to(probs.dtype)
+    return torch.cat([probs, rows]), None if support is None else support + [ids for _, ids in made]
 
 
 @dataclass
@@ -59,9 +56,12 @@ class Response:
 
 class SpecClient:
     def __init__(self, draft: ModelBundle, link: Link | None, config: DecodeConfig,
-                 adaptive: AdaptiveController | None = None, pacer=None, memory: AnswerMemory | None = None):
+                 adaptive: AdaptiveController | None = None, pacer=None, memory: AnswerMemory | None = None,
+                 grammar: Grammar | None = None):
         """`memory`: the recent answers to draft from when `config.reuse_answers` > 0 (default: the
-        client's own; pass one to share it across clients, as the draft node does per response)."""
+        client's own; pass one to share it across clients, as the draft node does per response).
+        `grammar`: the answer's grammar, whose forced tokens are drafted without a draft step when
+        `config.draft_grammar` is on (decoding sits below control: the caller hands it in)."""
         self.bundle = draft
         self.link = link
         self.config = config
@@ -74,6 +74,23 @@ class SpecClient:
         self.memory = None if not config.reuse_answers or config.mode in ("edge", "cloud") else \
             memory or AnswerMemory(config.reuse_answers)
         self._sentence_ends: dict[int, bool] = {}
+        if config.draft_grammar and grammar is None and config.mode not in ("edge", "cloud"):
+            raise ValueError("draft_grammar needs the answer's grammar (control.actions.forced_next)")
+        self.grammar = grammar if config.draft_grammar else None
+        self._words: dict[int, str] = {}
+        self._ids: dict[str, int | None] = {}
+
+    def word(self, token: int) -> str:
+        if token not in self._words:
+            self._words[token] = self.bundle.words([token])[0]
+        return self._words[token]
+
+    def token_of(self, word: str) -> int | None:
+        """The one token that is `word` (None where the tokenizer splits it, or spells it otherwise)."""
+        if word not in self._ids:
+            ids = self.bundle.tokenizer.encode(word, add_special_tokens=False)
+            self._ids[word] = ids[0] if len(ids) == 1 and self.word(ids[0]) == word else None
+        return self._ids[word]
 
     def sentence_end(self, token: int) -> bool:
         """Whether `token` ends a sentence of the action language (".") or the answer."""
@@ -255,12 +272,13 @@ class _Run:
         self.note("draft", pre=v is not None)
         d_tokens, probs, support, seconds = [], None, None, 0.0
         if action.n > 0:
-            d = eng.draft(action.n)
+            d = eng.draft(action.n, self.forced if self.c.grammar is not None else None)
             self.m.draft_s += d.seconds
+            self.m.grammar_forced += d.forced
             d_tokens, probs, support, seconds = d.tokens, d.probs, d.support, d.seconds
         reused = self.reused(action.lookup, eng.tokens, len(d_tokens))
         if reused and probs is not None:
-            probs, support = point_mass(reused, probs, support)
+            probs, support = with_point_masses(reused, probs, support)
         d_tokens = d_tokens + reused
         rnd = rounds.drafted(action, len(d_tokens), seconds, time.perf_counter(), d_tokens, len(reused))
         self.c.link.send(DraftRequest(self.session, rnd.number, base, d_tokens, probs,
@@ -269,6 +287,11 @@ class _Run:
         rnd.sent_at = time.perf_counter()
         self.note("send", round=rnd.number, tokens=len(d_tokens), pre=v is not None)
         return rnd
+
+    def forced(self, tokens: list[int]) -> int | None:
+        """The token the answer's grammar forces after `tokens` (prompt, answer so far, drafted), if any."""
+        word = self.c.grammar([self.c.word(t) for t in tokens[len(self.prompt.input_ids):]])
+        return None if word is None else self.c.token_of(word)
 
     def reused(self, limit: int, tokens: list[int], drafted: int) -> list[int]:
         """At most `limit` tokens that a recent answer has after `tokens` (committed, assumed and the
@@ -299,7 +322,7 @@ class _Run:
             return rounds.early(v, now, self._would_finish(provisional), msg.layer, msg.confidence)
         if isinstance(msg, Final):
             return rounds.final(Verdict(msg.round, msg.accepted, msg.next_token), now, msg.compute_s,
-                                msg.tokens_in_pass, msg.exits)
+                                msg.tokens_in_pass, msg.exits, msg.exit_confidences)
         return []
 
     def _would_finish(self, new: list[int]) -> bool:

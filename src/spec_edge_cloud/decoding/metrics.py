@@ -27,6 +27,7 @@ class ResponseMetrics:
     reused_rounds: int = 0            # rounds whose draft a recent answer proposed (decoding/reuse.py)
     reused_drafted: int = 0           # ... their tokens (counted in `drafted` too)
     reused_accepted: int = 0          # ... accepted (counted in `accepted` too)
+    grammar_forced: int = 0           # drafted tokens the answer's grammar forced, without a draft step
     exit_agree: dict = field(default_factory=lambda: defaultdict(int))   # layer -> verdicts equal to final
     exit_total: dict = field(default_factory=lambda: defaultdict(int))
     ttft_s: float | None = None       # first final token

@@ -54,6 +54,8 @@ class DecodeConfig:
                                    "up (0: the whole vocabulary)", (0, None))
     draft_top_p: float = setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut; "
                                       "above 0)", (0.0, 1.0))
+    draft_grammar: bool = setting(False, "propose the tokens the answer's grammar forces (an action's period) "
+                                         "without a draft step (the target still verifies them)")
     reuse_answers: int = setting(0, "draft from the robot's last N answers to the same prompt where one continues the "
                                     "committed tokens, prompt-lookup style (0: off; docs/design.md)", (0, 16))
     reuse_max_tokens: int = setting(16, "tokens a reused answer may propose in one round (cut at a sentence end)",
@@ -111,6 +113,8 @@ class DecodeConfig:
                 parser.add_argument(flag, type=_comma_list(item), default=default, help=f.metadata["help"])
             elif f.name == "mode":
                 parser.add_argument(flag, choices=MODES, default=default, help=f.metadata["help"])
+            elif kind is bool:
+                parser.add_argument(flag, type=_boolean, default=default, help=f.metadata["help"] + " (true|false)")
             else:
                 parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
 
@@ -119,6 +123,14 @@ class DecodeConfig:
         """The config the flags of `add_arguments` describe (fields not on the command keep defaults)."""
         given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
         return cls(**{**given, **overrides})
+
+
+def _boolean(text: str) -> bool:
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _comma_list(item: type):

@@ -6,12 +6,12 @@ One round, as it reads below:
         reusing answers: a recent answer continuing them .... Draft(n, lookup=m): up to m more tokens,
         proposes what follows, for free                       the answer's, in the same DRAFT
     EARLY(r, k_e, b_e) from an exit the policy trusts ....... Show(k_e, b_e): provisional tokens
-        at its confidence (others only wait for their label)
+        at its confidence
         pre-drafting: draft on that verdict at once ......... Draft(n', assumes=(r, k_e, b_e)), sent at
                                                               once (the cloud queues it behind round r)
     FINAL(r, k, b) .......................................... [RollBack: the pre-draft assumed otherwise]
                                                               Commit(k, b): d[:k] + b is final; each
-                                                              EARLY of r, labelled, goes to the policy
+                                                              exit's verdict, labelled, goes to the policy
     after the commit: finished .............................. nothing
                       the policy prefers cloud decoding ..... Cloud
                       the pre-draft assumed exactly (r, k, b)  wait for round r+1, already under way
@@ -172,7 +172,7 @@ class Round:
     payload: Any = None
     early_at: float | None = None   # when its first EARLY arrived
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed
-    earlies: list = field(default_factory=list)  # (layer, confidence, Verdict, trusted) of each EARLY
+    earlies: list = field(default_factory=list)  # (Verdict, trusted) of each EARLY
 
 
 class Rounds:
@@ -232,13 +232,13 @@ class Rounds:
               confidence: float = 1.0) -> list[Action]:
         """An EARLY of exit `layer` at `confidence` for the round in flight; `finishes`: its provisional
         tokens would end the response (nothing to pre-draft then). One the policy does not trust is
-        only kept, for its FINAL to label."""
+        only kept, for the metrics."""
         cur = self.cur
         if cur is None or v.round != cur.number:
             return []                                   # stale, or for a dropped pre-draft
         self.m.early_messages += 1
         trusted = self.policy.trusts(layer, confidence)
-        cur.earlies.append((layer, confidence, v, trusted))
+        cur.earlies.append((v, trusted))
         if not trusted:
             return []
         cur.early_at = cur.early_at or at
@@ -248,8 +248,9 @@ class Rounds:
         return actions
 
     def final(self, v: Verdict, at: float, compute_s: float, tokens_in_pass: int,
-              exits: list[tuple[Any, int, int]] = ()) -> list[Action]:
-        """The FINAL of the round in flight: what to commit (then call `committed`)."""
+              exits: list[tuple[Any, int, int]] = (), exit_confidences: list[float] = ()) -> list[Action]:
+        """The FINAL of the round in flight: what to commit (then call `committed`). `exits` (each
+        exit's verdict) with `exit_confidences` label the exits for the policy, EARLY sent or not."""
         cur, m, policy = self.cur, self.m, self.policy
         if cur is None or v.round != cur.number:
             return []
@@ -263,11 +264,11 @@ class Rounds:
         for layer, ek, eb in exits:
             m.exit_total[layer] += 1
             m.exit_agree[layer] += int((ek, eb) == (v.accepted, v.next_token))
-        for layer, confidence, ev, trusted in cur.earlies:
-            missed = (ev.accepted, ev.next_token) != (v.accepted, v.next_token)
-            policy.observe_exit(layer, confidence, missed)
+        for (layer, ek, eb), confidence in zip(exits, exit_confidences):
+            policy.observe_exit(layer, confidence, (ek, eb) != (v.accepted, v.next_token))
+        for ev, trusted in cur.earlies:
             m.early_trusted += trusted
-            m.early_trusted_missed += trusted and missed
+            m.early_trusted_missed += trusted and (ev.accepted, ev.next_token) != (v.accepted, v.next_token)
         if self.last_final_at is not None:
             policy.observe_interval(at - self.last_final_at, v.accepted + 1)
         self.last_final_at = at

@@ -262,7 +262,8 @@ class VerifierService:
         v = result.verdict
         s.last_final = (msg.round, v.accepted, v.next_token)
         final = Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
-                      [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows)
+                      [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows,
+                      [e.verdict.confidence for e in result.exits])
         s.finals.append(final)
         reply(final)
 

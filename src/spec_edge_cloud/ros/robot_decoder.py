@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from spec_edge_cloud.control.actions import forced_next
 from spec_edge_cloud.decoding.adaptive import AdaptiveController
 from spec_edge_cloud.decoding.client import Response, SpecClient
 from spec_edge_cloud.decoding.messages import Cancel, End, Start
@@ -119,7 +120,8 @@ class RobotDecoder:
         if cfg.reuse_answers and (self.memory is None or self.memory.answers != cfg.reuse_answers):
             self.memory = AnswerMemory(cfg.reuse_answers)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
-                            self.adaptive if cfg.mode == "adaptive" else None, self.pacer, self.memory)
+                            self.adaptive if cfg.mode == "adaptive" else None, self.pacer, self.memory,
+                            forced_next)
         up0, down0 = self._stats()
         started = self.clock()
         response = client.generate(prompt, emit)

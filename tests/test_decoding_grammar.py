@@ -1,0 +1,73 @@
+"""Tokens the answer's grammar forces, proposed without a draft step (`draft_grammar`): a step saved
+per forced token, and the output still the target's own, greedy and sampled."""
+from __future__ import annotations
+
+import pytest
+
+from decoding_fixtures import pair, target_alone
+from test_decoding_sampling import chi_square_pvalue, sampling_pair
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.draft import DraftEngine
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import GREEDY_LOSSLESS, DecodeConfig
+from spec_edge_cloud.decoding.target import TargetEngine
+from spec_edge_cloud.decoding.verifier import VerifierService
+from spec_edge_cloud.modeling.exit_heads import ExitHeads
+
+
+def every_third(words: list[str]) -> str | None:
+    """A made-up grammar of the tiny models' words: `w3` after every third word of the answer. The
+    target mostly disagrees, which is the point: a wrong forced token must cost nothing but a miss."""
+    return "w3" if len(words) % 3 == 2 else None
+
+
+def test_a_forced_token_takes_no_draft_step():
+    _, draft = pair("llama", 0)
+    prompt = draft.encode("w4 w9 w1")
+    engine = DraftEngine(draft)
+    engine.prefill(prompt)
+    steps = []
+    feed = engine.seq.feed_tail
+    engine.seq.feed_tail = lambda *a: steps.append(1) or feed(*a)   # counts the model's steps
+    w3 = draft.tokenizer.convert_tokens_to_ids("w3")
+    n = len(prompt.input_ids)
+    d = engine.draft(5, lambda tokens: w3 if len(tokens) - n in (0, 3) else None)
+    assert d.tokens[0] == w3 and d.tokens[3] == w3 and d.forced == 2 and len(steps) == 3
+    engine.seq.feed_tail = feed
+    assert engine.draft(1).tokens                      # the forced tokens reached the cache with the next step
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_greedy_mode_with_forced_tokens_equals_the_target_alone(seed):
+    target, draft = pair("llama", seed)
+    prompt = target.encode(f"w{seed + 3} w11 w2")
+    ref = target_alone(target, prompt, 24)
+    engine = TargetEngine(target, ExitHeads([1, 2], target.hidden_size, 16))
+    for mode in GREEDY_LOSSLESS:
+        link = InProcessLink(VerifierService(engine))
+        try:
+            config = DecodeConfig(mode=mode, max_new_tokens=24, exit_threshold=0.0, draft_grammar=True)
+            resp = SpecClient(draft, link, config, grammar=every_third).generate(prompt)
+        finally:
+            link.close()
+        assert resp.tokens == ref and resp.verified, mode
+        assert mode == "cloud" or resp.metrics.grammar_forced > 0 or resp.metrics.switched_to_cloud_at is not None
+
+
+def test_draft_grammar_without_a_grammar_is_refused():
+    _, draft = pair("llama", 0)
+    with pytest.raises(ValueError, match="draft_grammar needs"):
+        SpecClient(draft, object(), DecodeConfig(draft_grammar=True))
+
+
+@pytest.mark.parametrize("top_k", [0, 2])
+def test_sampling_with_forced_tokens_follows_the_target(top_k):
+    """A forced token is a point-mass draft (q = 1): speculative sampling stays exact."""
+    target, draft, prompt = sampling_pair()
+    link = InProcessLink(VerifierService(TargetEngine(target, ExitHeads([2], target.hidden_size, 8))))
+    try:
+        pvalue = chi_square_pvalue(target, draft, prompt, link, "spec-ee-pre", draft_top_k=top_k,
+                                   draft_grammar=True, grammar=lambda words: "w2" if len(words) == 1 else None)
+    finally:
+        link.close()
+    assert pvalue > 1e-3
