@@ -1,5 +1,6 @@
 """Training the model family: each piece on tiny real models, and `spec-edge-cloud train --quick` end to end."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from spec_edge_cloud.sim.dataset import episode_seed
 from spec_edge_cloud.sim.world import Go2World
 from spec_edge_cloud.training import prompts, sim_eval
 from spec_edge_cloud.training.data import task_words
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
 
 def _examples(n: int) -> list[Example]:
@@ -159,8 +162,22 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert set(card["sim"]) == {"expert", "target", "draft"} and card["speculation"]["lossless_mismatches"] == []
     assert "task success" in (out / "target" / "README.md").read_text()
     assert "VLM pair saved" in capsys.readouterr().out
+    assert card["training"]["target"]["contrast"]["examples"] >= 1
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out),
                      "--dataset", str(tmp_path / "missing")]) == 2
+    # from the contrast stage on: the first two stages' record is carried over, not re-run
+    resumed = tmp_path / "resumed"
+    assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
+                     "--resume", str(out)]) == 0
+    again = json.loads((resumed / "target" / "card.json").read_text())["training"]
+    assert again["resumed_from"] == str(out) and "resumed from" in capsys.readouterr().out
+    assert again["target"]["dagger"] == card["training"]["target"]["dagger"]
+    assert again["draft"]["steps"] == card["training"]["draft"]["steps"] and again["draft"]["contrast"]["steps"] == 2
+    assert again["target"]["contrast"]["steps"] == 2 and "--resume" in (resumed / "target" / "README.md").read_text()
+    # a target trained with another budget (the shipped one) cannot resume the quick recipe
+    assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
+                     "--resume", str(SHIPPED)]) == 2
+    assert "cannot resume" in capsys.readouterr().err
 
 
 def test_train_takes_a_device_and_a_precision(tmp_path, capsys):

@@ -7,7 +7,7 @@ from PIL import Image
 
 from spec_edge_cloud import cli
 from spec_edge_cloud.control.actions import parse_answer
-from spec_edge_cloud.sim import dataset
+from spec_edge_cloud.sim import dataset, scene
 from spec_edge_cloud.sim.vocab import parse_instruction
 from spec_edge_cloud.sim.world import Go2World
 
@@ -78,3 +78,27 @@ def test_bad_arguments_are_refused(world, tmp_path):
         dataset.generate(tmp_path, episodes=0, seed=0, world=world)
     with pytest.raises(ValueError, match="instruction"):
         cli.main(["sim", "run", "--instruction", "find the red ball"])
+
+
+def test_contrast_views_face_each_object_of_look_alike_rooms_with_answers_the_picture_shows(world, tmp_path):
+    seeds = [dataset.episode_seed(3, i) for i in range(3)]
+    examples = dataset.generate_contrast(tmp_path / "a", seeds, world=world)
+    again = dataset.generate_contrast(tmp_path / "b", seeds[:1], world=Go2World())
+    first = [e for e in examples if e.episode == 0]
+    assert [e.to_json() for e in again] == [e.to_json() for e in first]  # reproducible by seed
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / first[0].image)),
+                          np.asarray(Image.open(tmp_path / "b" / again[0].image)))
+    lines = (tmp_path / "a" / dataset.EXAMPLES_FILE).read_text().splitlines()
+    assert len(lines) == len(examples) and 8 <= len(examples) <= 12   # one view per object, a few skipped at most
+    seen = set()
+    for line, example in zip(lines, examples):
+        record = json.loads(line)
+        assert list(record) == FIELDS and record["seed"] == seeds[record["episode"]]
+        layout = scene.random_layout(record["seed"], confusers=2)
+        goal = layout.goal_object
+        assert parse_instruction(record["instruction"]) == (goal.colour, goal.shape)
+        observation, _ = parse_answer(record["answer"])
+        seen.add("absent" if observation.startswith("no ") else "goal")
+    assert seen == {"absent", "goal"}  # the same rooms show the goal and, elsewhere, only its look-alikes
+    with pytest.raises(ValueError):
+        dataset.generate_contrast(tmp_path / "c", [], world=world)

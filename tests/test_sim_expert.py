@@ -72,6 +72,15 @@ def test_layouts_are_reproducible_and_goals_unique():
     assert len(set(pairs)) == len(pairs)
     forced = scene.random_layout(7, goal=("yellow", "cylinder"))
     assert (forced.goal_object.colour, forced.goal_object.shape) == ("yellow", "cylinder")
+    assert scene.random_layout(7, confusers=0) == a   # evaluation rooms are unchanged by the option
+    for seed in range(20):
+        room = scene.random_layout(seed, confusers=2)
+        goal = room.goal_object
+        alike = [o for o in room.objects[1:] if o.colour == goal.colour or o.shape == goal.shape]
+        assert len(alike) >= 2 and len({(o.colour, o.shape) for o in room.objects}) == len(room.objects)
+    for bad in (-1, 4):
+        with pytest.raises(ValueError):
+            scene.random_layout(7, confusers=bad)
 
 
 def test_instructions_round_trip_and_bad_ones_are_refused():

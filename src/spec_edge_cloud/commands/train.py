@@ -2,6 +2,7 @@
 
     spec-edge-cloud train --out models/ --seed S            # VLM pair + SmolLM2 exits and draft
     spec-edge-cloud train --only vlm --dataset DIR          # reuse a `sim dataset` directory
+    spec-edge-cloud train --only vlm --resume OLD_MODELS    # from the contrast stage on (same --seed)
     spec-edge-cloud train --only text                       # SmolLM2 parts only
     spec-edge-cloud train --quick --out /tmp/m              # a few steps of everything (smoke test)
     spec-edge-cloud train --device cuda --dtype bfloat16    # on a GPU, forward passes in bfloat16
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=Path("runs/train"), help="scratch space: generated datasets")
     p.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline, not the models")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--resume", type=Path, default=None,
+                   help="a models directory whose target and draft went through the stages before the "
+                        "contrast stage with this --seed: train from there on (VLM only)")
     add_placement_arguments(p)
 
 
@@ -49,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{time.perf_counter() - start:7.0f} s] {text}", flush=True)
 
     command = " ".join(["spec-edge-cloud train", f"--out {args.out}", f"--seed {args.seed}"]
-                       + ([f"--only {args.only}"] if args.only else []) + (["--quick"] if args.quick else []))
+                       + ([f"--only {args.only}"] if args.only else []) + (["--quick"] if args.quick else [])
+                       + ([f"--resume {args.resume}"] if args.resume else []))
     try:
         placement = placement_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "vlm"):
             budget = Budget.quick() if args.quick else Budget()
-            report = train_family(args.out, args.work, args.seed, budget, args.dataset, log, placement)
+            report = train_family(args.out, args.work, args.seed, budget, args.dataset, log, placement,
+                                  resume=args.resume)
             cards.vlm_cards(report.target_dir, report.draft_dir, report.figures, command)
             log(f"VLM pair saved: {report.target_dir}, {report.draft_dir}")
         if args.only in (None, "text"):

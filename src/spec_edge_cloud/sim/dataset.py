@@ -13,10 +13,20 @@ Layout on disk:
     DIR/images/ep00000_step000.png ...
 Everything is a function of (seed, episodes, image size, sampling): the same arguments give a
 byte-identical examples.jsonl and identical images.
+
+`generate_contrast` writes the same format from another kind of room: distractors that share the
+goal's colour or shape (`scene.random_layout(seed, confusers=...)`), and the robot placed facing
+each object in turn, near and far. The expert's own trajectories rarely face a wrong object, so a
+model trained on them alone calls whatever salient object it sees the goal ("red ball ahead" at a
+red cone, then "red ball reached" beside it); these views show it the same room's goal and its
+look-alikes with the expert's answer for each ("no red ball in view . turn left 60 ." at the cone).
 """
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from spec_edge_cloud.sim import episode as runner
-from spec_edge_cloud.sim import expert, robot
+from spec_edge_cloud.sim import expert, robot, scene
 from spec_edge_cloud.sim.camera import HeadCamera
 from spec_edge_cloud.sim.task import REACH_RADIUS, Outcome
 from spec_edge_cloud.sim.vocab import instruction
@@ -80,12 +90,8 @@ def generate(out: Path, episodes: int, seed: int, image_size: int = 128, every_s
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     if not every_s > 0:
         raise ValueError(f"every_s must be positive, got {every_s}")
-    out = Path(out)
-    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    world = world or Go2World()
-    camera = HeadCamera(world.model, image_size)
     examples: list[Example] = []
-    try:
+    with _recording(out, world, image_size) as (out, world, camera):
         for index in range(episodes):
             new, outcome = _episode(world, camera, out, index, episode_seed(seed, index), every_s,
                                     max_search, timeout_s)
@@ -93,10 +99,22 @@ def generate(out: Path, episodes: int, seed: int, image_size: int = 128, every_s
             if progress:
                 print(f"episode {index + 1}/{episodes}: {outcome.reason} after {outcome.time:.1f} s, "
                       f"{len(new)} examples", flush=True)
-    finally:
-        camera.close()
     (out / EXAMPLES_FILE).write_text("".join(e.to_json() + "\n" for e in examples))
     return examples
+
+
+@contextmanager
+def _recording(out: Path, world: Go2World | None, image_size: int) -> Iterator[tuple[Path, Go2World, HeadCamera]]:
+    """The output directory (made), the world (a new one unless given) and a head camera on it,
+    closed afterwards."""
+    out = Path(out)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    world = world or Go2World()
+    camera = HeadCamera(world.model, image_size)
+    try:
+        yield out, world, camera
+    finally:
+        camera.close()
 
 
 def _episode(world: Go2World, camera: HeadCamera, out: Path, index: int, layout_seed: int,
@@ -131,3 +149,59 @@ def _episode(world: Go2World, camera: HeadCamera, out: Path, index: int, layout_
         world.advance(REACHED_SETTLE_S)
         record(world)
     return examples, outcome
+
+
+CONTRAST_SETTLE_S = 0.3        # after placing the robot, let it find its feet before the view is taken
+CONTRAST_NEAR_M = (0.65, 1.3)  # half the views: the object fills the view (where "reached" gets confused)
+CONTRAST_FAR_M = (1.3, 3.2)    # the other half: it is one object among others
+CONTRAST_YAW_SPREAD = 0.4      # rad either side of facing the object: it lands anywhere across the image
+
+
+def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, image_size: int = 128,
+                      world: Go2World | None = None) -> list[Example]:
+    """One view facing each object of every room (goal and distractors, `confusers` of them alike
+    the goal), each with the expert's answer; written under `out` like `generate`'s examples.
+
+    A record's `seed` is the room's layout seed, drawn with `confusers` (not `sim run --seed`'s room)."""
+    if not layout_seeds:
+        raise ValueError("no rooms to take contrast views in")
+    examples: list[Example] = []
+    with _recording(out, world, image_size) as (out, world, camera):
+        for index, layout_seed in enumerate(layout_seeds):
+            layout = scene.random_layout(layout_seed, confusers=confusers)
+            rng = np.random.default_rng([layout_seed, 1])
+            goal = layout.goal_object
+            text = instruction(goal.colour, goal.shape)
+            step = 0
+            for facing in range(len(layout.objects)):
+                pose = _pose_facing(layout, facing, rng, near=(index + facing) % 2 == 0)
+                if pose is None:
+                    continue
+                world.reset(scene.Layout(layout.objects, layout.goal, pose))
+                world.advance(CONTRAST_SETTLE_S)
+                view = expert.look(world, camera)
+                if view.occluded or (view.distance <= REACH_RADIUS and not view.visible):
+                    continue  # the picture cannot show the goal the answer names (hidden, or beside the robot)
+                name = f"{IMAGES_DIR}/contrast{index:05d}_step{step:03d}.png"
+                Image.fromarray(camera.render(world.data)).save(out / name)
+                examples.append(Example(name, text, expert.answer(world, camera, view), index, step, layout_seed))
+                step += 1
+    (out / EXAMPLES_FILE).write_text("".join(e.to_json() + "\n" for e in examples))
+    return examples
+
+
+def _pose_facing(layout: scene.Layout, index: int, rng: np.random.Generator,
+                 near: bool) -> tuple[float, float, float] | None:
+    """A robot pose (x, y, yaw) facing object `index` from a free spot in the room, or None."""
+    obj = layout.objects[index]
+    low, high = CONTRAST_NEAR_M if near else CONTRAST_FAR_M
+    inside = scene.ROOM_HALF - 0.45
+    for _ in range(100):
+        distance, approach = rng.uniform(low, high), rng.uniform(-math.pi, math.pi)
+        x, y = obj.x - distance * math.cos(approach), obj.y - distance * math.sin(approach)
+        if abs(x) > inside or abs(y) > inside:
+            continue
+        if any(math.hypot(o.x - x, o.y - y) < 0.6 for o in layout.objects):
+            continue
+        return x, y, approach + rng.uniform(-CONTRAST_YAW_SPREAD, CONTRAST_YAW_SPREAD)
+    return None

@@ -63,18 +63,31 @@ class Layout:
 
 
 def random_layout(seed: int, goal: tuple[str, str] | None = None, n_objects: int = 4,
-                  min_start_distance: float = 1.5) -> Layout:
+                  min_start_distance: float = 1.5, confusers: int = 0) -> Layout:
     """A reproducible layout from a seed: the goal (given or drawn) plus distractors that never
-    repeat the goal's (colour, shape), all spread over the room away from the robot's start."""
+    repeat the goal's (colour, shape), all spread over the room away from the robot's start.
+
+    `confusers` of the distractors share the goal's colour or its shape (training rooms that make
+    the model tell a red ball from a red cone); 0 draws them all uniformly, as every evaluation
+    room does (the same seed gives the same room as before the option existed)."""
     if not 1 <= n_objects <= len(COLOURS) * len(OBJECTS):
         raise ValueError(f"n_objects must be in 1..{len(COLOURS) * len(OBJECTS)}, got {n_objects}")
+    if not 0 <= confusers < n_objects:
+        raise ValueError(f"confusers must be in 0..{n_objects - 1}, got {confusers}")
     rng = np.random.default_rng(seed)
     pairs = [(c, o) for c in COLOURS for o in OBJECTS]
     if goal is None:
         goal = pairs[int(rng.integers(len(pairs)))]
     check_goal(*goal)
     others = [p for p in pairs if p != goal]
-    chosen = [goal] + [others[i] for i in rng.choice(len(others), n_objects - 1, replace=False)]
+    if confusers:
+        alike = [p for p in others if p[0] == goal[0] or p[1] == goal[1]]
+        picked = [alike[i] for i in rng.choice(len(alike), confusers, replace=False)]
+        rest = [p for p in others if p not in picked]
+        picked += [rest[i] for i in rng.choice(len(rest), n_objects - 1 - confusers, replace=False)]
+    else:
+        picked = [others[i] for i in rng.choice(len(others), n_objects - 1, replace=False)]
+    chosen = [goal] + picked
     margin = 0.6
     for _ in range(1000):
         start_xy = rng.uniform(-ROOM_HALF + margin, ROOM_HALF - margin, 2)

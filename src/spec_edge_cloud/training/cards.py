@@ -102,7 +102,7 @@ Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Targ
 {dg['episodes']} more training rooms (reaching the goal in {_pct(dg['model_success_rate'])}) while the expert labelled
 {dg['examples']} of the views it met, and it trained {dg['steps']} more steps on expert + DAgger views. Draft
 (on the same views): {t['draft']['steps']} steps, loss
-{1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.
+{1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.{_contrast(t)}
 Exit heads: {t['exits']['steps']} steps of KL to the final layer over the target's own answers to {t['exits']['prompts']}
 training frames. Reproduce: `{command}` (all figures: card.json).
 
@@ -128,6 +128,19 @@ distilled from it so that its drafts are accepted.
 {common}""")
     write_json(target_dir, figures)
     write_json(draft_dir, figures)
+
+
+def _contrast(t: dict) -> str:
+    """The contrast stage, where the card's training went through it (cards from before it did not)."""
+    c = t["target"].get("contrast")
+    if c is None:
+        return ""
+    resumed = (f" This run resumed from `{t['resumed_from']}` (the pair after the DAgger stage and the draft's "
+               "distillation, same seed) and its seconds count from there.") if t.get("resumed_from") else ""
+    return (f" Then the contrast stage: {c['examples']} views from {c['rooms']} rooms whose distractors share the "
+            f"goal's colour or shape, the robot placed facing each object near and far, each with the expert's "
+            f"answer; {c['steps']} more steps on expert + contrast views, and the draft {t['draft']['contrast']['steps']} "
+            f"more steps of the same loss toward the new target.{resumed}")
 
 
 def _seen(ex: dict) -> str:

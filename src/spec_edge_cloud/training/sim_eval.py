@@ -81,13 +81,16 @@ def heldout_seeds(n: int, seed: int, exclude: set[int] = frozenset()) -> list[in
 
 
 def training_layouts(model_dir: Path) -> set[int]:
-    """The layout seeds a shipped model trained on (expert episodes, then DAgger rooms), read from
-    its card.json; empty when the directory has no card (then only the seed streams keep apart)."""
+    """The layout seeds a shipped model trained on (expert episodes, DAgger rooms, then contrast
+    rooms: consecutive in one stream), read from its card.json; empty when the directory has no
+    card (then only the seed streams keep apart)."""
     card = Path(model_dir) / "card.json"
     if not card.is_file():
         return set()
     training = json.loads(card.read_text()).get("training", {})
-    rooms = training.get("episodes", 0) + training.get("target", {}).get("dagger", {}).get("episodes", 0)
+    target = training.get("target", {})
+    rooms = (training.get("episodes", 0) + target.get("dagger", {}).get("episodes", 0)
+             + target.get("contrast", {}).get("rooms", 0))
     return {episode_seed(training.get("seed", 0), i) for i in range(rooms)}
 
 

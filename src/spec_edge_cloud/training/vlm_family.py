@@ -7,6 +7,7 @@ held-out rooms (task success, beside the scripted expert on the same rooms).
 """
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ class Budget:
     dagger_episodes: int = 120      # rooms the trained target drives while the expert labels its views
     dagger_steps: int = 800         # then the target trains on expert + DAgger views
     dagger_timeout_s: float = 40.0  # sim time per DAgger room
+    contrast_rooms: int = 400       # rooms with look-alike distractors, one view facing each object
+    contrast_steps: int = 300       # then the target trains on expert + contrast views
+    draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
     draft_steps: int = 1500
     exit_steps: int = 400
     exit_prompts: int = 400         # training frames the exit heads learn from (the target's own answers)
@@ -53,7 +57,7 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1, spec_frames=2,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
 
@@ -75,10 +79,32 @@ def make_dataset(directory: Path, episodes: int, seed: int, log: Log) -> Path:
     return directory
 
 
+def make_contrast(directory: Path, layout_seeds: list[int], log: Log) -> Path:
+    """Views facing each object of look-alike rooms (sim_dataset.generate_contrast), generated once."""
+    if (directory / sim_dataset.EXAMPLES_FILE).is_file():
+        log(f"contrast views: reusing {directory}")
+        return directory
+    start = time.perf_counter()
+    examples = sim_dataset.generate_contrast(directory, layout_seeds)
+    log(f"contrast views: {len(examples)} from {len(layout_seeds)} rooms in {time.perf_counter() - start:.0f} s")
+    return directory
+
+
+def contrast_rooms(seed: int, budget: Budget) -> list[int]:
+    """The contrast views' layout seeds: the training stream after the expert's and DAgger's rooms."""
+    first = budget.episodes + budget.dagger_episodes
+    return [sim_dataset.episode_seed(seed, first + i) for i in range(budget.contrast_rooms)]
+
+
 def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), dataset_dir: Path | None = None,
-                 log: Log = print, placement: Placement = CPU_FP32) -> FamilyReport:
+                 log: Log = print, placement: Placement = CPU_FP32, resume: Path | None = None) -> FamilyReport:
     """Train on `placement`'s device, forward passes in its precision (`autocast`, weights float32);
-    the saved models are then evaluated on the CPU in float32, as their cards have always been."""
+    the saved models are then evaluated on the CPU in float32, as their cards have always been.
+
+    The target learns in three stages: the expert's views, one DAgger round, then the contrast views
+    (look-alike rooms); the draft is distilled from it after the second stage and follows it through
+    the third. `resume`: a models directory whose target and draft went through the first two stages
+    with this seed and budget (their card.json says so); training starts at the contrast stage from them."""
     torch.manual_seed(seed)
     random.seed(seed)
     clock = time.perf_counter()
@@ -92,32 +118,51 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
         raise ValueError(f"held-out frames share rooms with the training data (layout seeds {sorted(overlap)[:5]})")
 
     tokenizer = family.family_tokenizer(task_words())
-    target = family.new_vlm(family.TARGET_SHAPE, tokenizer, seed)
-    target.model.to(placement.device)
-    data = EncodedExamples(target, examples)
-    log(f"target: {family.parameter_count(target) / 1e6:.2f}M parameters, {len(data)} examples")
+    held_rooms = {r["seed"] for r in held_records}
+    expert_examples = len(examples)
+    dagger_rooms = [sim_dataset.episode_seed(seed, budget.episodes + i) for i in range(budget.dagger_episodes)]
+    if set(dagger_rooms) & held_rooms:
+        raise ValueError("DAgger rooms overlap the held-out frames' rooms")
+    train_layouts |= set(dagger_rooms)
     with autocast(placement):
-        target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3, seed=seed),
-                             log=lambda s: log("target " + s))
-        dagger_rooms = [sim_dataset.episode_seed(seed, budget.episodes + i) for i in range(budget.dagger_episodes)]
-        if set(dagger_rooms) & {r["seed"] for r in held_records}:
-            raise ValueError("DAgger rooms overlap the held-out frames' rooms")
-        train_layouts |= set(dagger_rooms)
-        extra, dagger_stats = dagger.collect(sim_eval.model_planner(target), dagger_rooms,
-                                             timeout_s=budget.dagger_timeout_s, log=log)
-        expert_examples, examples = len(examples), examples + extra
-        data = EncodedExamples(target, examples)
-        target_stats["dagger"] = {**dagger_stats, **train(
-            target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
-            log=lambda s: log("target (DAgger) " + s))}
+        if resume is None:
+            target = family.new_vlm(family.TARGET_SHAPE, tokenizer, seed)
+            target.model.to(placement.device)
+            data = EncodedExamples(target, examples)
+            log(f"target: {family.parameter_count(target) / 1e6:.2f}M parameters, {len(data)} examples")
+            target_stats = train(target, data, TrainConfig(steps=budget.target_steps, batch=budget.batch, lr=2.5e-3,
+                                                           seed=seed), log=lambda s: log("target " + s))
+            extra, dagger_stats = dagger.collect(sim_eval.model_planner(target), dagger_rooms,
+                                                 timeout_s=budget.dagger_timeout_s, log=log)
+            data = EncodedExamples(target, examples + extra)
+            target_stats["dagger"] = {**dagger_stats, **train(
+                target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
+                log=lambda s: log("target (DAgger) " + s))}
 
-        draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
-        draft.model.to(placement.device)
-        log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
-        soft = teacher_logits(target, data)
-        draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
-                                                     seed=seed + 1, kd_weight=0.8, temperature=1.0),
-                            teacher=soft, log=lambda s: log("draft " + s))
+            draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
+            draft.model.to(placement.device)
+            log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
+            draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
+                                                         seed=seed + 1, kd_weight=0.8, temperature=1.0),
+                                teacher=teacher_logits(target, data), log=lambda s: log("draft " + s))
+        else:
+            target, draft, target_stats, draft_stats = resumed_pair(resume, seed, budget, placement)
+            log(f"target and draft: resumed from {resume} after the DAgger stage and the draft's distillation")
+
+        rooms = contrast_rooms(seed, budget)
+        if set(rooms) & held_rooms:
+            raise ValueError("contrast rooms overlap the held-out frames' rooms")
+        train_layouts |= set(rooms)
+        contrast, _ = read_dataset(make_contrast(work / f"contrast-s{seed}", rooms, log))
+        examples = examples + contrast
+        data = EncodedExamples(target, examples)
+        target_stats["contrast"] = {"rooms": len(rooms), "examples": len(contrast), **train(
+            target, data, TrainConfig(steps=budget.contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 3),
+            log=lambda s: log("target (contrast) " + s))}
+        draft_stats["contrast"] = train(
+            draft, data, TrainConfig(steps=budget.draft_contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 4,
+                                     kd_weight=0.8, temperature=1.0),
+            teacher=teacher_logits(target, data), log=lambda s: log("draft (contrast) " + s))
 
         parts = decoder_parts(target.model)
         layers = default_exit_layers(parts.num_layers)
@@ -142,7 +187,8 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
 
     figures = evaluate_family(target_dir, draft_dir, held, held_records, budget, seed, train_layouts, log)
     figures["training"] = {
-        "seed": seed, "seconds": round(train_seconds), "examples": expert_examples, "episodes": len({
+        "seed": seed, "seconds": round(train_seconds), **({"resumed_from": str(resume)} if resume else {}),
+        "examples": expert_examples, "episodes": len({
             r["episode"] for r in records}), "dataset": str(data_dir), "target": target_stats, "draft": draft_stats,
         "exits": {**exit_stats, "layers": layers, "rank": heads.rank, "prompts": len(exit_prompts)},
     }
@@ -154,6 +200,34 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
                                  "trained": {str(k): v for k, v in trained.items()},
                                  "positions": int(exit_held.target.shape[0])}
     return FamilyReport(target_dir, draft_dir, figures)
+
+
+def resumed_pair(directory: Path, seed: int, budget: Budget,
+                 placement: Placement) -> tuple[ModelBundle, ModelBundle, dict, dict]:
+    """A saved pair (`directory`/target, `directory`/draft) to continue at the contrast stage, and
+    their earlier stages' statistics, after checking from the card that it went through them with
+    this seed and budget (the shipped pair before the contrast stage existed did)."""
+    card = directory / "target" / "card.json"
+    if not card.is_file():
+        raise ValueError(f"{card} not found: nothing says how this pair was trained")
+    training = json.loads(card.read_text()).get("training", {})
+    stats, draft_stats = training.get("target", {}), training.get("draft", {})
+    dagger_stats = stats.get("dagger", {})
+    done = (training.get("seed"), training.get("episodes"), stats.get("steps"), dagger_stats.get("episodes"),
+            dagger_stats.get("steps"), draft_stats.get("steps"))
+    wanted = (seed, budget.episodes, budget.target_steps, budget.dagger_episodes, budget.dagger_steps,
+              budget.draft_steps)
+    if done != wanted:
+        raise ValueError(f"{directory} was trained with (seed, episodes, steps, DAgger rooms, DAgger steps, draft steps)"
+                         f" = {done}, not {wanted}: it cannot resume this recipe")
+    pair = []
+    for name in ("target", "draft"):
+        bundle = load_bundle(directory / name, placement)
+        bundle.model.float()   # the weights train in float32 whatever the forward passes run in
+        pair.append(bundle)
+    drop = ("contrast",)
+    return (pair[0], pair[1], {k: v for k, v in stats.items() if k not in drop},
+            {k: v for k, v in draft_stats.items() if k not in drop})
 
 
 def answer_quality(bundle: ModelBundle, held: list[Example]) -> dict:
