@@ -25,16 +25,20 @@ def target_joint(bundle, prompt_ids):
 
 
 def chi_square_pvalue(target, draft, prompt, link, mode, n=400, memory=lambda: None, gamma=2, grammar=None,
-                      **settings) -> float:
+                      due=lambda: None, seen=None, **settings) -> float:
     """p-value of the pairs of tokens `n` seeded responses drew, against the target's own p(t1, t2);
     `memory()` gives each response's recent answers to draft from (decoding/reuse.py), `grammar` the
-    tokens it forces (decoding/draft.py)."""
+    tokens it forces (decoding/draft.py), `due()` when FINALs come (fan-out); `seen`, a list, gets
+    each response's metrics."""
     joint = target_joint(target, prompt.input_ids)
     counts = np.zeros_like(joint)
     for seed in range(n):
         cfg = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=2, temperature=TEMPERATURE, seed=seed,
                            exit_threshold=0.0, **settings)
-        tokens = SpecClient(draft, link, cfg, memory=memory(), grammar=grammar).generate(prompt).tokens
+        resp = SpecClient(draft, link, cfg, memory=memory(), grammar=grammar, due=due()).generate(prompt)
+        tokens = resp.tokens
+        if seen is not None:
+            seen.append(resp.metrics)
         if len(tokens) == 2:
             counts[tokens[0], tokens[1]] += 1
         else:  # EOS first: count it in the t1 row, column of EOS

@@ -24,6 +24,7 @@ from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.link import InProcessLink
 from spec_edge_cloud.decoding.messages import DraftRequest, Final, Generate, Start
 from spec_edge_cloud.decoding.modes import GREEDY_LOSSLESS, DecodeConfig
+from spec_edge_cloud.decoding.rounds import FinalDue
 from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.decoding.timing import Pacer, TimingProfile
 from spec_edge_cloud.decoding.verifier import VerifierService
@@ -154,6 +155,28 @@ def test_lossy_link_still_lossless_through_retries(world):
         assert link.stats.retries + link.stats.restarts > 0, "no message was lost: the test lost its point"
     finally:
         link.close()
+
+
+def test_fan_out_predrafts_over_a_lossy_link_stay_lossless(world):
+    """Fan-out DRAFTs (branches with their own bases and tokens) through retries and re-sent FINALs:
+    the cloud verifies the branch each FINAL matches, the link follows the committed tokens."""
+    target, draft = world["vlm_target"], world["vlm_draft"]
+    link = link_to(world["emu_lossy"].endpoint, draft, world["robot"], retry_s=0.15)
+    further = 0
+    try:
+        assert link.wait_up(20)
+        for seed in range(3):
+            text = f"w{seed + 5} w{seed + 12} w6"
+            due = FinalDue()
+            due.observe(60.0, 0.0)   # the FINAL known to be far off: every branch is drafted
+            cfg = DecodeConfig(mode="spec-ee-pre", gamma=3, max_new_tokens=20, exit_threshold=0.0, deadline_s=5.0,
+                               predraft_branches=3)
+            resp = SpecClient(draft, link, cfg, due=due).generate(draft.encode(text))
+            assert resp.tokens == target_alone(target, target.encode(text), 20) and resp.verified, seed
+            further += sum(n for rank, n in resp.metrics.branches_sent.items() if rank > 0)
+    finally:
+        link.close()
+    assert further > 0, "no further branch went up: the test lost its point"
 
 
 def test_robots_share_the_server_fairly(world):

@@ -88,6 +88,11 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         "Early verdicts acted on (shown and pre-drafted on) and the share of them the final verdict contradicted: "
         + "; ".join(f"{m}: {s['early_trusted']}, missed {_f(s['early_miss_rate'])}"
                     for m, s in summary.items() if s.get("early_trusted")) + ".", "",
+        *(["Fan-out pre-drafts (branches per rank, 0 on the exit's verdict: sent, share verified): " + "; ".join(
+            f"{m}: " + ", ".join(f"rank {k} {n} sent, {_f(s['branch_hit_rate'].get(k))}"
+                                 for k, n in s["branches_sent"].items())
+            for m, s in summary.items() if len(s.get("branches_sent", {})) > 1), ""]
+          if any(len(s.get("branches_sent", {})) > 1 for s in summary.values()) else []),
         "Definitions: docs/design.md \"Metrics\" (bench/summary.py). Times from frame capture (JPEG round trip, "
         "prompt encoding and decoding included). Speedup = TTC(cloud) / TTC(mode) over the same frames. "
         "Cloud ms/token: the verifier's compute for passes and steps (prefill not included).",

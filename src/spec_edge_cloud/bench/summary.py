@@ -39,6 +39,8 @@ class ResponseRecord:
     hits: int = 0
     early_trusted: int = 0      # early verdicts acted on (shown, pre-drafted on), and of them missed
     early_trusted_missed: int = 0
+    branches_sent: dict[str, int] = field(default_factory=dict)  # fan-out: branch rank -> sent, verified
+    branch_hits: dict[str, int] = field(default_factory=dict)
     exit_agree: dict[str, int] = field(default_factory=dict)   # exit layer -> verdicts equal to the final one
     exit_total: dict[str, int] = field(default_factory=dict)
     target_compute_s: float = 0.0
@@ -70,6 +72,8 @@ class ResponseRecord:
             "mode": m.mode, "tokens": m.tokens, "ttc_s": m.ttc_s, "rounds": m.rounds, "drafted": m.drafted,
             "accepted": m.accepted, "predrafts": m.predrafts, "hits": m.hits,
             "early_trusted": m.early_trusted, "early_trusted_missed": m.early_trusted_missed,
+            "branches_sent": {str(k): v for k, v in m.branches_sent.items()},
+            "branch_hits": {str(k): v for k, v in m.branch_hits.items()},
             "exit_agree": {str(k): v for k, v in m.exit_agree.items()},
             "exit_total": {str(k): v for k, v in m.exit_total.items()},
             "target_compute_s": m.target_compute_s, "draft_s": m.draft_s, "verified": m.unverified_from is None,
@@ -123,10 +127,14 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
         ttfa = [r.ttfa_s for r in rs if r.ttfa_s is not None]
         tokens = sum(r.tokens for r in rs)
         agree, total = defaultdict(int), defaultdict(int)
+        sent, verified = defaultdict(int), defaultdict(int)
         for r in rs:
             for layer, n in r.exit_total.items():
                 total[str(layer)] += n
                 agree[str(layer)] += r.exit_agree.get(layer, 0)
+            for rank, n in r.branches_sent.items():
+                sent[str(rank)] += n
+                verified[str(rank)] += r.branch_hits.get(rank, 0)
         paired = [(base[k], r.ttc_s) for r in rs if (k := (r.frame, r.repeat)) in base]
         out[mode] = {
             "responses": len(rs),
@@ -142,6 +150,9 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             # how often the early verdicts acted on were contradicted (adaptive: bounded by calibration)
             "early_trusted": sum(r.early_trusted for r in rs),
             "early_miss_rate": _ratio(sum(r.early_trusted_missed for r in rs), sum(r.early_trusted for r in rs)),
+            # fan-out: per branch rank (0: the exit's verdict), branches sent and the share verified
+            "branches_sent": dict(sorted(sent.items())),
+            "branch_hit_rate": {rank: verified[rank] / n for rank, n in sorted(sent.items()) if n},
             "reused_rounds": _ratio(sum(r.reused_rounds for r in rs), n),   # share of rounds a reused answer drafted
             "reused_acceptance": _ratio(sum(r.reused_accepted for r in rs), sum(r.reused_drafted for r in rs)),
             "grammar_forced": _ratio(sum(r.grammar_forced for r in rs), sum(r.drafted for r in rs)),  # of drafted

@@ -20,11 +20,12 @@ from ..modeling.bundle import ModelBundle, Prompt
 from .adaptive import AdaptiveController
 from .draft import DraftEngine, point_mass
 from .link import Link
-from .messages import Cancel, DraftRequest, Early, End, Error, Final, Generate, Start, Token
+from .messages import Branch, Cancel, DraftRequest, Early, End, Error, Final, Generate, Start, Token
 from .metrics import ResponseMetrics
 from .modes import DecodeConfig
 from .reuse import AnswerMemory
-from .rounds import Cloud, Commit, Draft, EdgeFinish, FixedPolicy, Policy, RollBack, Round, Rounds, Show, Verdict
+from .rounds import (Cloud, Commit, Draft, EdgeFinish, FinalDue, FixedPolicy, Policy, RollBack, Round, Rounds, Show,
+                     Verdict)
 
 # on_tokens(kind, index, tokens): kind in provisional | final | rollback | unverified
 TokenCallback = Callable[[str, int, list[int]], None]
@@ -43,6 +44,11 @@ def with_point_masses(tokens: list[int], probs: torch.Tensor, support: list[list
     return torch.cat([probs, rows]), None if support is None else support + [ids for _, ids in made]
 
 
+def triple(v: Verdict) -> tuple[int, int, int]:
+    """A verdict as a DRAFT's `assumes`."""
+    return v.round, v.accepted, v.next_token
+
+
 @dataclass
 class Response:
     tokens: list[int]
@@ -57,11 +63,12 @@ class Response:
 class SpecClient:
     def __init__(self, draft: ModelBundle, link: Link | None, config: DecodeConfig,
                  adaptive: AdaptiveController | None = None, pacer=None, memory: AnswerMemory | None = None,
-                 grammar: Grammar | None = None):
+                 grammar: Grammar | None = None, due: FinalDue | None = None):
         """`memory`: the recent answers to draft from when `config.reuse_answers` > 0 (default: the
         client's own; pass one to share it across clients, as the draft node does per response).
         `grammar`: the answer's grammar, whose forced tokens are drafted without a draft step when
-        `config.draft_grammar` is on (decoding sits below control: the caller hands it in)."""
+        `config.draft_grammar` is on (decoding sits below control: the caller hands it in).
+        `due`: when FINALs come after their EARLYs, learnt for fan-out pre-drafting (shared like `memory`)."""
         self.bundle = draft
         self.link = link
         self.config = config
@@ -73,6 +80,7 @@ class SpecClient:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
         self.memory = None if not config.reuse_answers or config.mode in ("edge", "cloud") else \
             memory or AnswerMemory(config.reuse_answers)
+        self.due = due if due is not None else FinalDue()
         self._sentence_ends: dict[int, bool] = {}
         if config.draft_grammar and grammar is None and config.mode not in ("edge", "cloud"):
             raise ValueError("draft_grammar needs the answer's grammar (control.actions.forced_next)")
@@ -110,7 +118,8 @@ class SpecClient:
         else:
             run.open()
             run.speculate(Rounds(self.policy, cfg.max_new_tokens, run.m,
-                                 lookup=cfg.reuse_max_tokens if self.memory else 0))
+                                 lookup=cfg.reuse_max_tokens if self.memory else 0,
+                                 branches=cfg.predraft_branches, due=self.due))
             run.close()
         response = run.finish()
         if self.memory is not None:
@@ -233,25 +242,24 @@ class _Run:
 
     # -- speculation -----------------------------------------------------------------------------
     def speculate(self, rounds: Rounds) -> None:
-        """Drive the protocol core (decoding/rounds.py) with the draft engine and the link."""
-        tokens: dict[int, list[int]] = {}     # each round's drafted tokens
+        """Drive the protocol core (decoding/rounds.py) with the draft engine and the link. A Show or
+        Commit is of the round in flight (`rounds.cur`, the branch verified for a fan-out pre-draft)."""
         actions = rounds.start()
         while not self.done:
             if not actions:
-                actions = self.wait(rounds, tokens)   # [] for a message that changes nothing
+                actions = self.wait(rounds)   # [] for a message that changes nothing
                 continue
             action, actions = actions[0], actions[1:]
             if isinstance(action, Draft):
-                rnd = self.draft_and_send(rounds, action)
-                tokens[rnd.number] = rnd.payload
+                self.draft_and_send(rounds, action)
             elif isinstance(action, Show):
                 v = action.verdict
-                self.emit("provisional", len(self.generated), tokens[v.round][:v.accepted] + [v.next_token])
+                self.emit("provisional", len(self.generated), rounds.cur.payload[:v.accepted] + [v.next_token])
             elif isinstance(action, RollBack):
                 self.emit("rollback", len(self.generated), [])
             elif isinstance(action, Commit):
                 v = action.verdict
-                self.commit(tokens[v.round][:v.accepted] + [v.next_token])
+                self.commit(rounds.cur.payload[:v.accepted] + [v.next_token])
                 actions += rounds.committed(len(self.generated), self.done)
             elif isinstance(action, Cloud):
                 self.cloud(rounds)
@@ -260,8 +268,32 @@ class _Run:
                 self.edge_finish(action.reason)
                 return
 
-    def draft_and_send(self, rounds: Rounds, action: Draft) -> Round:
-        """Draft `action.n` tokens from the committed ones (and the assumed verdict's) and send them."""
+    def draft_and_send(self, rounds: Rounds, action: Draft) -> None:
+        """Draft the round `action` asks for, and a fan-out pre-draft's further branches while the
+        time allows (`action.until`: each must be done before it), and send them in one DRAFT."""
+        t0 = time.perf_counter()
+        first = self.draft_branch(rounds, action)
+        rnd, base, tokens, probs, support = first
+        branches = [first]
+        for more in action.also:
+            now = time.perf_counter()
+            if action.until is None or now + (now - t0) / len(branches) > action.until:
+                break  # the next branch would not be on the cloud before the FINAL it waits for
+            branches.append(self.draft_branch(rounds, more))
+        v = action.assumes
+        alternatives = rounds.branches - 1 if self.cfg.predraft else 0
+        self.c.link.send(DraftRequest(self.session, rnd.number, base, tokens, probs,
+                                      triple(v) if v else None, self.cfg.wire_exit_layers,
+                                      rounds.policy.threshold, support,
+                                      [Branch(triple(b[0].assumes), *b[1:]) for b in branches[1:]], alternatives))
+        sent = time.perf_counter()
+        for b in branches:
+            b[0].sent_at = sent
+        self.note("send", round=rnd.number, tokens=len(tokens), pre=v is not None, branches=len(branches))
+
+    def draft_branch(self, rounds: Rounds, action: Draft) -> tuple:
+        """Draft `action.n` tokens from the committed ones (and the assumed verdict's):
+        (round, base, tokens, probs, support)."""
         eng, v = self.c.engine, action.assumes
         if eng.seq is None:
             eng.prefill(self.prompt)
@@ -281,12 +313,7 @@ class _Run:
             probs, support = with_point_masses(reused, probs, support)
         d_tokens = d_tokens + reused
         rnd = rounds.drafted(action, len(d_tokens), seconds, time.perf_counter(), d_tokens, len(reused))
-        self.c.link.send(DraftRequest(self.session, rnd.number, base, d_tokens, probs,
-                                      (v.round, v.accepted, v.next_token) if v else None, self.cfg.wire_exit_layers,
-                                      rounds.policy.threshold, support))
-        rnd.sent_at = time.perf_counter()
-        self.note("send", round=rnd.number, tokens=len(d_tokens), pre=v is not None)
-        return rnd
+        return rnd, base, d_tokens, probs, support
 
     def forced(self, tokens: list[int]) -> int | None:
         """The token the answer's grammar forces after `tokens` (prompt, answer so far, drafted), if any."""
@@ -306,7 +333,7 @@ class _Run:
         return memory.propose(tokens[:n], tokens[n:], limit, self.cfg.seed if self.cfg.temperature > 0 else None,
                               self.c.sentence_end, min_match=drafted + 1)
 
-    def wait(self, rounds: Rounds, tokens: dict[int, list[int]]) -> list:
+    def wait(self, rounds: Rounds) -> list:
         """The next message for the round in flight, as the core's actions."""
         msg = self.recv()
         now = time.perf_counter()
@@ -317,9 +344,12 @@ class _Run:
         if getattr(msg, "session", None) != self.session:
             return []
         if isinstance(msg, Early):
+            cur = rounds.cur
+            drafted = cur.payload if cur is not None and cur.number == msg.round else []
+            ends = [(k, b) for k, b in [(msg.accepted, msg.next_token)] + list(msg.alternatives) if k <= len(drafted)]
+            ahead = [Verdict(msg.round, k, b) for k, b in ends if not self._would_finish(drafted[:k] + [b])]
             v = Verdict(msg.round, msg.accepted, msg.next_token)
-            provisional = tokens.get(msg.round, [])[: msg.accepted] + [msg.next_token]
-            return rounds.early(v, now, self._would_finish(provisional), msg.layer, msg.confidence)
+            return rounds.early(v, now, not ahead or ahead[0] != v, msg.layer, msg.confidence, tuple(ahead[1:]))
         if isinstance(msg, Final):
             return rounds.final(Verdict(msg.round, msg.accepted, msg.next_token), now, msg.compute_s,
                                 msg.tokens_in_pass, msg.exits, msg.exit_confidences)

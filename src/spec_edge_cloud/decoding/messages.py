@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import msgspec
 import torch
 from msgspec import Meta, Struct
 
@@ -46,12 +47,29 @@ class Start(Struct):
     seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] = 0
 
 
+Support = Annotated[list[Ids], Meta(max_length=64)]
+MAX_BRANCHES = 8                 # branches of one fan-out DRAFT, alternatives of one EARLY
+
+
+class Branch(Struct):
+    """Another branch of a fan-out pre-draft: `tokens` after `base`, drafted on the verdict `assumes`
+    (the fields mean what the DRAFT's own do)."""
+    assumes: Triple
+    base: Count
+    tokens: Ids
+    probs: torch.Tensor | None = None
+    support: Support | None = None
+
+
 class DraftRequest(Struct):
     """DRAFT: verify `tokens` after the first `base` tokens of the sequence (prompt included).
 
     `assumes=(round, accepted, next_token)` marks a pre-draft made on a provisional verdict: the cloud
-    verifies it only if that round's final verdict is the same, and drops it otherwise.
+    verifies it only if that round's final verdict is the same, and drops it otherwise. A fan-out
+    pre-draft carries further `branches`, each on another verdict of the same round: the cloud
+    verifies the one branch the final verdict matches (`chosen`) and drops the others.
     `exit_layers` = [] asks for no early verdicts (plain `spec`); None means all exits.
+    `alternatives`: how many other likely verdicts each EARLY of this round should carry (fan-out).
     Sampling: `probs` holds the draft's distributions, row i over `support[i]`'s token ids when the
     draft sent only its likeliest tokens (None: over the whole vocabulary).
     """
@@ -63,7 +81,26 @@ class DraftRequest(Struct):
     assumes: Triple | None = None
     exit_layers: Layers | None = None
     exit_threshold: Annotated[float, Meta(ge=-1e3, le=1e3)] = 0.0
-    support: Annotated[list[Ids], Meta(max_length=64)] | None = None
+    support: Support | None = None
+    branches: Annotated[list[Branch], Meta(max_length=MAX_BRANCHES)] = []
+    alternatives: Annotated[int, Meta(ge=0, le=MAX_BRANCHES)] = 0
+
+    def each_branch(self) -> list["DraftRequest"]:
+        """Every branch as a DRAFT of its own (this one first; the first has no `branches` left)."""
+        first = msgspec.structs.replace(self, branches=[]) if self.branches else self
+        return [first] + [msgspec.structs.replace(first, assumes=b.assumes, base=b.base, tokens=b.tokens,
+                                                  probs=b.probs, support=b.support) for b in self.branches]
+
+    def chosen(self, final: tuple | None) -> "DraftRequest | None":
+        """What the cloud verifies once `final` (round, accepted, next) is the newest final verdict:
+        this DRAFT if it assumes nothing, else its branch assuming exactly `final`, as a plain DRAFT
+        (no `assumes`, no branches); None if no branch does (all dropped)."""
+        if self.assumes is None:
+            return self
+        for branch in self.each_branch():
+            if final is not None and tuple(branch.assumes) == tuple(final):
+                return msgspec.structs.replace(branch, assumes=None)
+        return None
 
 
 class Generate(Struct):
@@ -89,13 +126,15 @@ class Ping(Struct):
 
 # cloud -> robot ---------------------------------------------------------------------------------
 class Early(Struct):
-    """A provisional verdict from an exit head, sent while the pass goes on."""
+    """A provisional verdict from an exit head, sent while the pass goes on; with the other verdicts
+    the exit finds likely (`alternatives`, when the DRAFT asked for them) for fan-out pre-drafting."""
     session: Session
     round: Count
     layer: Layer
     accepted: Count
     next_token: Id
     confidence: Annotated[float, Meta(ge=0.0, le=1.0)]
+    alternatives: Annotated[list[tuple[Count, Id]], Meta(max_length=MAX_BRANCHES)] = []  # (accepted, next), likeliest first
 
 
 class Final(Struct):

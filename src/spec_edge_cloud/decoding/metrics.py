@@ -24,6 +24,8 @@ class ResponseMetrics:
     early_messages: int = 0
     early_trusted: int = 0            # early verdicts the policy trusted (shown, pre-drafted on) ...
     early_trusted_missed: int = 0     # ... that their FINAL then contradicted
+    branches_sent: dict = field(default_factory=lambda: defaultdict(int))  # fan-out: rank -> branches sent
+    branch_hits: dict = field(default_factory=lambda: defaultdict(int))    # rank -> branches verified
     reused_rounds: int = 0            # rounds whose draft a recent answer proposed (decoding/reuse.py)
     reused_drafted: int = 0           # ... their tokens (counted in `drafted` too)
     reused_accepted: int = 0          # ... accepted (counted in `accepted` too)
@@ -56,15 +58,20 @@ class ResponseMetrics:
         """The realised miss rate of the trusted early verdicts (what calibration bounds)."""
         return self.early_trusted_missed / self.early_trusted if self.early_trusted else None
 
+    def branch_hit_rate(self) -> dict[int, float]:
+        """Per branch rank of fan-out pre-drafts (0: on the exit's verdict), the share verified."""
+        return {r: self.branch_hits[r] / n for r, n in sorted(self.branches_sent.items()) if n}
+
     def exit_agreement(self) -> dict[int, float]:
         return {k: self.exit_agree[k] / n for k, n in sorted(self.exit_total.items()) if n}
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["exit_agree"], d["exit_total"] = dict(self.exit_agree), dict(self.exit_total)
+        d["branches_sent"], d["branch_hits"] = dict(self.branches_sent), dict(self.branch_hits)
         d["gamma_used"] = list(self.gamma_used)
         d.update(acceptance=self.acceptance, tokens_per_round=self.tokens_per_round, hit_rate=self.hit_rate,
                  early_miss_rate=self.early_miss_rate,
-                 exit_agreement=self.exit_agreement(),
+                 exit_agreement=self.exit_agreement(), branch_hit_rate=self.branch_hit_rate(),
                  per_token_s=self.ttc_s / self.tokens if self.tokens else None)
         return d

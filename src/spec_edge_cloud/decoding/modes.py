@@ -56,6 +56,9 @@ class DecodeConfig:
                                       "above 0)", (0.0, 1.0))
     draft_grammar: bool = setting(False, "propose the tokens the answer's grammar forces (an action's period) "
                                          "without a draft step (the target still verifies them)")
+    predraft_branches: int = setting(1, "pre-drafting on an EARLY: branches drafted while the FINAL is far off, sent in "
+                                        "one DRAFT (1: the exit's verdict alone, the paper's; 2: and the exit's second "
+                                        "choice; 3: and one draft token fewer; docs/design.md)", (1, 3))
     reuse_answers: int = setting(0, "draft from the robot's last N answers to the same prompt where one continues the "
                                     "committed tokens, prompt-lookup style (0: off; docs/design.md)", (0, 16))
     reuse_max_tokens: int = setting(16, "tokens a reused answer may propose in one round (cut at a sentence end)",

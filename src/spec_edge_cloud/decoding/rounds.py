@@ -9,12 +9,14 @@ One round, as it reads below:
         at its confidence
         pre-drafting: draft on that verdict at once ......... Draft(n', assumes=(r, k_e, b_e)), sent at
                                                               once (the cloud queues it behind round r)
+        fan-out: also on the exit's other likely verdicts ... Draft(..., also=(Draft(assumes=alt), ...)):
+        while the FINAL is far enough off                     the branches the time allows, in one DRAFT
     FINAL(r, k, b) .......................................... [RollBack: the pre-draft assumed otherwise]
                                                               Commit(k, b): d[:k] + b is final; each
                                                               exit's verdict, labelled, goes to the policy
     after the commit: finished .............................. nothing
                       the policy prefers cloud decoding ..... Cloud
-                      the pre-draft assumed exactly (r, k, b)  wait for round r+1, already under way
+                      a pre-draft branch assumed (r, k, b) .. wait for round r+1, already under way
                       otherwise ............................. Draft(n) again
     no word from the cloud by the deadline .................. EdgeFinish: the draft alone, unverified
 
@@ -29,7 +31,7 @@ leave for cloud decoding: fixed for a `DecodeConfig` (`FixedPolicy`), or learnt 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .metrics import ResponseMetrics
@@ -50,11 +52,16 @@ class Draft:
     """Draft `n` tokens after the committed ones (and after `assumes`' provisional tokens), then
     report them with `Rounds.drafted`; `send`: False holds a pre-draft until its verdict is final.
     `lookup` > 0: where a recent answer continues the drafted tokens, up to `lookup` more of its
-    tokens go with them (decoding/reuse.py; reported as `reused`)."""
+    tokens go with them (decoding/reuse.py; reported as `reused`).
+    Fan-out: `also` holds the further branches of a pre-draft, each on another verdict, likeliest
+    first; the driver drafts them after this one while its clock is before `until` (None: no time
+    is known to be free), each reported to `Rounds.drafted`, and sends them all in one DRAFT."""
     n: int
     assumes: Verdict | None = None
     send: bool = True
     lookup: int = 0
+    also: tuple["Draft", ...] = ()
+    until: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,34 @@ class Round:
     early_at: float | None = None   # when its first EARLY arrived
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed
     earlies: list = field(default_factory=list)  # (Verdict, trusted) of each EARLY
+    rank: int = 0                   # a fan-out pre-draft's branch: 0 on the exit's verdict, 1.. on its alternatives
+
+
+class FinalDue:
+    """When a FINAL is due after its EARLY, learnt across responses: the free time a fan-out
+    pre-draft may spend on further branches. A DRAFT must be on the cloud when the FINAL it waits
+    for is made, so its branches must leave by the EARLY's arrival + (FINAL - EARLY lead) - round
+    trip. Nothing is known before the first rounds: then the first branch only."""
+
+    def __init__(self, alpha: float = 0.3):
+        self.alpha = alpha
+        self.lead_s: float | None = None    # EARLY to FINAL, at the robot
+        self.rtt_s: float | None = None     # a DRAFT's round trip beyond the cloud's compute
+
+    def _add(self, old: float | None, x: float) -> float:
+        return x if old is None else old + self.alpha * (x - old)
+
+    def observe(self, lead_s: float | None, rtt_s: float | None) -> None:
+        if lead_s is not None:
+            self.lead_s = self._add(self.lead_s, max(lead_s, 0.0))
+        if rtt_s is not None:
+            self.rtt_s = self._add(self.rtt_s, max(rtt_s, 0.0))
+
+    def until(self, early_at: float) -> float | None:
+        """The time by which a pre-draft made on an EARLY that arrived at `early_at` must leave."""
+        if self.lead_s is None or self.rtt_s is None:
+            return None
+        return early_at + self.lead_s - self.rtt_s
 
 
 class Rounds:
@@ -181,16 +216,18 @@ class Rounds:
     `server_queue`: a pre-draft is sent at once and waits on the cloud behind the round it assumes
     (this project's protocol); False keeps it on the robot until that round's FINAL confirms it (the
     paper's client-only pre-drafting; the simulator compares the two). `lookup`: the most tokens a
-    recent answer may add to a round (0: no reuse)."""
+    recent answer may add to a round (0: no reuse). `branches` > 1: fan-out pre-drafting, up to that
+    many branches on an EARLY (its verdict and its alternatives) while `due` says the FINAL is far."""
 
     def __init__(self, policy: Policy, max_new_tokens: int, metrics: ResponseMetrics,
-                 server_queue: bool = True, lookup: int = 0):
+                 server_queue: bool = True, lookup: int = 0, branches: int = 1, due: FinalDue | None = None):
         self.policy, self.max_new, self.m, self.server_queue = policy, max_new_tokens, metrics, server_queue
-        self.lookup = lookup
+        self.lookup, self.branches = lookup, branches
+        self.due = due if due is not None else FinalDue()
         self.numbers = itertools.count()
         self.generated = 0
         self.cur: Round | None = None      # the round whose verdict the robot waits for
-        self.pre: Round | None = None      # the pre-draft made on cur's early verdict
+        self.pre: list[Round] = []         # the pre-draft made on cur's early verdict: its branches
         self.last_final_at: float | None = None
         self._verdict: Verdict | None = None  # the FINAL being committed
 
@@ -212,15 +249,19 @@ class Rounds:
         goes into its DRAFT."""
         if action.n > 0:
             self.policy.observe_draft(seconds, tokens - reused)
-        rnd = Round(next(self.numbers), tokens, action.assumes is not None, action.assumes, ready_at, payload,
-                    reused=reused)
-        self.m.gamma_used.append(tokens)
+        rank = len(self.pre) if action.assumes is not None else 0   # a further branch of the pre-draft
+        number = self.pre[0].number if rank else next(self.numbers)
+        rnd = Round(number, tokens, action.assumes is not None, action.assumes, ready_at, payload,
+                    reused=reused, rank=rank)
         self.m.reused_rounds += int(reused > 0)
         if rnd.pre:
-            self.pre = rnd
-            self.m.predrafts += 1
+            self.pre.append(rnd)
+            self.m.predrafts += int(rank == 0)
+            self.m.branches_sent[rank] += 1
         else:
             self.cur = rnd
+        if not rank:
+            self.m.gamma_used.append(tokens)
         return rnd
 
     def next_number(self) -> int:
@@ -229,10 +270,11 @@ class Rounds:
 
     # -- verdicts ---------------------------------------------------------------------------------
     def early(self, v: Verdict, at: float, finishes: bool, layer: int | None = None,
-              confidence: float = 1.0) -> list[Action]:
+              confidence: float = 1.0, alternatives: tuple[Verdict, ...] = ()) -> list[Action]:
         """An EARLY of exit `layer` at `confidence` for the round in flight; `finishes`: its provisional
         tokens would end the response (nothing to pre-draft then). One the policy does not trust is
-        only kept, for the metrics."""
+        only kept, for the metrics. `alternatives`: the exit's other likely verdicts, likeliest first
+        (those that would end the response left out), for fan-out."""
         cur = self.cur
         if cur is None or v.round != cur.number:
             return []                                   # stale, or for a dropped pre-draft
@@ -243,8 +285,12 @@ class Rounds:
             return []
         cur.early_at = cur.early_at or at
         actions: list[Action] = [Show(v)]
-        if self.policy.predraft and self.pre is None and not finishes:
-            actions.append(self._draft(assumes=v))
+        if self.policy.predraft and not self.pre and not finishes:
+            draft = self._draft(assumes=v)
+            others = [a for a in dict.fromkeys(alternatives) if a != v and a.round == v.round][: self.branches - 1]
+            if others:
+                draft = replace(draft, also=tuple(self._draft(assumes=a) for a in others), until=self.due.until(at))
+            actions.append(draft)
         return actions
 
     def final(self, v: Verdict, at: float, compute_s: float, tokens_in_pass: int,
@@ -273,12 +319,13 @@ class Rounds:
             policy.observe_interval(at - self.last_final_at, v.accepted + 1)
         self.last_final_at = at
         first_or_pre = cur.pre or cur.number == 0  # a first round also waits for the prefill
+        rtt = None if first_or_pre else at - cur.sent_at - compute_s
+        lead = at - cur.early_at if cur.early_at is not None else None
         # the policy learns the draft model's acceptance: a reused answer's tokens say nothing of it
-        policy.observe_round(drafted, min(v.accepted, drafted), compute_s, tokens_in_pass,
-                             None if first_or_pre else at - cur.sent_at - compute_s,
-                             at - cur.early_at if cur.early_at is not None else None)
+        policy.observe_round(drafted, min(v.accepted, drafted), compute_s, tokens_in_pass, rtt, lead)
+        self.due.observe(lead, rtt)
         self._verdict = v
-        missed = self.pre is not None and self.pre.assumes != v
+        missed = bool(self.pre) and self.pre[0].assumes != v   # what was shown (the exit's verdict) is wrong
         return [RollBack(), Commit(v)] if missed else [Commit(v)]
 
     def committed(self, generated: int, done: bool) -> list[Action]:
@@ -286,18 +333,20 @@ class Rounds:
         self.generated = generated
         if done:
             return []
-        pre, self.pre = self.pre, None
-        hit = pre is not None and pre.assumes == self._verdict
-        if pre is not None:
-            self.m.hits += int(hit)
-            self.policy.observe_predraft(hit)
+        pre, self.pre = self.pre, []
+        hit = next((b for b in pre if b.assumes == self._verdict), None)
+        if pre:
+            self.m.hits += int(hit is not None)
+            if hit is not None:
+                self.m.branch_hits[hit.rank] += 1
+            self.policy.observe_predraft(hit is not None)
         if self.policy.choose_mode() == "cloud":
             # a queued pre-draft may already be verified: GENERATE's base makes the cloud drop it
             self.m.switched_to_cloud_at = generated
             return [Cloud()]
-        if hit:
-            self.cur = pre
-            return [] if self.server_queue else [Send(pre.number)]
+        if hit is not None:
+            self.cur = hit
+            return [] if self.server_queue else [Send(hit.number)]
         return [self._draft()]
 
     def token(self, compute_s: float) -> None:

@@ -13,6 +13,8 @@ arrival order and calls `run_once()` while `busy`; `reply` puts a message on the
 - Rounds are idempotent: a round number is used up only when its round is verified (a DRAFT refused
   for a bad base or a pre-draft whose assumption failed leaves it free for the corrected one); a
   DRAFT repeated for a verified round gets that round's FINAL again, never a second verification.
+- Pre-drafts wait in the queue behind the round they assume; a fan-out pre-draft's branches each
+  assume another verdict of that round, and only the branch its FINAL matches is verified.
 - Admission: at most `max_sessions` sessions, `max_sessions_per_group` per group. A full cloud
   evicts a session idle for `evictable_after_s` (with an ERROR to its owner; a session that never had
   a round after its PREFILL is idle after `UNPROVEN_S`: a robot drafts at once, a PREFILL flood does
@@ -243,15 +245,16 @@ class VerifierService:
     def _verify(self, s: Session, msg: DraftRequest, reply: Reply) -> Generator[VerifyRequest, PassResult, None]:
         if self._repeat(s, msg.round, reply):
             return
-        if msg.assumes is not None and s.last_final != tuple(msg.assumes):
-            return  # a pre-draft on a verdict that did not hold: dropped, the robot knows from FINAL
+        msg = msg.chosen(s.last_final)
+        if msg is None:
+            return  # a pre-draft on verdicts that did not hold (every branch): dropped, the robot knows from FINAL
         self._accept_round(s, msg.round, msg.base)
-        threshold = msg.exit_threshold
+        threshold, wanted = msg.exit_threshold, msg.alternatives
 
         def on_exit(ev: ExitVerdict) -> None:
             if ev.verdict.confidence >= threshold:
                 reply(Early(msg.session, msg.round, ev.layer, ev.verdict.accepted, ev.verdict.next_token,
-                            ev.verdict.confidence))
+                            ev.verdict.confidence, list(ev.verdict.alternatives[:wanted])))
 
         probs = None if msg.probs is None else \
             dense(msg.probs, msg.support, self.engine.vocab_size, self.engine.bundle.device)

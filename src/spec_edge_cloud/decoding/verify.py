@@ -20,6 +20,19 @@ class Verdict:
     accepted: int       # number of draft tokens accepted (0..γ)
     next_token: int     # the target's token after them (correction or bonus)
     confidence: float   # lowest top-1 probability over the positions that decided the verdict
+    # other likely verdicts (accepted, next), likeliest first: the second choice after the same
+    # accepted count, then the best next token after one draft token fewer (fan-out pre-drafting)
+    alternatives: tuple[tuple[int, int], ...] = ()
+
+
+def alternatives(k: int, next_token: int, second: list[int] | dict[int, int], draft: list[int]) -> tuple[tuple[int, int], ...]:
+    """The verdicts a final layer likely gives when it disagrees with (k, next_token): `second[i]` is
+    row i's likeliest token after its first choice (row k's first choice is `next_token`; row k-1's
+    is draft[k-1], accepted)."""
+    alt = [(k, second[k])] if second[k] != next_token else []
+    if k > 0 and second[k - 1] != draft[k - 1]:
+        alt.append((k - 1, second[k - 1]))
+    return tuple(alt)
 
 
 def _generator(seed: int, position: int, purpose: int) -> torch.Generator:
@@ -68,12 +81,15 @@ def dense(probs: torch.Tensor, support: list[list[int]] | None, vocab: int, devi
     return torch.zeros(probs.shape[0], vocab, device=probs.device).scatter_add_(1, ids, probs)
 
 
-def greedy_verdict(top: list[int], confidence: list[float], draft: list[int]) -> Verdict:
-    """The greedy verdict from each row's argmax and top-1 probability (already on the host)."""
+def greedy_verdict(top: list[int], confidence: list[float], draft: list[int],
+                   second: list[int] | None = None) -> Verdict:
+    """The greedy verdict from each row's argmax and top-1 probability (already on the host), with
+    its alternatives when each row's second choice is given."""
     k = 0
     while k < len(draft) and top[k] == draft[k]:
         k += 1
-    return Verdict(k, top[k], min(confidence[: k + 1]))
+    return Verdict(k, top[k], min(confidence[: k + 1]),
+                   alternatives(k, top[k], second, draft) if second is not None else ())
 
 
 def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | None = None,
@@ -89,10 +105,11 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
     if logits.shape[0] != gamma + 1:
         raise ValueError(f"need {gamma + 1} logit rows for a draft of {gamma}, got {logits.shape[0]}")
     if temperature <= 0:
-        # one host sync for the whole verdict: the argmax and top-1 probability of every row
-        conf_rows, top = torch.softmax(logits.float(), -1).max(-1)
-        top, conf_rows = torch.stack([top.double(), conf_rows.double()]).tolist()
-        return greedy_verdict([int(t) for t in top], conf_rows, draft)
+        # one host sync for the whole verdict: each row's two likeliest tokens and top-1 probability
+        conf_rows, top = torch.softmax(logits.float(), -1).topk(min(2, logits.shape[-1]), -1)
+        top, second, conf_rows = torch.stack([top[:, 0].double(), top[:, -1].double(),
+                                              conf_rows[:, 0].double()]).tolist()
+        return greedy_verdict([int(t) for t in top], conf_rows, draft, [int(t) for t in second])
     if draft_probs is None or draft_probs.shape[0] != gamma:
         raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
     p = probabilities(logits, temperature)
@@ -100,12 +117,26 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
     rows = torch.arange(gamma, device=p.device)
     ids = torch.tensor(draft, dtype=torch.long, device=p.device)
     # one host sync for every acceptance test: p_i(d_i), q_i(d_i) and each row's top-1 probability
-    flat = torch.cat([p[rows, ids], q[rows, ids], p.amax(-1)]).double().tolist()
-    p_tok, q_tok, top1 = flat[:gamma], flat[gamma:2 * gamma], flat[2 * gamma:]
+    top2 = p.topk(min(2, p.shape[-1]), -1)
+    flat = torch.cat([p[rows, ids], q[rows, ids], top2.values[:, 0], top2.indices.flatten().double()]).double().tolist()
+    p_tok, q_tok, top1 = flat[:gamma], flat[gamma:2 * gamma], flat[2 * gamma:3 * gamma + 1]
+    ranked = [int(t) for t in flat[3 * gamma + 1:]]
+    width = top2.indices.shape[1]
+
+    def likeliest_other(i: int, token: int) -> list[int]:  # row i's likeliest token but `token`
+        best = ranked[i * width: (i + 1) * width]
+        return [t for t in best if t != token][:1] or [token]
+
+    def ending(i: int, token: int) -> Verdict:
+        second = {i: likeliest_other(i, token)[0]}
+        if i > 0:
+            second[i - 1] = likeliest_other(i - 1, draft[i - 1])[0]
+        return Verdict(i, token, min(top1[: i + 1]), alternatives(i, token, second, draft))
+
     for i, tok in enumerate(draft):
         ratio = p_tok[i] / max(q_tok[i], 1e-30)
         if uniform(seed, start + i, ACCEPT) >= min(1.0, ratio):
             residual = torch.clamp(p[i] - q[i], min=0).cpu()
             residual = residual / residual.sum() if float(residual.sum()) > 0 else p[i].cpu()
-            return Verdict(i, sample(residual, seed, start + i, RESIDUAL), min(top1[: i + 1]))
-    return Verdict(gamma, sample(p[gamma].cpu(), seed, start + gamma, BONUS), min(top1))
+            return ending(i, sample(residual, seed, start + i, RESIDUAL))
+    return ending(gamma, sample(p[gamma].cpu(), seed, start + gamma, BONUS))

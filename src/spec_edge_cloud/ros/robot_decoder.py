@@ -20,6 +20,7 @@ from spec_edge_cloud.decoding.client import Response, SpecClient
 from spec_edge_cloud.decoding.messages import Cancel, End, Start
 from spec_edge_cloud.decoding.modes import DecodeConfig
 from spec_edge_cloud.decoding.reuse import AnswerMemory
+from spec_edge_cloud.decoding.rounds import FinalDue
 from spec_edge_cloud.decoding.timing import Pacer
 from spec_edge_cloud.modeling import jpeg
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
@@ -91,6 +92,7 @@ class RobotDecoder:
         self.jpeg_quality = jpeg_quality   # set: the image crosses the wire as JPEG
         self.adaptive: AdaptiveController | None = None
         self.memory: AnswerMemory | None = None   # recent answers, kept across responses (reuse_answers)
+        self.due = FinalDue()                     # when FINALs follow EARLYs, learnt across responses (fan-out)
 
     def link_state(self) -> str:
         """"up" or "down" for the ZeroMQ link, "in-process", or "none" (edge only)."""
@@ -121,7 +123,7 @@ class RobotDecoder:
             self.memory = AnswerMemory(cfg.reuse_answers)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
                             self.adaptive if cfg.mode == "adaptive" else None, self.pacer, self.memory,
-                            forced_next)
+                            forced_next, self.due)
         up0, down0 = self._stats()
         started = self.clock()
         response = client.generate(prompt, emit)

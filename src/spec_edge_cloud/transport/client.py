@@ -504,6 +504,9 @@ class ZmqLink:
             del p.sent[rnd]
         if d is None or p.last_final is not None and final.round <= p.last_final[0]:
             return  # a repeated FINAL
+        d = d.chosen(p.last_final)  # the branch of a fan-out pre-draft that was verified
+        if d is None:
+            return
         del p.committed[d.base:]
         p.committed += d.tokens[:final.accepted]
         p.committed.append(final.next_token)
@@ -543,11 +546,12 @@ class ZmqLink:
             return
         for rnd, d in list(p.sent.items()):
             if d.assumes is not None and p.last_final is not None and d.assumes[0] <= p.last_final[0]:
-                if tuple(d.assumes) != p.last_final:
+                d = d.chosen(p.last_final)  # the branch assuming that FINAL, as a plain DRAFT
+                if d is None:
                     p.sent.pop(rnd)
                     p.drafts.pop(rnd, None)
                     continue
-                d = p.sent[rnd] = msgspec.structs.replace(d, assumes=None)
+                p.sent[rnd] = d
             _, p.drafts[rnd] = protocol.pack_body(d, self.wire)
             self._send_frame("DRAFT", p.drafts[rnd])
 

@@ -199,19 +199,26 @@ class Limits:
         if shape != expected:
             raise ProtocolError("bad-request", f"draft probabilities of shape {shape}, expected {expected}")
 
+    def _draft(self, msg: DraftRequest) -> None:
+        """One branch of a DRAFT: its length, ids and distributions."""
+        if len(msg.tokens) > self.max_draft:
+            raise ProtocolError("bad-request", f"draft of {len(msg.tokens)} tokens: at most {self.max_draft}")
+        if msg.base + len(msg.tokens) + 1 > self.max_tokens:
+            raise ProtocolError("bad-request", f"session would exceed {self.max_tokens} tokens")
+        self._ids(msg.tokens, "draft")
+        if msg.probs is not None:
+            self._draft_probs(msg)
+
     def check(self, msg: object) -> None:
         if isinstance(msg, Start):
             if not 1 <= len(msg.input_ids) <= self.max_tokens:
                 raise ProtocolError("bad-request", f"prompt of {len(msg.input_ids)} tokens: 1..{self.max_tokens} allowed")
             self._ids(msg.input_ids, "prompt")
         elif isinstance(msg, DraftRequest):
-            if len(msg.tokens) > self.max_draft:
-                raise ProtocolError("bad-request", f"draft of {len(msg.tokens)} tokens: at most {self.max_draft}")
-            if msg.base + len(msg.tokens) + 1 > self.max_tokens:
-                raise ProtocolError("bad-request", f"session would exceed {self.max_tokens} tokens")
-            self._ids(msg.tokens, "draft")
-            if msg.probs is not None:
-                self._draft_probs(msg)
+            if msg.branches and msg.assumes is None:
+                raise ProtocolError("bad-request", "a DRAFT with branches must assume a verdict (fan-out pre-draft)")
+            for branch in msg.each_branch():
+                self._draft(branch)
         elif isinstance(msg, Generate):
             if msg.max_new_tokens > self.max_new or msg.base + msg.max_new_tokens > self.max_tokens:
                 raise ProtocolError("bad-request", f"cloud decoding of {msg.max_new_tokens} tokens after {msg.base}: "
