@@ -76,3 +76,16 @@ def test_sampled_pairs_of_tokens_follow_the_target(top_k, top_p):
     finally:
         link.close()
     assert pvalue > 1e-3
+
+
+def test_sampled_cloud_decoding_follows_the_target():
+    """Cloud decoding (the target alone, one TOKEN per pass, no draft) samples the target's own
+    distribution too (a pass with nothing drafted was refused as a sampling round without draft
+    probabilities)."""
+    target, draft, prompt = sampling_pair()
+    link = InProcessLink(VerifierService(TargetEngine(target)))
+    try:
+        pvalue = chi_square_pvalue(target, draft, prompt, link, "cloud", n=200)
+    finally:
+        link.close()
+    assert pvalue > 1e-3

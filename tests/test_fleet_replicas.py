@@ -22,7 +22,10 @@ ray = pytest.importorskip("ray")
 
 from decoding_fixtures import perturbed, target_alone  # noqa: E402
 from spec_edge_cloud.decoding.client import SpecClient  # noqa: E402
+from spec_edge_cloud.decoding.link import InProcessLink  # noqa: E402
 from spec_edge_cloud.decoding.modes import DecodeConfig  # noqa: E402
+from spec_edge_cloud.decoding.target import TargetEngine  # noqa: E402
+from spec_edge_cloud.decoding.verifier import VerifierService  # noqa: E402
 from spec_edge_cloud.fleet.config import FleetConfig  # noqa: E402
 from spec_edge_cloud.fleet.front import open_fleet  # noqa: E402
 from spec_edge_cloud.modeling.bundle import load_bundle  # noqa: E402
@@ -52,8 +55,10 @@ def fleet(tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 << 20, log_to_driver=False)
     config = FleetConfig(replicas=2, min_replicas=1, max_replicas=2, replica_num_cpus=0.5, health_interval_s=0.25,
                          scale_down_idle_s=3600.0, scale_up_wait_s=3600.0)
+    # the test's robots share one key: a replica must take all of them (up to 8 after a failover) at once
     server = {"bind": "tcp://127.0.0.1:0", "log_rounds": False, "server_secret_key": str(server_sec),
-              "authorized_clients_dir": str(keys / "clients")}
+              "authorized_clients_dir": str(keys / "clients"), "max_connections_per_client": 8,
+              "max_sessions_per_client": 8}
     front, pool = open_fleet(config, {"target_dir": str(target_dir), "target_profile": str(tmp / "paced.json")},
                              server)
     target = load_bundle(target_dir)
@@ -72,8 +77,8 @@ def default_prompt(index: int, k: int) -> str:
     return f"w{index + 3} w{(index * 7 + k) % 50 + 3} w5"
 
 
-# prompts whose answers (from this target) run the whole 40 tokens: long enough to be interrupted
-LONG = [default_prompt(i, 0) for i in (0, 2, 4, 5)]
+# prompts whose greedy answers (from this target) run the whole 40 tokens: long enough to be interrupted
+LONG = [default_prompt(i, k) for i, k in ((0, 0), (2, 0), (4, 0), (5, 0), (6, 0), (1, 1))]
 
 
 class Robot:
@@ -87,6 +92,7 @@ class Robot:
         self.mode = "spec-ee-pre"   # "cloud": the target decodes alone (GENERATE, a stream of TOKENs)
         self.finals = 0             # tokens committed in its current response
         self.texts: list[str] | None = None  # its prompts, if not the default ones
+        self.sampling: dict = {}    # temperature and seed, to sample
 
     def prompt(self, k: int) -> str:
         return self.texts[k] if self.texts else default_prompt(self.index, k)
@@ -97,7 +103,7 @@ class Robot:
             before = (self.link.endpoint, self.link.stats.reconnects)
             self.finals = 0
             config = DecodeConfig(mode=self.mode, gamma=4, max_new_tokens=max_new, exit_threshold=0.0,
-                                  deadline_s=DEADLINE_S)
+                                  deadline_s=DEADLINE_S, **self.sampling)
             resp = SpecClient(draft, self.link, config).generate(draft.encode(self.prompt(k)),
                                                                  on_tokens and on_tokens(self))
             self.results.append(dict(prompt=self.prompt(k), resp=resp, before=before,
@@ -127,6 +133,15 @@ def run_robots(fleet, n: int, responses: int, max_new: int = 16, on_tokens=None,
 def reference(fleet, text: str, max_new: int) -> list[int]:
     target = fleet["target"]
     return target_alone(target, target.encode(text), max_new)
+
+
+def cloud_alone(fleet, text: str, config: DecodeConfig) -> list[int]:
+    """A response of cloud decoding from one in-process verifier of the same target, nothing failing."""
+    link = InProcessLink(VerifierService(TargetEngine(fleet["target"])))
+    try:
+        return SpecClient(fleet["draft"], link, config).generate(fleet["draft"].encode(text)).tokens
+    finally:
+        link.close()
 
 
 def rounds_by_replica(pool) -> dict[str, int]:
@@ -172,11 +187,13 @@ def test_eight_robots_on_two_replicas_equal_the_target_alone(fleet):
 
 
 def test_a_replica_killed_mid_response(fleet):
-    """A replica is killed while two of its robots are mid-response: one speculating (DRAFT rounds),
-    one in cloud decoding (GENERATE, a stream of TOKENs). Its connections drop; the links go to the
-    front for another replica and re-prefill there with the tokens committed so far (the stream asks
-    for the tokens it still owes), so every response finishes verified and equal to the target alone;
-    Ray brings the replica back on a fresh port, and the next robots use it."""
+    """A replica is killed while its robots are mid-response: one speculating (DRAFT rounds), one in
+    greedy cloud decoding (GENERATE, a stream of TOKENs), one in sampled cloud decoding. Its
+    connections drop; the links go to the front for another replica and re-prefill there with the
+    tokens committed so far (a stream asks for the tokens it still owes), so every response finishes
+    verified: the greedy ones equal to the target alone, the sampled one to the same seed's stream
+    from one verifier with nothing failing. Ray brings the replica back on a fresh port, and the next
+    robots use it."""
     pool = fleet["pool"]
     killed, lock, roles = {}, threading.Lock(), {}
 
@@ -187,9 +204,11 @@ def test_a_replica_killed_mid_response(fleet):
         for r, text in zip(robots, LONG):
             r.texts = [text]
         doomed = max(by_replica.values(), key=len)
-        assert len(doomed) >= 2, f"4 robots on 2 replicas, none shares one: {list(by_replica)}"
-        doomed[0].mode = "cloud"
-        roles.update(endpoint=doomed[0].link.endpoint, streamer=doomed[0], speculators=doomed[1:])
+        assert len(doomed) >= 3, f"6 robots on 2 replicas, fewer than 3 share one: {list(by_replica)}"
+        doomed[0].mode = doomed[1].mode = "cloud"
+        doomed[1].sampling = dict(temperature=0.5, seed=0)  # every LONG prompt's sample runs 40 tokens then
+        roles.update(endpoint=doomed[0].link.endpoint, streamer=doomed[0], sampler=doomed[1],
+                     speculators=doomed[2:])
 
     def on_tokens(robot):
         def hook(kind, index, tokens):
@@ -198,25 +217,28 @@ def test_a_replica_killed_mid_response(fleet):
             robot.finals += len(tokens)
             with lock:
                 mid = [r for r in roles["speculators"] if 1 <= r.finals <= 30 and r.link.endpoint == roles["endpoint"]]
-                if not killed and mid and 1 <= roles["streamer"].finals <= 30:
+                if not killed and mid and all(1 <= roles[k].finals <= 30 for k in ("streamer", "sampler")):
                     name = next(s.name for s in pool.slots if s.endpoint == roles["endpoint"])
                     pool.kill(name)
-                    killed.update(name=name, endpoint=roles["endpoint"], streamed=roles["streamer"].finals,
-                                  speculators=mid)
+                    killed.update(name=name, endpoint=roles["endpoint"], speculators=mid)
         return hook
 
     recoveries = len(pool.recoveries)
-    robots = run_robots(fleet, 4, 1, max_new=40, on_tokens=on_tokens, before=before)
-    assert killed, "no two responses on one replica got far enough to kill it"
+    robots = run_robots(fleet, 6, 1, max_new=40, on_tokens=on_tokens, before=before)
+    assert killed, "no three responses on one replica were mid-way together: nothing killed"
+    sampler = roles["sampler"]
     for r in robots:
         resp = r.results[0]["resp"]
         assert resp.verified, (r.index, r.mode, resp.metrics.fallback_reason)
-        assert resp.tokens == reference(fleet, r.results[0]["prompt"], 40), (r.index, r.mode)
+        greedy = reference(fleet, r.results[0]["prompt"], 40)
+        if r is sampler:
+            config = DecodeConfig(mode="cloud", max_new_tokens=40, **sampler.sampling)
+            assert resp.tokens == cloud_alone(fleet, r.results[0]["prompt"], config), "the sampled stream differs"
+            assert resp.tokens != greedy, "the sampled stream is the greedy one: it tests nothing more"
+        else:
+            assert resp.tokens == greedy, (r.index, r.mode)
         assert len(resp.tokens) == 40, "a prompt of LONG has a short answer: the kill may come too late"
-    streamer = roles["streamer"]
-    assert streamer.results[0]["resp"].metrics.mode == "cloud"
-    assert killed["streamed"] < len(streamer.results[0]["resp"].tokens), "the stream ended before the kill"
-    for r in [streamer, *killed["speculators"]]:
+    for r in [roles["streamer"], sampler, *killed["speculators"]]:
         assert r.results[0]["after"][0] != killed["endpoint"], f"robot {r.index} ({r.mode}) did not re-prefill"
     deadline = time.monotonic() + 300
     while len(pool.recoveries) == recoveries and time.monotonic() < deadline:

@@ -110,10 +110,11 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
         top, second, conf_rows = torch.stack([top[:, 0].double(), top[:, -1].double(),
                                               conf_rows[:, 0].double()]).tolist()
         return greedy_verdict([int(t) for t in top], conf_rows, draft, [int(t) for t in second])
-    if draft_probs is None or draft_probs.shape[0] != gamma:
+    if gamma and (draft_probs is None or draft_probs.shape[0] != gamma):
         raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
     p = probabilities(logits, temperature)
-    q = draft_probs.to(p.device, torch.float32)
+    # nothing drafted (cloud decoding): no q, and the verdict is the target's own draw at `start`
+    q = draft_probs.to(p.device, torch.float32) if gamma else p[:0]
     rows = torch.arange(gamma, device=p.device)
     ids = torch.tensor(draft, dtype=torch.long, device=p.device)
     # one host sync for every acceptance test: p_i(d_i), q_i(d_i) and each row's top-1 probability
