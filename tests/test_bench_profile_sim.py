@@ -142,3 +142,23 @@ def test_bench_profile_report_names_the_per_token_probability_beside_the_accepta
     report = (tmp_path / "report.md").read_text()
     assert "| per-token acceptance probability | acceptance | tokens/round |" in report
     assert "Per-token acceptance probability 0.575 (acceptance 0.3" in report
+
+
+def test_fan_out_branches_hit_where_the_exit_misses_when_the_final_is_far_enough_off():
+    """A slow pass (the EARLY 300 ms before its FINAL, 100 ms round trip): after a plain round has
+    shown the round trip, a second branch fits; the FINAL is always the exit's second choice."""
+    profile = TimingProfile("slow", draft_per_token_ms=D, target_prefill_ms=P,
+                            target_cum_layer_ms={1: [300.0, 600.0], 5: [300.0, 600.0]})
+    slow = SimRegime("slow", profile, R / 1000)
+
+    def run(branches):
+        rng = random.Random(0)
+        work = [Job(30, BernoulliRounds(1.0, 0.0, rng, alternatives=(1.0,)), frame=i) for i in range(3)]
+        return simulate(slow, "spec-ee-pre", work, gamma=4, max_new_tokens=30, branches=branches)
+
+    one, two = run(1), run(2)
+    assert sum(r.hits for r in one) == 0 and all(not r.branches_sent.get("1") for r in one)
+    assert sum(r.branch_hits.get("1", 0) for r in two) >= 10 and sum(r.branch_hits.get("0", 0) for r in two) == 0
+    assert sum(r.ttc_s for r in two) < 0.9 * sum(r.ttc_s for r in one)   # each hit saves a draft and a round trip
+    # one DRAFT of two branches a round instead of a missed pre-draft and a fresh DRAFT: fewer bytes up
+    assert sum(r.bytes_up for r in two) < sum(r.bytes_up for r in one)

@@ -62,11 +62,11 @@ def regime_bound(regime: SimRegime, gamma: int) -> Bound:
 
 
 def run_modes(regime: SimRegime, make_jobs, modes=MODES, gamma: int = 4, max_new_tokens: int = 64,
-              seed: int = 0) -> dict:
-    """Every mode on its own copy of the same jobs (same seeds), summarised."""
+              seed: int = 0, branches: int = 1) -> dict:
+    """Every mode on its own copy of the same jobs (same seeds), summarised; `branches` > 1: fan-out."""
     records = []
     for mode in modes:
-        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed)
+        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches)
     return summarize(records, regime_bound(regime, gamma))
 
 
@@ -162,7 +162,8 @@ def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), token_acceptance_prob: floa
 # -- calibration against a replay -------------------------------------------------------------------
 def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
     return [Round(r["drafted"], r["accepted"], r["early_layer"] is not None, r["agreed"],
-                  r["early_layer"] / layers if r["early_layer"] is not None and layers else None) for r in trace]
+                  r["early_layer"] / layers if r["early_layer"] is not None and layers else None,
+                  r.get("alternative")) for r in trace]
 
 
 def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
@@ -175,10 +176,14 @@ def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
     acceptance = sum(r["accepted"] for r in result["records"]) / drafted if drafted else 0.0
     trace = [x for r in result["records"] for x in r["round_trace"] if x["early_layer"] is not None]
     agreement = sum(x["agreed"] for x in trace) / len(trace) if trace else 0.0
+    missed = [x for x in trace if not x["agreed"]]
+    # of the rounds whose EARLY missed, the share whose FINAL was the EARLY's alternative of rank 1, 2
+    alternatives = tuple(sum(x.get("alternative") == rank for x in missed) / len(missed) for rank in (1, 2)) \
+        if missed and result["config"].get("predraft_branches", 1) > 1 else ()
     rng = random.Random(seed)
     return [Job(r["tokens"], RecordedRounds(_rounds(r["round_trace"], result["target_layers"]),
                                             BernoulliRounds(token_acceptance_prob(acceptance, result["config"]["gamma"]),
-                                                            agreement, rng)),
+                                                            agreement, rng, alternatives=alternatives)),
                 r["first_action_token"], r["frame"], r["repeat"]) for r in recs]
 
 
@@ -203,7 +208,7 @@ def calibrate(result: dict, seed: int = 0) -> dict:
         jobs = jobs_from_replay(result, mode, seed)
         warm = cfg.get("warmup", 0)
         sims = simulate(regime, mode, [copy.deepcopy(jobs[0]) for _ in range(warm)] + jobs, cfg["gamma"],
-                        cfg["max_new_tokens"], seed)[warm:]
+                        cfg["max_new_tokens"], seed, branches=cfg.get("predraft_branches", 1))[warm:]
         m = statistics.mean(r["ttc_s"] for r in recs if r["mode"] == mode)
         p = statistics.mean(r.ttc_s for r in sims)
         rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
@@ -214,7 +219,8 @@ def calibrate(result: dict, seed: int = 0) -> dict:
 
 def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit_fraction: float = 0.5) -> dict:
     """Every mode in `regime_name`, on the frames and recorded rounds of a replay (its spec-ee-pre
-    responses, or the first speculative mode it ran): its acceptance and exits, another machine's timing."""
+    responses, or the first speculative mode it ran): its acceptance and exits (and fan-out, as the
+    replay ran it), another machine's timing."""
     source = next((m for m in ("spec-ee-pre", "adaptive", "spec-ee", "spec")
                    if any(r["mode"] == m for r in result["records"])), None)
     if source is None:
@@ -223,7 +229,7 @@ def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit
     regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
     max_new = result["config"]["max_new_tokens"]
     summary = run_modes(regime, lambda: jobs_from_replay(result, source, seed), gamma=gamma, max_new_tokens=max_new,
-                        seed=seed)
+                        seed=seed, branches=result["config"].get("predraft_branches", 1))
     return {"regime": regime_name, "source_mode": source, "replay_regime": result["regime"],
             "responses": len(jobs_from_replay(result, source, seed)), "summary": summary,
             "reduction": {m: reduction(summary, m) for m in summary if m != "cloud"}}

@@ -19,7 +19,9 @@ What is modelled, as the client and the verifier do it:
   for n tokens and its EARLY leaves at the exit layer's cumulative time; a pre-draft waits behind
   the round it assumes and runs the moment that round ends if the assumption held (server-side
   queue), else it is dropped (`server_queue=False`: the paper's client-only pre-drafting, where the
-  pre-draft waits on the robot for the FINAL). Several robots: round-robin one pass at a time, or with `batched`
+  pre-draft waits on the robot for the FINAL). A fan-out pre-draft (`branches` > 1) carries a
+  branch per rank of the exit's verdicts (0: its own, 1.., its alternatives) that the robot had time
+  to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Several robots: round-robin one pass at a time, or with `batched`
   every runnable request of every robot joins one pass (cost: the profile at the total token
   count; beyond the largest measured pass, `extra_ms_per_token` per token more).
 """
@@ -35,7 +37,7 @@ from typing import Callable, Iterable
 from ..decoding.adaptive import AdaptiveController
 from ..decoding.metrics import ResponseMetrics
 from ..decoding.modes import DecodeConfig
-from ..decoding.rounds import Cloud, Commit, Draft, FixedPolicy, Policy, Rounds, Send, Verdict
+from ..decoding.rounds import Cloud, Commit, Draft, FinalDue, FixedPolicy, Policy, Rounds, Send, Verdict
 from ..decoding.timing import TimingProfile
 from .summary import ResponseRecord
 
@@ -48,25 +50,43 @@ class Round:
     early: bool = True              # an EARLY was sent (an exit was confident enough)
     agreed: bool = True             # ... and equal to the FINAL: a pre-draft on it hits
     exit_fraction: float | None = None   # where in the depth the EARLY left (None: the regime's)
+    alternative: int | None = None  # not agreed: the rank (1, 2) of the exit's alternative the FINAL is, if one
+
+    @property
+    def matched(self) -> int | None:
+        """The rank of the fan-out branch this round's FINAL confirms (0: the exit's own verdict)."""
+        return 0 if self.agreed else self.alternative
 
 
 class BernoulliRounds:
     """Each draft token accepted with probability `token_acceptance_prob` (the run stops at the first
     miss), so the acceptance (share of drafted tokens accepted) is lower: predict.acceptance_share;
-    the early verdict agrees with the final one with probability `agreement`."""
+    the early verdict agrees with the final one with probability `agreement`; when it does not, the
+    final is the exit's alternative of rank i with probability `alternatives[i - 1]`."""
 
-    def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0):
+    def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0,
+                 alternatives: tuple[float, ...] = ()):
         for name, p in (("token_acceptance_prob", token_acceptance_prob), ("agreement", agreement),
-                        ("early", early)):
+                        ("early", early), ("alternatives", sum(alternatives))):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
         self.token_acceptance_prob, self.agreement, self.early, self.rng = token_acceptance_prob, agreement, early, rng
+        self.alternatives = alternatives
 
     def next(self, gamma: int) -> Round:
         k = 0
         while k < gamma and self.rng.random() < self.token_acceptance_prob:
             k += 1
-        return Round(gamma, k, self.rng.random() < self.early, self.rng.random() < self.agreement)
+        early, agreed = self.rng.random() < self.early, self.rng.random() < self.agreement
+        alternative = None
+        if not agreed and self.alternatives:   # drawn only when modelled: predictions without stay as they were
+            u, total = self.rng.random(), 0.0
+            for rank, p in enumerate(self.alternatives, 1):
+                total += p
+                if u < total:
+                    alternative = rank
+                    break
+        return Round(gamma, k, early, agreed, alternative=alternative)
 
 
 class RecordedRounds:
@@ -85,7 +105,7 @@ class RecordedRounds:
         k = min(r.accepted, gamma)
         if gamma > r.drafted and r.accepted == r.drafted:
             k += self.fallback.next(gamma - r.drafted).accepted
-        return Round(gamma, k, r.early, r.agreed, r.exit_fraction)
+        return Round(gamma, k, r.early, r.agreed, r.exit_fraction, r.alternative)
 
 
 @dataclass
@@ -105,6 +125,7 @@ class MessageSizes:
     prefill: int = 6000
     draft_fixed: int = 90
     draft_per_token: int = 2
+    branch_fixed: int = 20          # a fan-out DRAFT's further branch: its assumes and base
     generate: int = 80
     early: int = 80
     final: int = 110
@@ -176,8 +197,9 @@ class _Request:
     robot: "Robot"
     kind: str                       # prefill | draft | generate
     response: int
-    gamma: int = 0                  # draft: tokens drafted
-    assumes: "_Request | None" = None   # a pre-draft: runs only if that round's early verdict held
+    gamma: int = 0                  # draft: tokens drafted (of the branch verified, once chosen)
+    assumes: "_Request | None" = None   # a pre-draft: runs only if that round's FINAL matches a branch
+    branches: list[int] = field(default_factory=list)  # a pre-draft: each branch's tokens, by rank
     exits: bool = False             # early verdicts asked for
     remaining: int = 0              # generate: tokens still to produce
     sent: float = 0.0
@@ -208,9 +230,12 @@ class _Server:
         q = self.queues.get(robot)
         while q:
             req = q[0]
-            if req.kind == "draft" and req.assumes is not None and not req.assumes.draft.agreed:
-                q.popleft()
-                continue
+            if req.kind == "draft" and req.assumes is not None:
+                matched = req.assumes.draft.matched
+                if matched is None or matched >= len(req.branches):
+                    q.popleft()
+                    continue
+                req.gamma = req.branches[matched]
             if req.response != robot.response:
                 q.popleft()         # left over from a finished response (the client cancelled it)
                 continue
@@ -280,8 +305,10 @@ class Robot:
     when the cloud verifies it; the early verdict is the final one when the draw says they agree."""
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-                 start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True):
+                 start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True,
+                 branches: int = 1):
         config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens)
+        self.branches, self.due = branches, FinalDue()   # fan-out, as the client: its FINAL timing learnt
         self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
         self.policy: Policy = (adaptive or AdaptiveController(gamma=gamma)) if mode == "adaptive" \
             else FixedPolicy(config)
@@ -333,7 +360,8 @@ class Robot:
         self.bytes_up = self.bytes_down = 0
         self.compute_s = 0.0
         self.m = ResponseMetrics(self.mode)
-        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue)
+        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue, branches=self.branches,
+                             due=self.due)
         self.prefilled = False       # the draft's prompt
         self.held: _Request | None = None       # a client-only pre-draft, until its verdict is final
         self.generating: _Request | None = None
@@ -382,15 +410,25 @@ class Robot:
         self._send(max(self.free, self.sim.now), self.sim.regime.sizes.generate, req)
 
     def _draft(self, action: Draft) -> None:
-        """Draft a round (the robot is busy meanwhile) and ship it, or hold a client-only pre-draft."""
+        """Draft a round (the robot is busy meanwhile), with a fan-out pre-draft's further branches
+        while they fit before `action.until` as the client drafts them, and ship it, or hold a
+        client-only pre-draft."""
         reg = self.sim.regime
         if not self.prefilled:
             self._work(reg.profile.draft_prefill_ms / 1000)
             self.prefilled = True
+        t0 = max(self.free, self.sim.now)
         t = self._work(action.n * reg.draft_s)
         assumes = self.rounds.cur.payload if action.assumes is not None else None
-        req = _Request(self, "draft", self.response, action.n, assumes, exits=self.policy.early_verdicts, sent=t)
+        req = _Request(self, "draft", self.response, action.n, assumes, exits=self.policy.early_verdicts, sent=t,
+                       branches=[action.n])
         req.number = self.rounds.drafted(action, action.n, action.n * reg.draft_s, t, req).number
+        for more in action.also:
+            if action.until is None or t + (t - t0) / len(req.branches) > action.until:
+                break
+            t = req.sent = self._work(more.n * reg.draft_s)
+            req.branches.append(more.n)
+            self.rounds.drafted(more, more.n, more.n * reg.draft_s, t, req)
         if action.send:
             self._ship(req)
         else:
@@ -399,7 +437,9 @@ class Robot:
     def _ship(self, req: _Request) -> None:
         req.sent = max(req.sent, self.sim.now)
         sizes = self.sim.regime.sizes
-        self._send(req.sent, sizes.draft_fixed + sizes.draft_per_token * req.gamma, req)
+        branches = req.branches or [req.gamma]
+        self._send(req.sent, sizes.draft_fixed + sizes.branch_fixed * (len(branches) - 1)
+                   + sizes.draft_per_token * sum(branches), req)
 
     # -- messages from the cloud ---------------------------------------------------------------------
     def on_early(self, req: _Request) -> None:
@@ -420,12 +460,18 @@ class Robot:
         d = req.draft
         return Verdict(req.number, d.accepted, 0 if d.agreed else 1), Verdict(req.number, d.accepted, 0)
 
+    @staticmethod
+    def _alternatives(req: _Request) -> tuple[Verdict, ...]:
+        """The exit's two alternatives (stand-ins): the one of rank `alternative` is the final verdict."""
+        d = req.draft
+        return tuple(Verdict(req.number, d.accepted, 0 if d.alternative == rank else 1 + rank) for rank in (1, 2))
+
     def _early(self, req: _Request) -> None:
         if self.done or req.response != self.response:
             return
         early, _ = self._verdicts(req)
         finishes = self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new)
-        self._act(self.rounds.early(early, self.sim.now, finishes))
+        self._act(self.rounds.early(early, self.sim.now, finishes, alternatives=self._alternatives(req)))
 
     def _final(self, req: _Request, compute_s: float) -> None:
         if self.done or req.response != self.response or self.generating is not None:
@@ -443,12 +489,12 @@ class Robot:
 
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-             seed: int = 0, server_queue: bool = True) -> list[dict]:
+             seed: int = 0, server_queue: bool = True, branches: int = 1) -> list[dict]:
     """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
     `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
-    only: the pre-draft leaves when the FINAL confirms it)."""
+    only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting."""
     sim = Simulation(regime, seed)
-    robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue)
+    robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches)
     sim.run()
     return robot.results
 

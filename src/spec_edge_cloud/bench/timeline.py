@@ -9,7 +9,8 @@ every message that arrives. From these:
   clock is not visible to the robot, so these use the link's nominal one-way delay (RTT / 2):
   with jitter they are off by up to half the jitter.
 - per-round records for the profile simulator: drafted, accepted, whether an EARLY came first and
-  whether it agreed with the FINAL (the pre-draft hit condition), and the exit layer it came from.
+  whether it agreed with the FINAL (the pre-draft hit condition), and the exit layer it came from;
+  if not, which of the EARLY's alternatives the FINAL was (fan-out: the branch that would hit).
 All times are seconds from frame capture.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ def build(trace: list[tuple[float, str, dict]], session: str, offset_s: float, o
                 continue
             if isinstance(msg, Early):
                 early.append({"t": t, "round": msg.round, "layer": msg.layer, "accepted": msg.accepted,
-                              "next": msg.next_token})
+                              "next": msg.next_token, "alternatives": [list(a) for a in msg.alternatives]})
             elif isinstance(msg, Final):
                 if msg.round in final_rounds:       # a retransmitted DRAFT is answered again: one round
                     continue
@@ -65,7 +66,10 @@ def rounds(timeline: dict) -> list[dict]:
     out = []
     for f in timeline["finals"]:
         e = first_early.get(f["round"])
+        final = [f["accepted"], f["next"]]
+        alternatives = e.get("alternatives", []) if e else []
         out.append({"drafted": drafted.get(f["round"], f["tokens_in_pass"] - 1), "accepted": f["accepted"],
                     "early_layer": e["layer"] if e else None,
-                    "agreed": bool(e and (e["accepted"], e["next"]) == (f["accepted"], f["next"]))})
+                    "agreed": bool(e and [e["accepted"], e["next"]] == final),
+                    "alternative": alternatives.index(final) + 1 if final in alternatives else None})
     return out
