@@ -352,7 +352,7 @@ class _Run:
             return rounds.early(v, now, not ahead or ahead[0] != v, msg.layer, msg.confidence, tuple(ahead[1:]))
         if isinstance(msg, Final):
             return rounds.final(Verdict(msg.round, msg.accepted, msg.next_token), now, msg.compute_s,
-                                msg.tokens_in_pass, msg.exits, msg.exit_confidences)
+                                msg.tokens_in_pass, msg.exits, [p / 100 for p in msg.exit_percent])
         return []
 
     def _would_finish(self, new: list[int]) -> bool:

@@ -139,8 +139,9 @@ class Early(Struct):
 
 class Final(Struct):
     """The final layer's verdict on a round: `accepted` draft tokens kept, then `next_token`.
-    `exits` holds each exit's (layer, accepted, next) for agreement figures, `exit_confidences` each
-    one's confidence in the same order (what calibrates the robot's exit thresholds, sent or not);
+    `exits` holds each exit's (layer, accepted, next) for agreement figures, `exit_percent` each
+    one's confidence in whole percent, rounded down, in the same order (what calibrates the robot's
+    exit thresholds, whose candidates are whole percents: one byte each on the wire, not nine);
     `rows` is how many robots' rounds shared the (batched) pass whose time `compute_s` is."""
     session: Session
     round: Count
@@ -150,7 +151,7 @@ class Final(Struct):
     tokens_in_pass: Count
     exits: Annotated[list[Triple], Meta(max_length=256)] = []
     rows: Annotated[int, Meta(ge=1, le=4096)] = 1
-    exit_confidences: Annotated[list[Annotated[float, Meta(ge=0.0, le=1.0)]], Meta(max_length=256)] = []
+    exit_percent: Annotated[list[Annotated[int, Meta(ge=0, le=100)]], Meta(max_length=256)] = []
 
 
 class Token(Struct):

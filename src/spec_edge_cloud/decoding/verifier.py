@@ -32,6 +32,7 @@ arrival order and calls `run_once()` while `busy`; `reply` puts a message on the
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -266,7 +267,7 @@ class VerifierService:
         s.last_final = (msg.round, v.accepted, v.next_token)
         final = Final(msg.session, msg.round, v.accepted, v.next_token, result.seconds, len(msg.tokens) + 1,
                       [(e.layer, e.verdict.accepted, e.verdict.next_token) for e in result.exits], result.rows,
-                      [e.verdict.confidence for e in result.exits])
+                      [math.floor(e.verdict.confidence * 100) for e in result.exits])
         s.finals.append(final)
         reply(final)
 
