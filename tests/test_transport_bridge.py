@@ -179,6 +179,29 @@ def test_fan_out_predrafts_over_a_lossy_link_stay_lossless(world):
     assert further > 0, "no further branch went up: the test lost its point"
 
 
+def test_sampled_fan_out_over_zeromq_draws_what_the_in_process_link_draws(world):
+    """Branches carrying the draft's distributions (tensors inside a DRAFT's `branches`) over ZeroMQ
+    and CURVE: a seeded response is token for token the in-process one, further branches sent."""
+    draft = world["vlm_draft"]
+    local = InProcessLink(VerifierService(TargetEngine.from_dir(world["tmp"] / "vlm")))
+    link = link_to(world["vlm"].endpoint, draft, world["robot"])
+    try:
+        cfg = DecodeConfig(mode="spec-ee-pre", gamma=3, max_new_tokens=16, temperature=0.9, seed=4,
+                           exit_threshold=0.0, deadline_s=5.0, predraft_branches=3)
+        prompt = draft.encode("w4 w9 w1")
+        runs = []
+        for via in (link, local):
+            due = FinalDue()
+            due.observe(60.0, 0.0)   # every branch fits: both runs send the same ones
+            runs.append(SpecClient(draft, via, cfg, due=due).generate(prompt))
+        wired, here = runs
+        assert wired.verified and wired.tokens == here.tokens and len(wired.tokens) == 16
+        assert sum(n for rank, n in wired.metrics.branches_sent.items() if rank > 0) > 0
+    finally:
+        link.close()
+        local.close()
+
+
 def test_robots_share_the_server_fairly(world):
     """A robot streaming a long cloud-decoding answer does not hold up another robot's rounds."""
     target, draft = world["vlm_target"], world["vlm_draft"]
