@@ -240,3 +240,33 @@ def test_fan_out_is_off_by_default_and_bounded():
     assert DecodeConfig().predraft_branches == 1
     with pytest.raises(ValueError, match="predraft_branches"):
         DecodeConfig(predraft_branches=4)
+
+
+def test_the_link_follows_the_branch_verified_and_resends_only_it():
+    """The ZeroMQ link keeps each session's committed tokens (for a re-prefill elsewhere): a FINAL of a
+    fan-out pre-draft commits the branch it matched; a held pre-draft goes again as that branch."""
+    from spec_edge_cloud.transport.client import ZmqLink, _Pending
+
+    p = _Pending(prompt=Start("s", [1, 2, 3]), committed=[1, 2, 3])
+    p.sent[0] = DraftRequest("s", 0, 3, [7, 8])
+    ZmqLink._commit(p, Final("s", 0, 1, 9, 0.1, 3))
+    assert p.committed == [1, 2, 3, 7, 9] and p.last_final == (0, 1, 9)
+    p.sent[1] = DraftRequest("s", 1, 5, [4, 4], assumes=(0, 1, 8), branches=[Branch((0, 1, 9), 5, [5, 6])])
+    ZmqLink._commit(p, Final("s", 1, 2, 11, 0.1, 3))
+    assert p.committed == [1, 2, 3, 7, 9, 5, 6, 11]
+
+    class Frames(ZmqLink):   # the frames a resend puts on the socket, without one
+        def __init__(self):
+            self.wire, self.frames = protocol.WireOptions(), []
+
+        def _send_frame(self, kind, body):
+            self.frames.append((kind, body))
+
+    p.sent[2] = DraftRequest("s", 2, 8, [3], assumes=(1, 2, 12), branches=[Branch((1, 2, 11), 8, [6, 6])])
+    p.sent[3] = DraftRequest("s", 3, 8, [1], assumes=(1, 2, 13), branches=[Branch((1, 1, 2), 7, [6])])
+    link = Frames()
+    link._resend(p)
+    kinds = [k for k, _ in link.frames]
+    assert kinds == ["PREFILL", "DRAFT"] and 3 not in p.sent            # no branch of round 3 holds
+    again = protocol.unpack(protocol.frame(*link.frames[1], 0, b"12345678")).msg
+    assert (again.round, again.base, again.tokens, again.assumes, again.branches) == (2, 8, [6, 6], None, [])
