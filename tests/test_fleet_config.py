@@ -75,3 +75,20 @@ def test_bench_fleet_scaling_efficiency_is_against_the_fewest_replicas_with_as_m
                   "seconds": 30, "runs": runs, "overhead": {"single_ms": 0.5, "fleet_ms": 0.6, "front_ms": 0.1,
                                                             "rounds": 300}})
     assert "| 4 | 64 | 36.00 | 1.000 | 0.500 | 4.00 | 0.90 |" in text and "+0.100 ms" in text
+
+
+def test_assign_goes_by_load_and_never_to_the_replica_a_robot_just_lost():
+    """The least loaded healthy replica, not one draining or down; a robot that names the replica it
+    lost (its HELLO's `lost`) goes elsewhere even if that one looks idle, unless no other is up."""
+    pytest.importorskip("ray")
+    from spec_edge_cloud.fleet.pool import ReplicaPool, Slot
+    pool = ReplicaPool(FleetConfig(replicas=3), {}, {})
+    idle, busy, down = (Slot(n, None, f"tcp://127.0.0.1:{p}", healthy=True) for n, p in (("a", 1), ("b", 2), ("c", 3)))
+    busy.stats, down.healthy = {"queued": 3, "sessions": 2}, False
+    pool.slots = [idle, busy, down]
+    assert pool.assign() == idle.endpoint
+    assert pool.assign(avoid=idle.endpoint) == busy.endpoint
+    idle.draining = True
+    assert pool.assign(avoid=busy.endpoint) == busy.endpoint  # the only one up
+    busy.healthy = False
+    assert pool.assign() is None

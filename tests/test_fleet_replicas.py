@@ -223,7 +223,7 @@ def test_a_replica_killed_mid_response(fleet):
                     killed.update(name=name, endpoint=roles["endpoint"], speculators=mid)
         return hook
 
-    recoveries = len(pool.recoveries)
+    recoveries, lost = len(pool.recoveries), fleet["front"].counters["lost"]
     robots = run_robots(fleet, 6, 1, max_new=40, on_tokens=on_tokens, before=before)
     assert killed, "no three responses on one replica were mid-way together: nothing killed"
     sampler = roles["sampler"]
@@ -238,8 +238,10 @@ def test_a_replica_killed_mid_response(fleet):
         else:
             assert resp.tokens == greedy, (r.index, r.mode)
         assert len(resp.tokens) == 40, "a prompt of LONG has a short answer: the kill may come too late"
-    for r in [roles["streamer"], sampler, *killed["speculators"]]:
+    moved = [roles["streamer"], sampler, *killed["speculators"]]
+    for r in moved:
         assert r.results[0]["after"][0] != killed["endpoint"], f"robot {r.index} ({r.mode}) did not re-prefill"
+    assert fleet["front"].counters["lost"] - lost >= len(moved), "the moved links did not name the replica lost"
     deadline = time.monotonic() + 300
     while len(pool.recoveries) == recoveries and time.monotonic() < deadline:
         time.sleep(0.5)

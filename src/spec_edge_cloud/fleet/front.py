@@ -33,7 +33,7 @@ class FleetFront:
         self.pool = pool
         self.config = config
         self.sender = os.urandom(protocol.SENDER_BYTES)
-        self.counters = {"hellos": 0, "assigned": 0, "no_replica": 0}
+        self.counters = {"hellos": 0, "assigned": 0, "no_replica": 0, "lost": 0}  # lost: HELLOs naming a lost replica
         self._seq: OrderedDict[bytes, int] = OrderedDict()
         self._handshakes = _Bucket(config.handshakes_per_s)
         self._ctx = zmq.Context()
@@ -111,7 +111,8 @@ class FleetFront:
         if not self._handshakes.take():
             return self._send(peer, Error("busy", "too many connections are starting: try again shortly"))
         self.counters["hellos"] += 1
-        endpoint = self.pool.assign()
+        self.counters["lost"] += bool(hello.lost)
+        endpoint = self.pool.assign(avoid=hello.lost)
         if endpoint is None:
             self.counters["no_replica"] += 1
             return self._send(peer, Error("busy", "no verifier replica is up: try again shortly"))

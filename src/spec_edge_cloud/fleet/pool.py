@@ -118,11 +118,13 @@ class ReplicaPool:
         self.slots.clear()
 
     # -- the front's calls -----------------------------------------------------------------------
-    def assign(self) -> str | None:
-        """The endpoint of the replica a new robot should talk to (None: none is up)."""
+    def assign(self, avoid: str = "") -> str | None:
+        """The endpoint of the replica a new robot should talk to (None: none is up); not `avoid`
+        (the replica that robot just lost) while another is up."""
         now = time.monotonic()
         with self._lock:
             up = [s for s in self.slots if s.healthy and not s.draining]
+            up = [s for s in up if s.endpoint != avoid] or up
             if not up:
                 return None
             best = min(up, key=lambda s: (s.load(now), s.robots))

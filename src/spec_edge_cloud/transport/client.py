@@ -177,6 +177,7 @@ class ZmqLink:
         self._closed = threading.Event()
         self._up = False
         self._moving = False                # sent away by a draining replica: sessions held for the next one
+        self._lost = ""                     # the replica whose connection dropped, named in the next HELLOs home
         self._moved_at = 0.0
         self._inbox: deque = deque()
         self._ctx = zmq.Context()
@@ -285,7 +286,7 @@ class ZmqLink:
         if self._monitor is not None and self._up and not self._moving and self._replica_lost():
             log.warning("replica %s dropped the connection: asking %s for another, sessions held", self.endpoint,
                         self.home)
-            self._moving, self._moved_at = True, now
+            self._moving, self._moved_at, self._lost = True, now, self.endpoint
             self._reconnect()
             return
         if self._moving:
@@ -357,7 +358,8 @@ class ZmqLink:
         self._order = InOrder(opt.reorder_wait_s)
         self._server: bytes | None = None
         self._heard = self._hello_at = time.monotonic()
-        self._send_frame(*protocol.pack_body(self.hello))
+        hello = msgspec.structs.replace(self.hello, lost=self._lost) if self._lost and to is None else self.hello
+        self._send_frame(*protocol.pack_body(hello))
 
     def _hello_again(self) -> None:
         """The HELLO in flight went unanswered for the handshake timer (it was lost, or the cloud is
@@ -590,7 +592,7 @@ class ZmqLink:
             self._reconnect(w.redirect)
             return
         was_up = self._up
-        self.welcome, self.refused, self._up = w, None, True
+        self.welcome, self.refused, self._up, self._lost = w, None, True, ""
         self._handshake_s = time.monotonic() - self._hello_at
         self._hello_wait = self._handshake_timer()
         if self._moving:  # the sessions held through the move go on here

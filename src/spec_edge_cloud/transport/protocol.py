@@ -73,6 +73,9 @@ class Hello(Struct):
     draft_model: Fingerprint = ""
     expect_model: Fingerprint = ""  # the target fingerprint the robot insists on ("" = any)
     name: Text = ""
+    # to a fleet's front: the replica whose connection this robot just lost; the front sends it to
+    # another even before its own health poll has found that one down
+    lost: Annotated[str, Meta(max_length=256)] = ""
 
 
 class Welcome(Struct):
