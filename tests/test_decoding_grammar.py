@@ -45,7 +45,7 @@ def test_every_greedy_mode_with_forced_tokens_equals_the_target_alone():
     for mode in GREEDY_LOSSLESS:
         link = InProcessLink(VerifierService(engine))
         try:
-            config = DecodeConfig(mode=mode, max_new_tokens=24, exit_threshold=0.0, draft_grammar=True)
+            config = DecodeConfig(mode=mode, max_new_tokens=24, exit_threshold=0.0, draft_grammar="on")
             resp = SpecClient(draft, link, config, grammar=every_third).generate(prompt)
         finally:
             link.close()
@@ -56,7 +56,13 @@ def test_every_greedy_mode_with_forced_tokens_equals_the_target_alone():
 def test_draft_grammar_without_a_grammar_is_refused():
     _, draft = pair("llama", 0)
     with pytest.raises(ValueError, match="draft_grammar needs"):
-        SpecClient(draft, object(), DecodeConfig(draft_grammar=True))
+        SpecClient(draft, object(), DecodeConfig(draft_grammar="on"))
+    with pytest.raises(ValueError, match="draft_grammar must be"):
+        DecodeConfig(draft_grammar="true")
+    auto = DecodeConfig(mode="adaptive")                             # auto: used in adaptive where given
+    assert SpecClient(draft, object(), auto, grammar=every_third).grammar is every_third
+    assert SpecClient(draft, object(), auto).grammar is None
+    assert SpecClient(draft, object(), DecodeConfig(mode="spec-ee-pre"), grammar=every_third).grammar is None
 
 
 def test_sampling_with_forced_tokens_follows_the_target():
@@ -66,7 +72,7 @@ def test_sampling_with_forced_tokens_follows_the_target():
     link = InProcessLink(VerifierService(TargetEngine(target, ExitHeads([2], target.hidden_size, 8))))
     try:
         pvalue = chi_square_pvalue(target, draft, prompt, link, "spec", n=250, draft_top_k=2,
-                                   draft_grammar=True, grammar=lambda words: "w2" if len(words) == 1 else None)
+                                   draft_grammar="on", grammar=lambda words: "w2" if len(words) == 1 else None)
     finally:
         link.close()
     assert pvalue > 1e-3

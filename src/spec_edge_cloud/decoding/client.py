@@ -67,7 +67,8 @@ class SpecClient:
         """`memory`: the recent answers to draft from when `config.reuse_answers` > 0 (default: the
         client's own; pass one to share it across clients, as the draft node does per response).
         `grammar`: the answer's grammar, whose forced tokens are drafted without a draft step when
-        `config.draft_grammar` is on (decoding sits below control: the caller hands it in).
+        `config.draft_grammar` is on, or auto in adaptive (decoding sits below control: the caller hands
+        it in; auto without one drafts every token).
         `due`: when FINALs come after their EARLYs, learnt for fan-out pre-drafting (shared like `memory`)."""
         self.bundle = draft
         self.link = link
@@ -82,9 +83,10 @@ class SpecClient:
             memory or AnswerMemory(config.reuse_answers)
         self.due = due if due is not None else FinalDue()
         self._sentence_ends: dict[int, bool] = {}
-        if config.draft_grammar and grammar is None and config.mode not in ("edge", "cloud"):
+        if config.draft_grammar == "on" and grammar is None and config.mode not in ("edge", "cloud"):
             raise ValueError("draft_grammar needs the answer's grammar (control.actions.forced_next)")
-        self.grammar = grammar if config.draft_grammar else None
+        wanted = config.draft_grammar == "on" or (config.draft_grammar == "auto" and config.mode == "adaptive")
+        self.grammar = grammar if wanted else None
         self._words: dict[int, str] = {}
         self._ids: dict[str, int | None] = {}
 

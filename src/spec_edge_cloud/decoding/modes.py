@@ -54,8 +54,9 @@ class DecodeConfig:
                                    "up (0: the whole vocabulary)", (0, None))
     draft_top_p: float = setting(1.0, "sampling: ... among the fewest holding this much probability (1: no cut; "
                                       "above 0)", (0.0, 1.0))
-    draft_grammar: bool = setting(False, "propose the tokens the answer's grammar forces (an action's period) "
-                                         "without a draft step (the target still verifies them)")
+    draft_grammar: str = setting("auto", "on | off | auto (on in adaptive, where the caller has the grammar): "
+                                        "propose the tokens the answer's grammar forces (an action's period) "
+                                        "without a draft step (the target still verifies them)")
     predraft_branches: int = setting(1, "pre-drafting on an EARLY: branches drafted while the FINAL is far off, sent in "
                                         "one DRAFT (1: the exit's verdict alone, the paper's; 2: and the exit's second "
                                         "choice; 3: and one draft token fewer; docs/design.md)", (1, 3))
@@ -74,6 +75,8 @@ class DecodeConfig:
         check_ranges(self)
         if self.draft_top_p == 0.0:
             raise ValueError("draft_top_p must be above 0 (1: no cut)")
+        if self.draft_grammar not in ("on", "off", "auto"):
+            raise ValueError(f"draft_grammar must be on, off or auto, got {self.draft_grammar!r}")
 
     @property
     def early_verdicts(self) -> bool:
@@ -116,8 +119,6 @@ class DecodeConfig:
                 parser.add_argument(flag, type=_comma_list(item), default=default, help=f.metadata["help"])
             elif f.name == "mode":
                 parser.add_argument(flag, choices=MODES, default=default, help=f.metadata["help"])
-            elif kind is bool:
-                parser.add_argument(flag, type=_boolean, default=default, help=f.metadata["help"] + " (true|false)")
             else:
                 parser.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
 
@@ -126,14 +127,6 @@ class DecodeConfig:
         """The config the flags of `add_arguments` describe (fields not on the command keep defaults)."""
         given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
         return cls(**{**given, **overrides})
-
-
-def _boolean(text: str) -> bool:
-    if text.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _comma_list(item: type):

@@ -30,7 +30,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from spec_edge_cloud.control.actions import Action
+from spec_edge_cloud.control.actions import Action, forced_next
 from spec_edge_cloud.control.parser import ActionReady, IncrementalParser, Observation, Rejected
 from spec_edge_cloud.control.task_loop import Task, TaskSettings, says_reached
 from spec_edge_cloud.modeling.bundle import ModelBundle
@@ -129,7 +129,7 @@ class PipelinePlanner:
             open_link(self.draft, inprocess=VerifierConfig(str(target_dir), target_profile=profile_name),
                       rtt_s=rtt_ms / 1000)
         self.client = SpecClient(self.draft, self.link, DecodeConfig(mode=mode, max_new_tokens=max_new_tokens),
-                                 pacer=pacer(profile_name))
+                                 pacer=pacer(profile_name), grammar=forced_next)
         self.metrics: list[dict] = []
 
     def __call__(self, image: np.ndarray, text: str) -> Answer:
