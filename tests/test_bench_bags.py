@@ -11,6 +11,7 @@ from spec_edge_cloud.sim.vocab import parse_instruction
 from processes import stop
 
 SHIPPED = "data/bags/sim_small"
+EPISODE = "data/bags/sim_episode"   # one closed-loop episode
 
 
 def image(seed, size=32):
@@ -57,6 +58,17 @@ def test_shipped_bag_holds_sim_episodes():
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     size = sum(p.stat().st_size for p in Path(SHIPPED).iterdir())
     assert size < 2_000_000
+
+
+def test_shipped_episode_bag_is_one_episode_in_order():
+    """The closed-loop episode: one instruction, frames a second apart, so answers repeat as on a robot."""
+    frames = read_frames(EPISODE)
+    assert len(frames) >= 8 and len({f.instruction for f in frames}) == 1
+    parse_instruction(frames[0].instruction)
+    gaps = {round((b.stamp_ns - a.stamp_ns) / 1e9, 3) for a, b in zip(frames, frames[1:])}
+    assert gaps == {1.0}
+    assert all(f.image.shape == (128, 128, 3) for f in frames)
+    assert sum(p.stat().st_size for p in Path(EPISODE).iterdir()) < 1_000_000
 
 
 def test_sim_record_writes_episodes_to_a_bag(tmp_path):
