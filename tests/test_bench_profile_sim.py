@@ -162,3 +162,44 @@ def test_fan_out_branches_hit_where_the_exit_misses_when_the_final_is_far_enough
     assert sum(r.ttc_s for r in two) < 0.9 * sum(r.ttc_s for r in one)   # each hit saves a draft and a round trip
     # one DRAFT of two branches a round instead of a missed pre-draft and a fresh DRAFT: fewer bytes up
     assert sum(r.bytes_up for r in two) < sum(r.bytes_up for r in one)
+
+
+def test_a_recent_answers_tokens_extend_a_round_at_no_drafting_time():
+    """A recorded round a recent answer extended by 4 tokens, all accepted: with the lookup on, 4
+    drafted + 4 reused commit 9 tokens in one pass of 9 (no drafting time for the 4); off, the round
+    is cut to its 4 drafted and the response needs a third round."""
+    def run(lookup):
+        rounds = RecordedRounds([Round(8, 8, reused=4), Round(4, 4)], BernoulliRounds(1.0, 1.0, random.Random(0)))
+        (rec,) = simulate(regime(), "spec", [Job(14, rounds)], gamma=4, max_new_tokens=14, lookup=lookup)
+        return rec
+    on, off = run(4), run(0)
+    assert (on.rounds, on.drafted, on.accepted, on.reused_rounds, on.reused_drafted, on.reused_accepted) == \
+        (2, 12, 12, 1, 4, 4)
+    assert (off.rounds, off.reused_rounds) == (3, 0)
+    assert on.ttc_s == pytest.approx(2 * (4 * D + R) / 1000 + regime().pass_s(1.0, 9) + V / 1000)
+    assert off.ttc_s == pytest.approx(3 * (4 * D + R + V) / 1000)
+    assert on.bytes_up > 0 and on.target_compute_s < off.target_compute_s
+
+
+def test_reuse_is_drawn_only_where_modelled_and_its_tokens_follow_the_drafted_ones():
+    rec = RecordedRounds([Round(6, 5, reused=2), Round(4, 1)], BernoulliRounds(1.0, 1.0, random.Random(0)))
+    assert (rec.lookup(8), rec.lookup(1), rec.lookup(8, ahead=1)) == (2, 1, 0)
+    assert rec.next(4, 2) == Round(6, 5, reused=2)    # 4 drafted accepted, then 1 of the 2 reused
+    assert rec.next(4, 0).accepted == 1               # a miss among the drafted: nothing reused counts
+    model = BernoulliRounds(1.0, 1.0, random.Random(0), reuse=1.0, reuse_tokens=3, reuse_token_prob=1.0)
+    assert model.lookup(8) == 3 and model.lookup(2) == 2 and model.next(4, 3) == Round(7, 7, reused=3)
+    plain, drawn = random.Random(5), random.Random(5)
+    assert BernoulliRounds(0.5, 0.5, plain).lookup(8) == 0 and plain.random() == drawn.random()
+
+
+def test_a_replay_with_reused_answers_is_simulated_with_its_lookup_and_reuse_rate():
+    trace = [{"drafted": 6, "accepted": 6, "early_layer": 2, "agreed": True, "reused": 2},
+             {"drafted": 4, "accepted": 1, "early_layer": 2, "agreed": False, "reused": 0}]
+    result = {"config": {"gamma": 4, "reuse_answers": 2, "reuse_max_tokens": 16}, "target_layers": 4,
+              "records": [{"mode": "spec", "drafted": 10, "accepted": 7, "round_trace": trace, "tokens": 20,
+                           "first_action_token": None, "frame": 0, "repeat": 0}]}
+    (job,) = predict.jobs_from_replay(result, "spec")
+    assert [r.reused for r in job.rounds.rounds] == [2, 0]
+    fallback = job.rounds.fallback
+    assert (fallback.reuse, fallback.reuse_tokens, fallback.reuse_token_prob) == (0.5, 2, pytest.approx(1.0))
+    assert predict.lookup(result["config"]) == 16 and predict.lookup({"reuse_max_tokens": 16}) == 0

@@ -90,7 +90,7 @@ def test_a_final_answered_twice_is_one_round_of_the_timeline():
     tl = timeline.build(trace, "s", 0.0, 0.01)
     assert len(tl["finals"]) == 1 and len(tl["passes"]) == 1
     assert timeline.rounds(tl) == [{"drafted": 3, "accepted": 2, "early_layer": None, "agreed": False,
-                                     "alternative": None}]
+                                     "alternative": None, "reused": 0}]
 
 
 def test_a_round_records_which_alternative_of_its_early_the_final_was():
@@ -98,7 +98,8 @@ def test_a_round_records_which_alternative_of_its_early_the_final_was():
     from spec_edge_cloud.bench import timeline
     from spec_edge_cloud.decoding.messages import Early, Final
     early = Early("s", 0, 2, 3, 9, 0.8, [(3, 5), (2, 6)])
-    trace = [(0.0, "draft", {}), (0.01, "send", {"round": 0, "tokens": 4, "pre": False}),
+    trace = [(0.0, "draft", {}), (0.01, "send", {"round": 0, "tokens": 4, "pre": False, "reused": 1}),
              (0.03, "recv", {"msg": early}), (0.05, "recv", {"msg": Final("s", 0, 2, 6, 0.01, 5)})]
     (rnd,) = timeline.rounds(timeline.build(trace, "s", 0.0, 0.01))
     assert (rnd["agreed"], rnd["alternative"], rnd["early_layer"]) == (False, 2, 2)
+    assert rnd["reused"] == 1        # reused answers: the tokens of its DRAFT a recent answer proposed

@@ -62,11 +62,12 @@ def regime_bound(regime: SimRegime, gamma: int) -> Bound:
 
 
 def run_modes(regime: SimRegime, make_jobs, modes=MODES, gamma: int = 4, max_new_tokens: int = 64,
-              seed: int = 0, branches: int = 1) -> dict:
-    """Every mode on its own copy of the same jobs (same seeds), summarised; `branches` > 1: fan-out."""
+              seed: int = 0, branches: int = 1, lookup: int = 0) -> dict:
+    """Every mode on its own copy of the same jobs (same seeds), summarised; `branches` > 1: fan-out;
+    `lookup` > 0: reused answers."""
     records = []
     for mode in modes:
-        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches)
+        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches, lookup=lookup)
     return summarize(records, regime_bound(regime, gamma))
 
 
@@ -163,7 +164,26 @@ def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), token_acceptance_prob: floa
 def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
     return [Round(r["drafted"], r["accepted"], r["early_layer"] is not None, r["agreed"],
                   r["early_layer"] / layers if r["early_layer"] is not None and layers else None,
-                  r.get("alternative")) for r in trace]
+                  r.get("alternative"), r.get("reused", 0)) for r in trace]
+
+
+def lookup(config: dict) -> int:
+    """The most tokens a recent answer may add to a round in a replay run with this config (0: no reuse)."""
+    return config.get("reuse_max_tokens", 0) if config.get("reuse_answers") else 0
+
+
+def _reuse_model(trace: list[dict]) -> dict:
+    """BernoulliRounds' reuse parameters as a run measured them: the share of rounds a recent answer
+    extended, by how many tokens (mean), each accepted with the probability giving the share of
+    them the target accepted after all the drafted ones."""
+    reused = [x for x in trace if x.get("reused")]
+    if not reused:
+        return {}
+    tokens = max(1, round(statistics.mean(x["reused"] for x in reused)))
+    share = sum(min(x["reused"], max(0, x["accepted"] - (x["drafted"] - x["reused"]))) for x in reused) \
+        / sum(x["reused"] for x in reused)
+    return {"reuse": len(reused) / len(trace), "reuse_tokens": tokens,
+            "reuse_token_prob": token_acceptance_prob(share, tokens)}
 
 
 def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
@@ -174,7 +194,8 @@ def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
         raise ValueError(f"the replay has no {mode} responses (modes: {sorted({r['mode'] for r in result['records']})})")
     drafted = sum(r["drafted"] for r in result["records"])
     acceptance = sum(r["accepted"] for r in result["records"]) / drafted if drafted else 0.0
-    trace = [x for r in result["records"] for x in r["round_trace"] if x["early_layer"] is not None]
+    rounds = [x for r in result["records"] for x in r["round_trace"]]
+    trace = [x for x in rounds if x["early_layer"] is not None]
     agreement = sum(x["agreed"] for x in trace) / len(trace) if trace else 0.0
     missed = [x for x in trace if not x["agreed"]]
     # of the rounds whose EARLY missed, the share whose FINAL was the EARLY's alternative of rank 1, 2
@@ -183,7 +204,8 @@ def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
     rng = random.Random(seed)
     return [Job(r["tokens"], RecordedRounds(_rounds(r["round_trace"], result["target_layers"]),
                                             BernoulliRounds(token_acceptance_prob(acceptance, result["config"]["gamma"]),
-                                                            agreement, rng, alternatives=alternatives)),
+                                                            agreement, rng, alternatives=alternatives,
+                                                            **_reuse_model(rounds))),
                 r["first_action_token"], r["frame"], r["repeat"]) for r in recs]
 
 
@@ -208,7 +230,8 @@ def calibrate(result: dict, seed: int = 0) -> dict:
         jobs = jobs_from_replay(result, mode, seed)
         warm = cfg.get("warmup", 0)
         sims = simulate(regime, mode, [copy.deepcopy(jobs[0]) for _ in range(warm)] + jobs, cfg["gamma"],
-                        cfg["max_new_tokens"], seed, branches=cfg.get("predraft_branches", 1))[warm:]
+                        cfg["max_new_tokens"], seed, branches=cfg.get("predraft_branches", 1),
+                        lookup=lookup(cfg))[warm:]
         m = statistics.mean(r["ttc_s"] for r in recs if r["mode"] == mode)
         p = statistics.mean(r.ttc_s for r in sims)
         rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
@@ -219,8 +242,8 @@ def calibrate(result: dict, seed: int = 0) -> dict:
 
 def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit_fraction: float = 0.5) -> dict:
     """Every mode in `regime_name`, on the frames and recorded rounds of a replay (its spec-ee-pre
-    responses, or the first speculative mode it ran): its acceptance and exits (and fan-out, as the
-    replay ran it), another machine's timing."""
+    responses, or the first speculative mode it ran): its acceptance and exits (and fan-out and
+    reused answers, as the replay ran them), another machine's timing."""
     source = next((m for m in ("spec-ee-pre", "adaptive", "spec-ee", "spec")
                    if any(r["mode"] == m for r in result["records"])), None)
     if source is None:
@@ -229,7 +252,8 @@ def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit
     regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
     max_new = result["config"]["max_new_tokens"]
     summary = run_modes(regime, lambda: jobs_from_replay(result, source, seed), gamma=gamma, max_new_tokens=max_new,
-                        seed=seed, branches=result["config"].get("predraft_branches", 1))
+                        seed=seed, branches=result["config"].get("predraft_branches", 1),
+                        lookup=lookup(result["config"]))
     return {"regime": regime_name, "source_mode": source, "replay_regime": result["regime"],
             "responses": len(jobs_from_replay(result, source, seed)), "summary": summary,
             "reduction": {m: reduction(summary, m) for m in summary if m != "cloud"}}

@@ -21,7 +21,9 @@ What is modelled, as the client and the verifier do it:
   queue), else it is dropped (`server_queue=False`: the paper's client-only pre-drafting, where the
   pre-draft waits on the robot for the FINAL). A fan-out pre-draft (`branches` > 1) carries a
   branch per rank of the exit's verdicts (0: its own, 1.., its alternatives) that the robot had time
-  to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Several robots: round-robin one pass at a time, or with `batched`
+  to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Reused
+  answers (`lookup` > 0): a round a recent answer extends carries its `reused` tokens beyond the
+  drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Several robots: round-robin one pass at a time, or with `batched`
   every runnable request of every robot joins one pass (cost: the profile at the total token
   count; beyond the largest measured pass, `extra_ms_per_token` per token more).
 """
@@ -51,6 +53,7 @@ class Round:
     agreed: bool = True             # ... and equal to the FINAL: a pre-draft on it hits
     exit_fraction: float | None = None   # where in the depth the EARLY left (None: the regime's)
     alternative: int | None = None  # not agreed: the rank (1, 2) of the exit's alternative the FINAL is, if one
+    reused: int = 0                 # of `drafted`, the last ones a recent answer proposed (decoding/reuse.py)
 
     @property
     def matched(self) -> int | None:
@@ -62,21 +65,35 @@ class BernoulliRounds:
     """Each draft token accepted with probability `token_acceptance_prob` (the run stops at the first
     miss), so the acceptance (share of drafted tokens accepted) is lower: predict.acceptance_share;
     the early verdict agrees with the final one with probability `agreement`; when it does not, the
-    final is the exit's alternative of rank i with probability `alternatives[i - 1]`."""
+    final is the exit's alternative of rank i with probability `alternatives[i - 1]`. Reusing answers:
+    a recent answer extends a round with probability `reuse` by `reuse_tokens` tokens (at most the
+    lookup allows), each accepted with probability `reuse_token_prob` once all drafted ones were."""
 
     def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0,
-                 alternatives: tuple[float, ...] = ()):
+                 alternatives: tuple[float, ...] = (), reuse: float = 0.0, reuse_tokens: int = 0,
+                 reuse_token_prob: float = 0.0):
         for name, p in (("token_acceptance_prob", token_acceptance_prob), ("agreement", agreement),
-                        ("early", early), ("alternatives", sum(alternatives))):
+                        ("early", early), ("alternatives", sum(alternatives)), ("reuse", reuse),
+                        ("reuse_token_prob", reuse_token_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
         self.token_acceptance_prob, self.agreement, self.early, self.rng = token_acceptance_prob, agreement, early, rng
         self.alternatives = alternatives
+        self.reuse, self.reuse_tokens, self.reuse_token_prob = reuse, reuse_tokens, reuse_token_prob
 
-    def next(self, gamma: int) -> Round:
+    def lookup(self, limit: int, ahead: int = 0) -> int:
+        """The tokens a recent answer adds to the next round drafted, at most `limit`."""
+        if limit <= 0 or not self.reuse or self.rng.random() >= self.reuse:  # drawn only when modelled
+            return 0
+        return min(self.reuse_tokens, limit)
+
+    def next(self, gamma: int, reused: int = 0) -> Round:
         k = 0
         while k < gamma and self.rng.random() < self.token_acceptance_prob:
             k += 1
+        if k == gamma:
+            while k < gamma + reused and self.rng.random() < self.reuse_token_prob:
+                k += 1
         early, agreed = self.rng.random() < self.early, self.rng.random() < self.agreement
         alternative = None
         if not agreed and self.alternatives:   # drawn only when modelled: predictions without stay as they were
@@ -86,26 +103,37 @@ class BernoulliRounds:
                 if u < total:
                     alternative = rank
                     break
-        return Round(gamma, k, early, agreed, alternative=alternative)
+        return Round(gamma + reused, k, early, agreed, alternative=alternative, reused=reused)
 
 
 class RecordedRounds:
     """Rounds recorded by the replay, in order. Asked for another draft length than recorded, the
     accepted count is cut to it (shorter) or extended by `fallback` (longer, all accepted); past
-    the end of the record, rounds come from `fallback`."""
+    the end of the record, rounds come from `fallback`. A round a recent answer extended offers its
+    reused tokens to the round drafted in its place (`lookup`), and those of them the target
+    accepted count once all the drafted ones were."""
 
     def __init__(self, rounds: Iterable[Round], fallback: BernoulliRounds):
         self.rounds = deque(rounds)
         self.fallback = fallback
 
-    def next(self, gamma: int) -> Round:
+    def lookup(self, limit: int, ahead: int = 0) -> int:
+        """The reused tokens of the round drafted `ahead` rounds after the next one verified."""
+        if ahead >= len(self.rounds):
+            return self.fallback.lookup(limit)
+        return min(self.rounds[ahead].reused, max(limit, 0))
+
+    def next(self, gamma: int, reused: int = 0) -> Round:
         if not self.rounds:
-            return self.fallback.next(gamma)
+            return self.fallback.next(gamma, reused)
         r = self.rounds.popleft()
-        k = min(r.accepted, gamma)
-        if gamma > r.drafted and r.accepted == r.drafted:
-            k += self.fallback.next(gamma - r.drafted).accepted
-        return Round(gamma, k, r.early, r.agreed, r.exit_fraction, r.alternative)
+        drafted = r.drafted - r.reused          # by the draft model
+        k = min(r.accepted, drafted, gamma)
+        if gamma > drafted and r.accepted >= drafted:
+            k += self.fallback.next(gamma - drafted).accepted
+        if k == gamma:
+            k += min(reused, max(0, r.accepted - drafted))
+        return Round(gamma + reused, k, r.early, r.agreed, r.exit_fraction, r.alternative, reused)
 
 
 @dataclass
@@ -198,8 +226,9 @@ class _Request:
     kind: str                       # prefill | draft | generate
     response: int
     gamma: int = 0                  # draft: tokens drafted (of the branch verified, once chosen)
+    reused: int = 0                 # ... the last of them from a recent answer
     assumes: "_Request | None" = None   # a pre-draft: runs only if that round's FINAL matches a branch
-    branches: list[int] = field(default_factory=list)  # a pre-draft: each branch's tokens, by rank
+    branches: list[tuple[int, int]] = field(default_factory=list)  # each branch's (tokens, reused), by rank
     exits: bool = False             # early verdicts asked for
     remaining: int = 0              # generate: tokens still to produce
     sent: float = 0.0
@@ -235,7 +264,7 @@ class _Server:
                 if matched is None or matched >= len(req.branches):
                     q.popleft()
                     continue
-                req.gamma = req.branches[matched]
+                req.gamma, req.reused = req.branches[matched]
             if req.response != robot.response:
                 q.popleft()         # left over from a finished response (the client cancelled it)
                 continue
@@ -272,7 +301,7 @@ class _Server:
             robot = req.robot
             robot.compute_s += share
             if req.kind == "draft":
-                d = req.draft = robot.job.rounds.next(req.gamma)
+                d = req.draft = robot.job.rounds.next(req.gamma - req.reused, req.reused)
                 if req.exits and d.early:
                     frac = d.exit_fraction if d.exit_fraction is not None else reg.exit_fraction
                     t_early = start + reg.pass_s(frac, tokens)
@@ -306,9 +335,10 @@ class Robot:
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
                  start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True,
-                 branches: int = 1):
+                 branches: int = 1, lookup: int = 0):
         config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens)
         self.branches, self.due = branches, FinalDue()   # fan-out, as the client: its FINAL timing learnt
+        self.lookup = 0 if mode in ("edge", "cloud") else lookup   # reused answers: as the client, speculative only
         self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
         self.policy: Policy = (adaptive or AdaptiveController(gamma=gamma)) if mode == "adaptive" \
             else FixedPolicy(config)
@@ -360,8 +390,8 @@ class Robot:
         self.bytes_up = self.bytes_down = 0
         self.compute_s = 0.0
         self.m = ResponseMetrics(self.mode)
-        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue, branches=self.branches,
-                             due=self.due)
+        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue, self.lookup, self.branches,
+                             self.due)
         self.prefilled = False       # the draft's prompt
         self.held: _Request | None = None       # a client-only pre-draft, until its verdict is final
         self.generating: _Request | None = None
@@ -412,7 +442,7 @@ class Robot:
     def _draft(self, action: Draft) -> None:
         """Draft a round (the robot is busy meanwhile), with a fan-out pre-draft's further branches
         while they fit before `action.until` as the client drafts them, and ship it, or hold a
-        client-only pre-draft."""
+        client-only pre-draft. A recent answer's tokens (`action.lookup`) cost no drafting time."""
         reg = self.sim.regime
         if not self.prefilled:
             self._work(reg.profile.draft_prefill_ms / 1000)
@@ -420,15 +450,18 @@ class Robot:
         t0 = max(self.free, self.sim.now)
         t = self._work(action.n * reg.draft_s)
         assumes = self.rounds.cur.payload if action.assumes is not None else None
-        req = _Request(self, "draft", self.response, action.n, assumes, exits=self.policy.early_verdicts, sent=t,
-                       branches=[action.n])
-        req.number = self.rounds.drafted(action, action.n, action.n * reg.draft_s, t, req).number
+        ahead = int(assumes is not None)        # a pre-draft is verified after the round in flight
+        u = self.job.rounds.lookup(action.lookup, ahead) if action.lookup else 0
+        req = _Request(self, "draft", self.response, action.n + u, u, assumes, exits=self.policy.early_verdicts,
+                       sent=t, branches=[(action.n + u, u)])
+        req.number = self.rounds.drafted(action, action.n + u, action.n * reg.draft_s, t, req, u).number
         for more in action.also:
             if action.until is None or t + (t - t0) / len(req.branches) > action.until:
                 break
             t = req.sent = self._work(more.n * reg.draft_s)
-            req.branches.append(more.n)
-            self.rounds.drafted(more, more.n, more.n * reg.draft_s, t, req)
+            u = self.job.rounds.lookup(more.lookup, ahead) if more.lookup else 0
+            req.branches.append((more.n + u, u))
+            self.rounds.drafted(more, more.n + u, more.n * reg.draft_s, t, req, u)
         if action.send:
             self._ship(req)
         else:
@@ -437,7 +470,7 @@ class Robot:
     def _ship(self, req: _Request) -> None:
         req.sent = max(req.sent, self.sim.now)
         sizes = self.sim.regime.sizes
-        branches = req.branches or [req.gamma]
+        branches = [n for n, _ in req.branches] or [req.gamma]
         self._send(req.sent, sizes.draft_fixed + sizes.branch_fixed * (len(branches) - 1)
                    + sizes.draft_per_token * sum(branches), req)
 
@@ -489,12 +522,14 @@ class Robot:
 
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-             seed: int = 0, server_queue: bool = True, branches: int = 1) -> list[dict]:
+             seed: int = 0, server_queue: bool = True, branches: int = 1, lookup: int = 0) -> list[dict]:
     """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
     `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
-    only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting."""
+    only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting;
+    `lookup` > 0 reused answers, up to that many tokens a round (the jobs' rounds say how many)."""
     sim = Simulation(regime, seed)
-    robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches)
+    robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches,
+                  lookup=lookup)
     sim.run()
     return robot.results
 

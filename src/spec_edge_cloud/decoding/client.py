@@ -291,7 +291,8 @@ class _Run:
         sent = time.perf_counter()
         for b in branches:
             b[0].sent_at = sent
-        self.note("send", round=rnd.number, tokens=len(tokens), pre=v is not None, branches=len(branches))
+        self.note("send", round=rnd.number, tokens=len(tokens), pre=v is not None, branches=len(branches),
+                  reused=rnd.reused)
 
     def draft_branch(self, rounds: Rounds, action: Draft) -> tuple:
         """Draft `action.n` tokens from the committed ones (and the assumed verdict's):
