@@ -203,3 +203,19 @@ def test_a_replay_with_reused_answers_is_simulated_with_its_lookup_and_reuse_rat
     fallback = job.rounds.fallback
     assert (fallback.reuse, fallback.reuse_tokens, fallback.reuse_token_prob) == (0.5, 2, pytest.approx(1.0))
     assert predict.lookup(result["config"]) == 16 and predict.lookup({"reuse_max_tokens": 16}) == 0
+
+
+def test_tokens_the_grammar_forces_take_no_drafting_time_where_the_grammar_is_used():
+    """A recorded round of 4 whose last 2 the grammar forced: 2 draft steps with the grammar on (or
+    auto in adaptive), 4 with it off; auto leaves spec-ee-pre drafting every token."""
+    def run(mode, grammar):
+        rounds = RecordedRounds([Round(4, 4, forced=2)] * 3, BernoulliRounds(1.0, 1.0, random.Random(0)))
+        (rec,) = simulate(regime(), mode, [Job(15, rounds)], gamma=4, max_new_tokens=15, grammar=grammar)
+        return rec
+    on, off = run("spec", "on"), run("spec", "off")
+    assert (on.grammar_forced, off.grammar_forced) == (6, 0)
+    # rounds 1 and 2 save 2 draft steps each; round 0's DRAFT then waits on the cloud for the prefill
+    assert off.ttc_s - on.ttc_s == pytest.approx((2 * 2 * D + (4 * D + R / 2) - (R / 2 + P)) / 1000)
+    assert run("spec-ee-pre", "auto").grammar_forced == 0 and run("adaptive", "auto").grammar_forced > 0
+    model = BernoulliRounds(1.0, 1.0, random.Random(0), forced=0.5)
+    assert 0 < sum(model.forced(4) for _ in range(50)) < 200

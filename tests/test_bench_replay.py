@@ -90,7 +90,7 @@ def test_a_final_answered_twice_is_one_round_of_the_timeline():
     tl = timeline.build(trace, "s", 0.0, 0.01)
     assert len(tl["finals"]) == 1 and len(tl["passes"]) == 1
     assert timeline.rounds(tl) == [{"drafted": 3, "accepted": 2, "early_layer": None, "agreed": False,
-                                     "alternative": None, "reused": 0}]
+                                     "alternative": None, "reused": 0, "forced": 0}]
 
 
 def test_a_round_records_which_alternative_of_its_early_the_final_was():

@@ -62,12 +62,13 @@ def regime_bound(regime: SimRegime, gamma: int) -> Bound:
 
 
 def run_modes(regime: SimRegime, make_jobs, modes=MODES, gamma: int = 4, max_new_tokens: int = 64,
-              seed: int = 0, branches: int = 1, lookup: int = 0) -> dict:
+              seed: int = 0, branches: int = 1, lookup: int = 0, grammar: str = "off") -> dict:
     """Every mode on its own copy of the same jobs (same seeds), summarised; `branches` > 1: fan-out;
-    `lookup` > 0: reused answers."""
+    `lookup` > 0: reused answers; `grammar`: draft_grammar."""
     records = []
     for mode in modes:
-        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches, lookup=lookup)
+        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches, lookup=lookup,
+                            grammar=grammar)
     return summarize(records, regime_bound(regime, gamma))
 
 
@@ -164,12 +165,24 @@ def fleet(regime_name: str, robots=(1, 2, 4, 8, 16), token_acceptance_prob: floa
 def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
     return [Round(r["drafted"], r["accepted"], r["early_layer"] is not None, r["agreed"],
                   r["early_layer"] / layers if r["early_layer"] is not None and layers else None,
-                  r.get("alternative"), r.get("reused", 0)) for r in trace]
+                  r.get("alternative"), r.get("reused", 0), r.get("forced", 0)) for r in trace]
 
 
 def lookup(config: dict) -> int:
     """The most tokens a recent answer may add to a round in a replay run with this config (0: no reuse)."""
     return config.get("reuse_max_tokens", 0) if config.get("reuse_answers") else 0
+
+
+def grammar(config: dict) -> str:
+    """A replay run's draft_grammar (runs from before the option drafted every token)."""
+    return config.get("draft_grammar", "off")
+
+
+def _forced_model(trace: list[dict]) -> dict:
+    """BernoulliRounds' share of drafted tokens the grammar forced, as a run measured it."""
+    drafted = sum(x["drafted"] - x.get("reused", 0) for x in trace)
+    forced = sum(x.get("forced", 0) for x in trace)
+    return {"forced": forced / drafted} if forced and drafted else {}
 
 
 def _reuse_model(trace: list[dict]) -> dict:
@@ -205,7 +218,7 @@ def jobs_from_replay(result: dict, mode: str, seed: int = 0) -> list[Job]:
     return [Job(r["tokens"], RecordedRounds(_rounds(r["round_trace"], result["target_layers"]),
                                             BernoulliRounds(token_acceptance_prob(acceptance, result["config"]["gamma"]),
                                                             agreement, rng, alternatives=alternatives,
-                                                            **_reuse_model(rounds))),
+                                                            **_reuse_model(rounds), **_forced_model(rounds))),
                 r["first_action_token"], r["frame"], r["repeat"]) for r in recs]
 
 
@@ -231,7 +244,7 @@ def calibrate(result: dict, seed: int = 0) -> dict:
         warm = cfg.get("warmup", 0)
         sims = simulate(regime, mode, [copy.deepcopy(jobs[0]) for _ in range(warm)] + jobs, cfg["gamma"],
                         cfg["max_new_tokens"], seed, branches=cfg.get("predraft_branches", 1),
-                        lookup=lookup(cfg))[warm:]
+                        lookup=lookup(cfg), grammar=grammar(cfg))[warm:]
         m = statistics.mean(r["ttc_s"] for r in recs if r["mode"] == mode)
         p = statistics.mean(r.ttc_s for r in sims)
         rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
@@ -242,8 +255,8 @@ def calibrate(result: dict, seed: int = 0) -> dict:
 
 def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit_fraction: float = 0.5) -> dict:
     """Every mode in `regime_name`, on the frames and recorded rounds of a replay (its spec-ee-pre
-    responses, or the first speculative mode it ran): its acceptance and exits (and fan-out and
-    reused answers, as the replay ran them), another machine's timing."""
+    responses, or the first speculative mode it ran): its acceptance and exits (and fan-out, reused
+    answers and the grammar's forced tokens, as the replay ran them), another machine's timing."""
     source = next((m for m in ("spec-ee-pre", "adaptive", "spec-ee", "spec")
                    if any(r["mode"] == m for r in result["records"])), None)
     if source is None:
@@ -253,7 +266,7 @@ def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit
     max_new = result["config"]["max_new_tokens"]
     summary = run_modes(regime, lambda: jobs_from_replay(result, source, seed), gamma=gamma, max_new_tokens=max_new,
                         seed=seed, branches=result["config"].get("predraft_branches", 1),
-                        lookup=lookup(result["config"]))
+                        lookup=lookup(result["config"]), grammar=grammar(result["config"]))
     return {"regime": regime_name, "source_mode": source, "replay_regime": result["regime"],
             "responses": len(jobs_from_replay(result, source, seed)), "summary": summary,
             "reduction": {m: reduction(summary, m) for m in summary if m != "cloud"}}

@@ -23,7 +23,8 @@ What is modelled, as the client and the verifier do it:
   branch per rank of the exit's verdicts (0: its own, 1.., its alternatives) that the robot had time
   to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Reused
   answers (`lookup` > 0): a round a recent answer extends carries its `reused` tokens beyond the
-  drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Several robots: round-robin one pass at a time, or with `batched`
+  drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Grammar (`grammar`): a
+  round's tokens the answer's grammar forces take no drafting time. Several robots: round-robin one pass at a time, or with `batched`
   every runnable request of every robot joins one pass (cost: the profile at the total token
   count; beyond the largest measured pass, `extra_ms_per_token` per token more).
 """
@@ -54,6 +55,7 @@ class Round:
     exit_fraction: float | None = None   # where in the depth the EARLY left (None: the regime's)
     alternative: int | None = None  # not agreed: the rank (1, 2) of the exit's alternative the FINAL is, if one
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed (decoding/reuse.py)
+    forced: int = 0                 # of `drafted`, the ones the answer's grammar forced (no draft step)
 
     @property
     def matched(self) -> int | None:
@@ -67,19 +69,25 @@ class BernoulliRounds:
     the early verdict agrees with the final one with probability `agreement`; when it does not, the
     final is the exit's alternative of rank i with probability `alternatives[i - 1]`. Reusing answers:
     a recent answer extends a round with probability `reuse` by `reuse_tokens` tokens (at most the
-    lookup allows), each accepted with probability `reuse_token_prob` once all drafted ones were."""
+    lookup allows), each accepted with probability `reuse_token_prob` once all drafted ones were.
+    Grammar: each drafted token is one the grammar forces with probability `forced`."""
 
     def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0,
                  alternatives: tuple[float, ...] = (), reuse: float = 0.0, reuse_tokens: int = 0,
-                 reuse_token_prob: float = 0.0):
+                 reuse_token_prob: float = 0.0, forced: float = 0.0):
         for name, p in (("token_acceptance_prob", token_acceptance_prob), ("agreement", agreement),
                         ("early", early), ("alternatives", sum(alternatives)), ("reuse", reuse),
-                        ("reuse_token_prob", reuse_token_prob)):
+                        ("reuse_token_prob", reuse_token_prob), ("forced", forced)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability, got {p}")
         self.token_acceptance_prob, self.agreement, self.early, self.rng = token_acceptance_prob, agreement, early, rng
         self.alternatives = alternatives
         self.reuse, self.reuse_tokens, self.reuse_token_prob = reuse, reuse_tokens, reuse_token_prob
+        self.forced_share = forced
+
+    def forced(self, n: int, ahead: int = 0) -> int:
+        """Of the next round's `n` drafted tokens, those the grammar forces (drawn only when modelled)."""
+        return sum(self.rng.random() < self.forced_share for _ in range(n)) if self.forced_share else 0
 
     def lookup(self, limit: int, ahead: int = 0) -> int:
         """The tokens a recent answer adds to the next round drafted, at most `limit`."""
@@ -123,6 +131,12 @@ class RecordedRounds:
             return self.fallback.lookup(limit)
         return min(self.rounds[ahead].reused, max(limit, 0))
 
+    def forced(self, n: int, ahead: int = 0) -> int:
+        """The grammar's forced tokens of that round, at most `n`."""
+        if ahead >= len(self.rounds):
+            return self.fallback.forced(n)
+        return min(self.rounds[ahead].forced, n)
+
     def next(self, gamma: int, reused: int = 0) -> Round:
         if not self.rounds:
             return self.fallback.next(gamma, reused)
@@ -133,7 +147,7 @@ class RecordedRounds:
             k += self.fallback.next(gamma - drafted).accepted
         if k == gamma:
             k += min(reused, max(0, r.accepted - drafted))
-        return Round(gamma + reused, k, r.early, r.agreed, r.exit_fraction, r.alternative, reused)
+        return Round(gamma + reused, k, r.early, r.agreed, r.exit_fraction, r.alternative, reused, r.forced)
 
 
 @dataclass
@@ -335,10 +349,11 @@ class Robot:
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
                  start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True,
-                 branches: int = 1, lookup: int = 0):
-        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens)
+                 branches: int = 1, lookup: int = 0, grammar: str = "off"):
+        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens, draft_grammar=grammar)
         self.branches, self.due = branches, FinalDue()   # fan-out, as the client: its FINAL timing learnt
         self.lookup = 0 if mode in ("edge", "cloud") else lookup   # reused answers: as the client, speculative only
+        self.grammar = config.grammar_wanted and mode not in ("edge", "cloud")
         self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
         self.policy: Policy = (adaptive or AdaptiveController(gamma=gamma)) if mode == "adaptive" \
             else FixedPolicy(config)
@@ -442,26 +457,35 @@ class Robot:
     def _draft(self, action: Draft) -> None:
         """Draft a round (the robot is busy meanwhile), with a fan-out pre-draft's further branches
         while they fit before `action.until` as the client drafts them, and ship it, or hold a
-        client-only pre-draft. A recent answer's tokens (`action.lookup`) cost no drafting time."""
+        client-only pre-draft. A recent answer's tokens (`action.lookup`) and the grammar's forced
+        ones cost no drafting time."""
         reg = self.sim.regime
         if not self.prefilled:
             self._work(reg.profile.draft_prefill_ms / 1000)
             self.prefilled = True
         t0 = max(self.free, self.sim.now)
-        t = self._work(action.n * reg.draft_s)
         assumes = self.rounds.cur.payload if action.assumes is not None else None
         ahead = int(assumes is not None)        # a pre-draft is verified after the round in flight
-        u = self.job.rounds.lookup(action.lookup, ahead) if action.lookup else 0
+
+        def draft(a: Draft) -> tuple[int, float]:
+            """(reused tokens, drafting seconds) of a branch: the robot is busy meanwhile."""
+            steps = a.n - (self.job.rounds.forced(a.n, ahead) if self.grammar else 0)
+            self.m.grammar_forced += a.n - steps
+            self._work(steps * reg.draft_s)
+            return (self.job.rounds.lookup(a.lookup, ahead) if a.lookup else 0), steps * reg.draft_s
+
+        u, seconds = draft(action)
+        t = self.free
         req = _Request(self, "draft", self.response, action.n + u, u, assumes, exits=self.policy.early_verdicts,
                        sent=t, branches=[(action.n + u, u)])
-        req.number = self.rounds.drafted(action, action.n + u, action.n * reg.draft_s, t, req, u).number
+        req.number = self.rounds.drafted(action, action.n + u, seconds, t, req, u).number
         for more in action.also:
             if action.until is None or t + (t - t0) / len(req.branches) > action.until:
                 break
-            t = req.sent = self._work(more.n * reg.draft_s)
-            u = self.job.rounds.lookup(more.lookup, ahead) if more.lookup else 0
+            u, seconds = draft(more)
+            t = req.sent = self.free
             req.branches.append((more.n + u, u))
-            self.rounds.drafted(more, more.n + u, more.n * reg.draft_s, t, req, u)
+            self.rounds.drafted(more, more.n + u, seconds, t, req, u)
         if action.send:
             self._ship(req)
         else:
@@ -522,14 +546,16 @@ class Robot:
 
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-             seed: int = 0, server_queue: bool = True, branches: int = 1, lookup: int = 0) -> list[dict]:
+             seed: int = 0, server_queue: bool = True, branches: int = 1, lookup: int = 0,
+             grammar: str = "off") -> list[dict]:
     """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
     `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
     only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting;
-    `lookup` > 0 reused answers, up to that many tokens a round (the jobs' rounds say how many)."""
+    `lookup` > 0 reused answers, up to that many tokens a round (the jobs' rounds say how many);
+    `grammar` the config's draft_grammar (on, or auto in adaptive: forced tokens need no draft step)."""
     sim = Simulation(regime, seed)
     robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches,
-                  lookup=lookup)
+                  lookup=lookup, grammar=grammar)
     sim.run()
     return robot.results
 

@@ -11,7 +11,8 @@ every message that arrives. From these:
 - per-round records for the profile simulator: drafted, accepted, whether an EARLY came first and
   whether it agreed with the FINAL (the pre-draft hit condition), and the exit layer it came from;
   if not, which of the EARLY's alternatives the FINAL was (fan-out: the branch that would hit);
-  and how many of its drafted tokens a recent answer proposed (reuse).
+  how many of its drafted tokens a recent answer proposed (reuse), and how many the grammar forced
+  (drafted without a draft step).
 All times are seconds from frame capture.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ def build(trace: list[tuple[float, str, dict]], session: str, offset_s: float, o
             open_draft = t
         elif event == "send":
             sends.append({"t": t, "round": d["round"], "tokens": d["tokens"], "pre": d["pre"],
-                          "reused": d.get("reused", 0)})
+                          "reused": d.get("reused", 0), "forced": d.get("forced", 0)})
             drafts.append({"start": open_draft if open_draft is not None else t, "end": t,
                            "round": d["round"], "pre": d["pre"]})
             open_draft = None
@@ -63,6 +64,7 @@ def rounds(timeline: dict) -> list[dict]:
     """Per verified round, in order: what the profile simulator replays."""
     drafted = {s["round"]: s["tokens"] for s in timeline["sends"]}
     reused = {s["round"]: s.get("reused", 0) for s in timeline["sends"]}
+    forced = {s["round"]: s.get("forced", 0) for s in timeline["sends"]}
     first_early = {}
     for e in timeline["early"]:
         first_early.setdefault(e["round"], e)
@@ -75,5 +77,5 @@ def rounds(timeline: dict) -> list[dict]:
                     "early_layer": e["layer"] if e else None,
                     "agreed": bool(e and [e["accepted"], e["next"]] == final),
                     "alternative": alternatives.index(final) + 1 if final in alternatives else None,
-                    "reused": reused.get(f["round"], 0)})
+                    "reused": reused.get(f["round"], 0), "forced": forced.get(f["round"], 0)})
     return out

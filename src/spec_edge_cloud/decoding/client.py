@@ -85,8 +85,7 @@ class SpecClient:
         self._sentence_ends: dict[int, bool] = {}
         if config.draft_grammar == "on" and grammar is None and config.mode not in ("edge", "cloud"):
             raise ValueError("draft_grammar needs the answer's grammar (control.actions.forced_next)")
-        wanted = config.draft_grammar == "on" or (config.draft_grammar == "auto" and config.mode == "adaptive")
-        self.grammar = grammar if wanted else None
+        self.grammar = grammar if config.grammar_wanted else None
         self._words: dict[int, str] = {}
         self._ids: dict[str, int | None] = {}
 
@@ -273,8 +272,9 @@ class _Run:
     def draft_and_send(self, rounds: Rounds, action: Draft) -> None:
         """Draft the round `action` asks for, and a fan-out pre-draft's further branches while the
         time allows (`action.until`: each must be done before it), and send them in one DRAFT."""
-        t0 = time.perf_counter()
+        t0, forced = time.perf_counter(), self.m.grammar_forced
         first = self.draft_branch(rounds, action)
+        forced = self.m.grammar_forced - forced     # of the first branch, proposed by the grammar
         rnd, base, tokens, probs, support = first
         branches = [first]
         for more in action.also:
@@ -292,7 +292,7 @@ class _Run:
         for b in branches:
             b[0].sent_at = sent
         self.note("send", round=rnd.number, tokens=len(tokens), pre=v is not None, branches=len(branches),
-                  reused=rnd.reused)
+                  reused=rnd.reused, forced=forced)
 
     def draft_branch(self, rounds: Rounds, action: Draft) -> tuple:
         """Draft `action.n` tokens from the committed ones (and the assumed verdict's):

@@ -83,6 +83,11 @@ class DecodeConfig:
         return self.mode in ("spec-ee", "spec-ee-pre", "adaptive")
 
     @property
+    def grammar_wanted(self) -> bool:
+        """Draft the tokens the answer's grammar forces without a draft step: on, or auto in adaptive."""
+        return self.draft_grammar == "on" or (self.draft_grammar == "auto" and self.mode == "adaptive")
+
+    @property
     def predraft(self) -> bool:
         return self.mode in ("spec-ee-pre", "adaptive")
 
