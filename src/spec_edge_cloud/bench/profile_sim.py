@@ -405,8 +405,10 @@ class Robot:
         self.bytes_up = self.bytes_down = 0
         self.compute_s = 0.0
         self.m = ResponseMetrics(self.mode)
-        self.rounds = Rounds(self.policy, self.max_new, self.m, self.server_queue, self.lookup, self.branches,
-                             self.due)
+        # the draft stops at the answer's end (its EOS, where it foresees it, as the shipped draft does),
+        # so no round drafts past the job's tokens
+        self.rounds = Rounds(self.policy, min(self.max_new, self.job.tokens), self.m, self.server_queue, self.lookup,
+                             self.branches, self.due)
         self.prefilled = False       # the draft's prompt
         self.held: _Request | None = None       # a client-only pre-draft, until its verdict is final
         self.generating: _Request | None = None
