@@ -165,8 +165,15 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert card["training"]["target"]["contrast"]["examples"] >= 1
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out),
                      "--dataset", str(tmp_path / "missing")]) == 2
-    # from the contrast stage on: the first two stages' record is carried over, not re-run
+    # a pair that went through the contrast stage cannot go through it again
     resumed = tmp_path / "resumed"
+    assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
+                     "--resume", str(out)]) == 2
+    assert "already went through the contrast stage" in capsys.readouterr().err
+    # a pair from before the stage existed (its card without it): the earlier stages' record is carried over
+    before = json.loads((out / "target" / "card.json").read_text())
+    del before["training"]["target"]["contrast"], before["training"]["draft"]["contrast"]
+    (out / "target" / "card.json").write_text(json.dumps(before))
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
                      "--resume", str(out)]) == 0
     again = json.loads((resumed / "target" / "card.json").read_text())["training"]

@@ -220,14 +220,14 @@ def resumed_pair(directory: Path, seed: int, budget: Budget,
     if done != wanted:
         raise ValueError(f"{directory} was trained with (seed, episodes, steps, DAgger rooms, DAgger steps, draft steps)"
                          f" = {done}, not {wanted}: it cannot resume this recipe")
+    if "contrast" in stats:
+        raise ValueError(f"{directory} already went through the contrast stage: it cannot resume this recipe")
     pair = []
     for name in ("target", "draft"):
         bundle = load_bundle(directory / name, placement)
         bundle.model.float()   # the weights train in float32 whatever the forward passes run in
         pair.append(bundle)
-    drop = ("contrast",)
-    return (pair[0], pair[1], {k: v for k, v in stats.items() if k not in drop},
-            {k: v for k, v in draft_stats.items() if k not in drop})
+    return pair[0], pair[1], stats, draft_stats
 
 
 def answer_quality(bundle: ModelBundle, held: list[Example]) -> dict:
