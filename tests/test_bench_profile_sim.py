@@ -210,7 +210,8 @@ def test_tokens_the_grammar_forces_take_no_drafting_time_where_the_grammar_is_us
     auto in adaptive), 4 with it off; auto leaves spec-ee-pre drafting every token."""
     def run(mode, grammar):
         rounds = RecordedRounds([Round(4, 4, forced=2)] * 3, BernoulliRounds(1.0, 1.0, random.Random(0)))
-        (rec,) = simulate(regime(), mode, [Job(15, rounds)], gamma=4, max_new_tokens=15, grammar=grammar)
+        (rec,) = simulate(regime(), mode, [Job(15, rounds)], gamma=4, max_new_tokens=15,
+                          decode={"draft_grammar": grammar})
         return rec
     on, off = run("spec", "on"), run("spec", "off")
     assert (on.grammar_forced, off.grammar_forced) == (6, 0)
@@ -219,3 +220,18 @@ def test_tokens_the_grammar_forces_take_no_drafting_time_where_the_grammar_is_us
     assert run("spec-ee-pre", "auto").grammar_forced == 0 and run("adaptive", "auto").grammar_forced > 0
     model = BernoulliRounds(1.0, 1.0, random.Random(0), forced=0.5)
     assert 0 < sum(model.forced(4) for _ in range(50)) < 200
+
+
+def test_calibrated_adaptive_learns_from_the_recorded_exit_labels_and_trusts_what_they_earned():
+    """Rounds whose layer-2 exit was right at 0.95 confidence every time: the simulated adaptive's
+    calibration (the client's own) comes to trust it and pre-drafts on its EARLYs; without the
+    labels it never trusts an exit, as before the labels were recorded."""
+    def run(labelled):
+        labels = ((2, False, 0.95),) if labelled else ()
+        rounds = RecordedRounds([Round(4, 4, layer=2, confidence=0.95, labels=labels)] * 200,
+                                BernoulliRounds(1.0, 1.0, random.Random(0)))
+        return simulate(regime(), "adaptive", [Job(20, rounds, frame=i) for i in range(8)], gamma=4, max_new_tokens=20)
+    learnt, blind = run(True), run(False)
+    assert sum(r.predrafts for r in blind) == 0 and sum(r.early_trusted for r in blind) == 0
+    assert sum(r.hits for r in learnt[4:]) > 0 and sum(r.early_trusted for r in learnt) > 0
+    assert sum(r.exit_total.get("2", 0) for r in learnt) > 0

@@ -90,7 +90,8 @@ def test_a_final_answered_twice_is_one_round_of_the_timeline():
     tl = timeline.build(trace, "s", 0.0, 0.01)
     assert len(tl["finals"]) == 1 and len(tl["passes"]) == 1
     assert timeline.rounds(tl) == [{"drafted": 3, "accepted": 2, "early_layer": None, "agreed": False,
-                                     "alternative": None, "reused": 0, "forced": 0}]
+                                     "alternative": None, "reused": 0, "forced": 0,
+                                     "early_confidence": None, "labels": []}]
 
 
 def test_a_round_records_which_alternative_of_its_early_the_final_was():
@@ -99,7 +100,10 @@ def test_a_round_records_which_alternative_of_its_early_the_final_was():
     from spec_edge_cloud.decoding.messages import Early, Final
     early = Early("s", 0, 2, 3, 9, 0.8, [(3, 5), (2, 6)])
     trace = [(0.0, "draft", {}), (0.01, "send", {"round": 0, "tokens": 4, "pre": False, "reused": 1}),
-             (0.03, "recv", {"msg": early}), (0.05, "recv", {"msg": Final("s", 0, 2, 6, 0.01, 5)})]
+             (0.03, "recv", {"msg": early}),
+             (0.05, "recv", {"msg": Final("s", 0, 2, 6, 0.01, 5, exits=[(2, 3, 9), (4, 2, 6)], exit_percent=[80, 97])})]
     (rnd,) = timeline.rounds(timeline.build(trace, "s", 0.0, 0.01))
     assert (rnd["agreed"], rnd["alternative"], rnd["early_layer"]) == (False, 2, 2)
+    # what calibrates adaptive's exits in the simulator: the EARLY's confidence, each exit labelled by the FINAL
+    assert rnd["early_confidence"] == 0.8 and rnd["labels"] == [[2, True, 0.8], [4, False, 0.97]]
     assert rnd["reused"] == 1        # reused answers: the tokens of its DRAFT a recent answer proposed

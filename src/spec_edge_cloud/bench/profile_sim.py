@@ -23,13 +23,16 @@ What is modelled, as the client and the verifier do it:
   branch per rank of the exit's verdicts (0: its own, 1.., its alternatives) that the robot had time
   to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Reused
   answers (`lookup` > 0): a round a recent answer extends carries its `reused` tokens beyond the
-  drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Grammar (`grammar`): a
-  round's tokens the answer's grammar forces take no drafting time. Several robots: round-robin one pass at a time, or with `batched`
+  drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Grammar (`decode`'s
+  draft_grammar): a round's tokens the answer's grammar forces take no drafting time. Exits: the
+  robot trusts an EARLY by its policy (the fixed threshold, or adaptive's exits calibrated online
+  from the FINALs' exit labels a recorded round carries). Several robots: round-robin one pass at a time, or with `batched`
   every runnable request of every robot joins one pass (cost: the profile at the total token
   count; beyond the largest measured pass, `extra_ms_per_token` per token more).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
@@ -56,6 +59,9 @@ class Round:
     alternative: int | None = None  # not agreed: the rank (1, 2) of the exit's alternative the FINAL is, if one
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed (decoding/reuse.py)
     forced: int = 0                 # of `drafted`, the ones the answer's grammar forced (no draft step)
+    layer: int | None = None        # the EARLY's exit layer and confidence (None, 1.0: not recorded)
+    confidence: float = 1.0
+    labels: tuple[tuple[int, bool, float], ...] = ()   # the FINAL's exit labels: (layer, missed, confidence)
 
     @property
     def matched(self) -> int | None:
@@ -147,7 +153,7 @@ class RecordedRounds:
             k += self.fallback.next(gamma - drafted).accepted
         if k == gamma:
             k += min(reused, max(0, r.accepted - drafted))
-        return Round(gamma + reused, k, r.early, r.agreed, r.exit_fraction, r.alternative, reused, r.forced)
+        return dataclasses.replace(r, drafted=gamma + reused, accepted=k, reused=reused)
 
 
 @dataclass
@@ -349,13 +355,13 @@ class Robot:
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
                  start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True,
-                 branches: int = 1, lookup: int = 0, grammar: str = "off"):
-        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens, draft_grammar=grammar)
+                 branches: int = 1, lookup: int = 0, decode: dict | None = None):
+        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens, **(decode or {}))
         self.branches, self.due = branches, FinalDue()   # fan-out, as the client: its FINAL timing learnt
         self.lookup = 0 if mode in ("edge", "cloud") else lookup   # reused answers: as the client, speculative only
         self.grammar = config.grammar_wanted and mode not in ("edge", "cloud")
         self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
-        self.policy: Policy = (adaptive or AdaptiveController(gamma=gamma)) if mode == "adaptive" \
+        self.policy: Policy = (adaptive or AdaptiveController.for_config(config)) if mode == "adaptive" \
             else FixedPolicy(config)
         self.server_queue = server_queue
         self.up, self.down = _Wire(sim), _Wire(sim)
@@ -530,15 +536,20 @@ class Robot:
             return
         early, _ = self._verdicts(req)
         finishes = self.committed + req.draft.accepted + 1 >= min(self.job.tokens, self.max_new)
-        self._act(self.rounds.early(early, self.sim.now, finishes, alternatives=self._alternatives(req)))
+        self._act(self.rounds.early(early, self.sim.now, finishes, req.draft.layer, req.draft.confidence,
+                                    self._alternatives(req)))
 
     def _final(self, req: _Request, compute_s: float) -> None:
         if self.done or req.response != self.response or self.generating is not None:
             return
         d = req.draft
         early, final = self._verdicts(req)
-        exits = [("exit", early.accepted, early.next_token)] if req.exits and d.early else []
-        self._act(self.rounds.final(final, self.sim.now, compute_s, d.drafted + 1, exits))
+        if d.labels:        # every exit's verdict (stand-in: the final one, or not) and confidence
+            exits = [(layer, final.accepted, final.next_token + int(missed)) for layer, missed, _ in d.labels]
+            confidences = [c for _, _, c in d.labels]
+        else:
+            exits, confidences = ([("exit", early.accepted, early.next_token)] if req.exits and d.early else []), []
+        self._act(self.rounds.final(final, self.sim.now, compute_s, d.drafted + 1, exits, confidences))
 
     def _token(self, req: _Request, compute_s: float) -> None:
         if self.done or req is not self.generating:
@@ -549,15 +560,16 @@ class Robot:
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
              seed: int = 0, server_queue: bool = True, branches: int = 1, lookup: int = 0,
-             grammar: str = "off") -> list[dict]:
+             decode: dict | None = None) -> list[dict]:
     """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
     `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
     only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting;
     `lookup` > 0 reused answers, up to that many tokens a round (the jobs' rounds say how many);
-    `grammar` the config's draft_grammar (on, or auto in adaptive: forced tokens need no draft step)."""
+    `decode`: further DecodeConfig fields the robot follows (exit_threshold, exit_miss_target,
+    draft_grammar: on, or auto in adaptive, forced tokens need no draft step)."""
     sim = Simulation(regime, seed)
     robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches,
-                  lookup=lookup, grammar=grammar)
+                  lookup=lookup, decode=decode)
     sim.run()
     return robot.results
 

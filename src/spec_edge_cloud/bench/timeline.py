@@ -11,8 +11,9 @@ every message that arrives. From these:
 - per-round records for the profile simulator: drafted, accepted, whether an EARLY came first and
   whether it agreed with the FINAL (the pre-draft hit condition), and the exit layer it came from;
   if not, which of the EARLY's alternatives the FINAL was (fan-out: the branch that would hit);
-  how many of its drafted tokens a recent answer proposed (reuse), and how many the grammar forced
-  (drafted without a draft step).
+  how many of its drafted tokens a recent answer proposed (reuse), how many the grammar forced
+  (drafted without a draft step), the EARLY's confidence and the exits' labels from the FINAL
+  (layer, missed, confidence: what calibrates adaptive's thresholds).
 All times are seconds from frame capture.
 """
 from __future__ import annotations
@@ -41,12 +42,14 @@ def build(trace: list[tuple[float, str, dict]], session: str, offset_s: float, o
                 continue
             if isinstance(msg, Early):
                 early.append({"t": t, "round": msg.round, "layer": msg.layer, "accepted": msg.accepted,
-                              "next": msg.next_token, "alternatives": [list(a) for a in msg.alternatives]})
+                              "next": msg.next_token, "confidence": msg.confidence,
+                              "alternatives": [list(a) for a in msg.alternatives]})
             elif isinstance(msg, Final):
                 if msg.round in final_rounds:       # a retransmitted DRAFT is answered again: one round
                     continue
                 finals.append({"t": t, "round": msg.round, "accepted": msg.accepted, "next": msg.next_token,
-                               "compute_s": msg.compute_s, "tokens_in_pass": msg.tokens_in_pass})
+                               "compute_s": msg.compute_s, "tokens_in_pass": msg.tokens_in_pass,
+                               "exits": [list(x) for x in msg.exits], "exit_percent": list(msg.exit_percent)})
                 final_rounds.add(msg.round)
             elif isinstance(msg, Token):
                 tokens.append({"t": t, "index": msg.index, "compute_s": msg.compute_s})
@@ -77,5 +80,8 @@ def rounds(timeline: dict) -> list[dict]:
                     "early_layer": e["layer"] if e else None,
                     "agreed": bool(e and [e["accepted"], e["next"]] == final),
                     "alternative": alternatives.index(final) + 1 if final in alternatives else None,
-                    "reused": reused.get(f["round"], 0), "forced": forced.get(f["round"], 0)})
+                    "reused": reused.get(f["round"], 0), "forced": forced.get(f["round"], 0),
+                    "early_confidence": e.get("confidence") if e else None,
+                    "labels": [[layer, [k, b] != final, pct / 100] for (layer, k, b), pct
+                               in zip(f.get("exits", []), f.get("exit_percent", []))]})
     return out
