@@ -15,7 +15,8 @@ keeps its fixed one. A setting's options apply to both modes of its run, so the 
 `spec-ee-pre` of the `off` run, which also runs `cloud` (the target alone). Each run's JSON goes to
 --out (a run whose JSON is there is not repeated); then the table is printed from the JSONs
 (median / mean TTC, tokens per target pass, pre-draft hit rate, cloud compute per token, bytes up
-per token), and whether every run was lossless (every greedy answer of every mode and setting
+per token, what each option did), the simulator's error on each run (bench profile's calibration),
+and whether every run was lossless (every greedy answer of every mode and setting
 equal to the target alone's, `cloud` of the `off` run):
 
     nice -n 15 .venv/bin/python benchmarks/options_matrix.py --out runs/options \\
@@ -30,6 +31,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from spec_edge_cloud.bench import predict
 
 SETTINGS = {
     "off": ["--reuse-answers", "0", "--predraft-branches", "1", "--draft-grammar", "off"],
@@ -64,11 +67,28 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
+def activity(s: dict) -> str:
+    """What each option did in a mode's responses: reused rounds, further branches, forced tokens."""
+    out = []
+    if s["reused_rounds"]:
+        out.append(f"reuse: {s['reused_rounds']:.0%} of rounds, {_f(s['reused_acceptance'], '{:.0%}')} of "
+                   "their tokens accepted")
+    further = {rank: n for rank, n in s["branches_sent"].items() if rank != "0"}
+    if further:
+        out.append("branches: " + ", ".join(f"rank {rank} {n} sent, {s['branch_hit_rate'][rank]:.0%} verified"
+                                             for rank, n in further.items()))
+    if s["grammar_forced"]:
+        out.append(f"forced: {s['grammar_forced']:.0%} of drafted")
+    if s["early_trusted"]:
+        out.append(f"EARLYs acted on: {s['early_trusted']}, missed {_f(s['early_miss_rate'], '{:.0%}')}")
+    return "; ".join(out) or "-"
+
+
 def table(out: Path, bag: str, regime: str, settings: list[str]) -> list[str]:
     """Markdown rows for one bag and regime, and the lossless check across its settings."""
     rows = ["| setting, mode | TTC median / mean (ms) | vs paper's mean | tokens per target pass | pre-draft hit "
-            "rate | cloud ms per token | vs paper's | bytes up per token | acceptance |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "rate | cloud ms per token | vs paper's | bytes up per token | acceptance | what the options did |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     results = {s: json.loads(run_path(out, bag, regime, s).read_text()) for s in settings
                if run_path(out, bag, regime, s).exists()}
     if "off" not in results:
@@ -83,9 +103,15 @@ def table(out: Path, bag: str, regime: str, settings: list[str]) -> list[str]:
                         f"{s['ttc_s']['mean'] / paper['ttc_s']['mean'] - 1:+.0%} | {_f(s['tokens_per_round'])} | "
                         f"{_f(s['hit_rate'])} | {_ms(s['cloud_s_per_token'])} | "
                         f"{s['cloud_s_per_token'] / paper['cloud_s_per_token'] - 1:+.0%} | "
-                        f"{_f(s['bytes_up_per_token'], '{:.0f}')} | {_f(s['acceptance'])} |")
+                        f"{_f(s['bytes_up_per_token'], '{:.0f}')} | {_f(s['acceptance'])} | {activity(s)} |")
             same &= target == {(r["frame"], r["repeat"]): r["token_ids"] for r in result["records"]
                                if r["mode"] == mode}
+    rows.append("")
+    errors = [(abs(r["error"]), r["error"], r["mode"], setting) for setting, result in results.items()
+              for r in predict.calibrate(result)["rows"]]
+    worst = max(errors)
+    rows.append(f"Simulator (`bench profile --calibrate RUN.json`) on these runs: worst error {worst[1]:+.1%} "
+                f"({worst[2]}, {worst[3]}); mean |error| {sum(e[0] for e in errors) / len(errors):.1%}")
     rows.append("")
     rows.append(f"Lossless: every answer of both modes in every setting equal to the target alone's (`cloud`, "
                 f"{len(target)} frames): {'yes' if same else 'NO'}")
