@@ -170,7 +170,8 @@ def test_a_recent_answers_tokens_extend_a_round_at_no_drafting_time():
     is cut to its 4 drafted and the response needs a third round."""
     def run(lookup):
         rounds = RecordedRounds([Round(8, 8, reused=4), Round(4, 4)], BernoulliRounds(1.0, 1.0, random.Random(0)))
-        (rec,) = simulate(regime(), "spec", [Job(14, rounds)], gamma=4, max_new_tokens=14, lookup=lookup)
+        (rec,) = simulate(regime(), "spec", [Job(14, rounds)], gamma=4, max_new_tokens=14,
+                          decode={"reuse_answers": 2 if lookup else 0, "reuse_max_tokens": max(lookup, 1)})
         return rec
     on, off = run(4), run(0)
     assert (on.rounds, on.drafted, on.accepted, on.reused_rounds, on.reused_drafted, on.reused_accepted) == \
@@ -202,7 +203,7 @@ def test_a_replay_with_reused_answers_is_simulated_with_its_lookup_and_reuse_rat
     assert [r.reused for r in job.rounds.rounds] == [2, 0]
     fallback = job.rounds.fallback
     assert (fallback.reuse, fallback.reuse_tokens, fallback.reuse_token_prob) == (0.5, 2, pytest.approx(1.0))
-    assert predict.lookup(result["config"]) == 16 and predict.lookup({"reuse_max_tokens": 16}) == 0
+    assert predict.decoding(result["config"])["reuse_answers"] == 2 and predict.decoding({})["reuse_answers"] == 0
 
 
 def test_tokens_the_grammar_forces_take_no_drafting_time_where_the_grammar_is_used():

@@ -62,13 +62,12 @@ def regime_bound(regime: SimRegime, gamma: int) -> Bound:
 
 
 def run_modes(regime: SimRegime, make_jobs, modes=MODES, gamma: int = 4, max_new_tokens: int = 64,
-              seed: int = 0, branches: int = 1, lookup: int = 0, decode: dict | None = None) -> dict:
+              seed: int = 0, branches: int = 1, decode: dict | None = None) -> dict:
     """Every mode on its own copy of the same jobs (same seeds), summarised; `branches` > 1: fan-out;
-    `lookup` > 0: reused answers; `decode`: further DecodeConfig fields (simulate)."""
+    `decode`: further DecodeConfig fields (simulate: exits, reuse, grammar)."""
     records = []
     for mode in modes:
-        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches, lookup=lookup,
-                            decode=decode)
+        records += simulate(regime, mode, make_jobs(), gamma, max_new_tokens, seed, branches=branches, decode=decode)
     return summarize(records, regime_bound(regime, gamma))
 
 
@@ -170,16 +169,12 @@ def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
             for r in trace]
 
 
-def lookup(config: dict) -> int:
-    """The most tokens a recent answer may add to a round in a replay run with this config (0: no reuse)."""
-    return config.get("reuse_max_tokens", 0) if config.get("reuse_answers") else 0
-
-
 def decoding(config: dict) -> dict:
     """The DecodeConfig fields of a replay run the simulated robot follows: its exit threshold and
-    calibration, and its draft_grammar (runs from before the option drafted every token)."""
-    return {"draft_grammar": config.get("draft_grammar", "off"),
-            **{k: config[k] for k in ("exit_threshold", "exit_miss_target", "exit_bound_confidence") if k in config}}
+    calibration, its reused answers and its draft_grammar (runs from before an option had it off)."""
+    return {"draft_grammar": config.get("draft_grammar", "off"), "reuse_answers": config.get("reuse_answers", 0),
+            **{k: config[k] for k in ("exit_threshold", "exit_miss_target", "exit_bound_confidence",
+                                      "reuse_max_tokens") if k in config}}
 
 
 def _forced_model(trace: list[dict]) -> dict:
@@ -248,7 +243,7 @@ def calibrate(result: dict, seed: int = 0) -> dict:
         warm = cfg.get("warmup", 0)
         sims = simulate(regime, mode, [copy.deepcopy(jobs[0]) for _ in range(warm)] + jobs, cfg["gamma"],
                         cfg["max_new_tokens"], seed, branches=cfg.get("predraft_branches", 1),
-                        lookup=lookup(cfg), decode=decoding(cfg))[warm:]
+                        decode=decoding(cfg))[warm:]
         m = statistics.mean(r["ttc_s"] for r in recs if r["mode"] == mode)
         p = statistics.mean(r.ttc_s for r in sims)
         rows.append({"mode": mode, "measured_ttc_s": m, "predicted_ttc_s": p, "error": p / m - 1,
@@ -270,7 +265,7 @@ def recorded(regime_name: str, result: dict, gamma: int = 4, seed: int = 0, exit
     max_new = result["config"]["max_new_tokens"]
     summary = run_modes(regime, lambda: jobs_from_replay(result, source, seed), gamma=gamma, max_new_tokens=max_new,
                         seed=seed, branches=result["config"].get("predraft_branches", 1),
-                        lookup=lookup(result["config"]), decode=decoding(result["config"]))
+                        decode=decoding(result["config"]))
     return {"regime": regime_name, "source_mode": source, "replay_regime": result["regime"],
             "responses": len(jobs_from_replay(result, source, seed)), "summary": summary,
             "reduction": {m: reduction(summary, m) for m in summary if m != "cloud"}}

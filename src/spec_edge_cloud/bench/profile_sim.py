@@ -22,7 +22,7 @@ What is modelled, as the client and the verifier do it:
   pre-draft waits on the robot for the FINAL). A fan-out pre-draft (`branches` > 1) carries a
   branch per rank of the exit's verdicts (0: its own, 1.., its alternatives) that the robot had time
   to draft, and runs if the round's FINAL matched one of them (the round's `alternative`). Reused
-  answers (`lookup` > 0): a round a recent answer extends carries its `reused` tokens beyond the
+  answers (`decode`'s reuse_answers): a round a recent answer extends carries its `reused` tokens beyond the
   drafted ones, at no drafting time, in the DRAFT's bytes and the pass. Grammar (`decode`'s
   draft_grammar): a round's tokens the answer's grammar forces take no drafting time. Exits: the
   robot trusts an EARLY by its policy (the fixed threshold, or adaptive's exits calibrated online
@@ -355,10 +355,12 @@ class Robot:
 
     def __init__(self, sim: Simulation, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
                  start_s: float = 0.0, adaptive: AdaptiveController | None = None, server_queue: bool = True,
-                 branches: int = 1, lookup: int = 0, decode: dict | None = None):
-        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens, **(decode or {}))
+                 branches: int = 1, decode: dict | None = None):
+        config = DecodeConfig(mode=mode, gamma=gamma, max_new_tokens=max_new_tokens,
+                              **{"reuse_answers": 0, "draft_grammar": "off", **(decode or {})})
         self.branches, self.due = branches, FinalDue()   # fan-out, as the client: its FINAL timing learnt
-        self.lookup = 0 if mode in ("edge", "cloud") else lookup   # reused answers: as the client, speculative only
+        # reused answers, as the client: speculative modes only, up to reuse_max_tokens a round
+        self.lookup = config.reuse_max_tokens if config.answers_reused and mode not in ("edge", "cloud") else 0
         self.grammar = config.grammar_wanted and mode not in ("edge", "cloud")
         self.sim, self.mode, self.jobs, self.max_new = sim, mode, deque(jobs), max_new_tokens
         self.policy: Policy = (adaptive or AdaptiveController.for_config(config)) if mode == "adaptive" \
@@ -559,17 +561,17 @@ class Robot:
 
 
 def simulate(regime: SimRegime, mode: str, jobs: list[Job], gamma: int = 4, max_new_tokens: int = 64,
-             seed: int = 0, server_queue: bool = True, branches: int = 1, lookup: int = 0,
+             seed: int = 0, server_queue: bool = True, branches: int = 1,
              decode: dict | None = None) -> list[dict]:
     """One robot answering `jobs` in `mode`; per-response records (bench/summary.py schema).
     `server_queue=False` models the paper's client-only pre-drafting (a hit saves drafting time
     only: the pre-draft leaves when the FINAL confirms it); `branches` > 1 fan-out pre-drafting;
-    `lookup` > 0 reused answers, up to that many tokens a round (the jobs' rounds say how many);
-    `decode`: further DecodeConfig fields the robot follows (exit_threshold, exit_miss_target,
-    draft_grammar: on, or auto in adaptive, forced tokens need no draft step)."""
+    `decode`: further DecodeConfig fields the robot follows (exit_threshold, exit_miss_target;
+    reuse_answers, reuse_max_tokens: reused answers, the jobs' rounds say how many tokens; draft_grammar:
+    forced tokens need no draft step). Reuse and the grammar are off unless `decode` says otherwise."""
     sim = Simulation(regime, seed)
     robot = Robot(sim, mode, jobs, gamma, max_new_tokens, server_queue=server_queue, branches=branches,
-                  lookup=lookup, decode=decode)
+                  decode=decode)
     sim.run()
     return robot.results
 

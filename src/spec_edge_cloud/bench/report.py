@@ -14,6 +14,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..decoding.modes import AUTO_REUSE_ANSWERS  # noqa: E402
+
 LANE_ROBOT, LANE_CLOUD = 1.0, 0.0
 COLOURS = {"edge": "tab:gray", "cloud": "tab:red", "spec": "tab:blue", "spec-ee": "tab:cyan",
            "spec-ee-pre": "tab:green", "adaptive": "tab:purple"}
@@ -25,6 +27,11 @@ def _ms(x: float | None) -> str:
 
 def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "n/a" if x is None else fmt.format(x)
+
+
+def _reuse(n: int) -> str:
+    """reuse_answers as the report says it (-1: auto)."""
+    return f"{AUTO_REUSE_ANSWERS} in adaptive" if n < 0 else str(n)
 
 
 def _pct(x: float | None) -> str:
@@ -79,11 +86,11 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
         f"{cfg['warmup']} warm-up response(s) per mode not counted; wall time {result['seconds']:.0f} s",
         f"- **{result['lossless']['text']}**", "",
         replay_table(summary), "",
-        *([f"Answers reused (the last {cfg['reuse_answers']} per prompt, at most {cfg['reuse_max_tokens']} tokens "
+        *([f"Answers reused (the last {_reuse(cfg['reuse_answers'])} per prompt, at most {cfg['reuse_max_tokens']} tokens "
            "a round; decoding/reuse.py): " + "; ".join(
                f"{m}: {_f(s['reused_rounds'])} of rounds extended by one, {_f(s['reused_acceptance'])} of its tokens "
                "accepted"
-               for m, s in summary.items() if s["reused_rounds"] is not None), ""]
+               for m, s in summary.items() if s["reused_rounds"]), ""]
           if cfg.get("reuse_answers") else []),
         "Early verdicts acted on (shown and pre-drafted on) and the share of them the final verdict contradicted: "
         + "; ".join(f"{m}: {s['early_trusted']}, missed {_f(s['early_miss_rate'])}"

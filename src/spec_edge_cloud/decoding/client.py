@@ -64,7 +64,7 @@ class SpecClient:
     def __init__(self, draft: ModelBundle, link: Link | None, config: DecodeConfig,
                  adaptive: AdaptiveController | None = None, pacer=None, memory: AnswerMemory | None = None,
                  grammar: Grammar | None = None, due: FinalDue | None = None):
-        """`memory`: the recent answers to draft from when `config.reuse_answers` > 0 (default: the
+        """`memory`: the recent answers to draft from when `config.answers_reused` > 0 (default: the
         client's own; pass one to share it across clients, as the draft node does per response).
         `grammar`: the answer's grammar, whose forced tokens are drafted without a draft step when
         `config.draft_grammar` is on, or auto in adaptive (decoding sits below control: the caller hands
@@ -79,8 +79,8 @@ class SpecClient:
             else FixedPolicy(config)
         if config.mode != "edge" and link is None:
             raise ValueError(f"mode {config.mode} needs a link to the cloud")
-        self.memory = None if not config.reuse_answers or config.mode in ("edge", "cloud") else \
-            memory or AnswerMemory(config.reuse_answers)
+        self.memory = None if not config.answers_reused or config.mode in ("edge", "cloud") else \
+            memory or AnswerMemory(config.answers_reused)
         self.due = due if due is not None else FinalDue()
         self._sentence_ends: dict[int, bool] = {}
         if config.draft_grammar == "on" and grammar is None and config.mode not in ("edge", "cloud"):

@@ -12,6 +12,9 @@ from typing import Any
 
 MODES = ("edge", "cloud", "spec", "spec-ee", "spec-ee-pre", "adaptive")
 GREEDY_LOSSLESS = ("cloud", "spec", "spec-ee", "spec-ee-pre", "adaptive")  # equal the target alone
+# reuse_answers -1 (auto): adaptive drafts from this many recent answers per prompt (docs/benchmarks.md,
+# "Issue 17's options against the paper's method": measured faster there); the other modes none
+AUTO_REUSE_ANSWERS = 2
 
 
 def setting(default: Any, help: str, range: tuple[float | None, float | None] | None = None) -> Any:
@@ -60,8 +63,10 @@ class DecodeConfig:
     predraft_branches: int = setting(1, "pre-drafting on an EARLY: branches drafted while the FINAL is far off, sent in "
                                         "one DRAFT (1: the exit's verdict alone, the paper's; 2: and the exit's second "
                                         "choice; 3: and one draft token fewer; docs/design.md)", (1, 3))
-    reuse_answers: int = setting(0, "draft from the robot's last N answers to the same prompt where one continues the "
-                                    "committed tokens, prompt-lookup style (0: off; docs/design.md)", (0, 16))
+    reuse_answers: int = setting(-1, "draft from the robot's last N answers to the same prompt where one continues the "
+                                     "committed tokens, prompt-lookup style (0: off; -1: auto, the last "
+                                     f"{AUTO_REUSE_ANSWERS} in adaptive where it measured faster, off in the others; "
+                                     "docs/design.md)", (-1, 16))
     reuse_max_tokens: int = setting(16, "tokens a reused answer may propose in one round (cut at a sentence end)",
                                     (1, 64))
     deadline_s: float = setting(10.0, "no word from the cloud for this long: finish on the robot, unverified",
@@ -81,6 +86,13 @@ class DecodeConfig:
     @property
     def early_verdicts(self) -> bool:
         return self.mode in ("spec-ee", "spec-ee-pre", "adaptive")
+
+    @property
+    def answers_reused(self) -> int:
+        """The recent answers per prompt this config drafts from (0: none): `reuse_answers`, auto resolved."""
+        if self.reuse_answers < 0:
+            return AUTO_REUSE_ANSWERS if self.mode == "adaptive" else 0
+        return self.reuse_answers
 
     @property
     def grammar_wanted(self) -> bool:

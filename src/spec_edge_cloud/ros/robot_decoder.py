@@ -119,8 +119,8 @@ class RobotDecoder:
         prompt = self.bundle.encode(instruction, image if self.bundle.is_vlm else None, data)
         if cfg.mode == "adaptive" and self.adaptive is None:
             self.adaptive = AdaptiveController.for_config(cfg)
-        if cfg.reuse_answers and (self.memory is None or self.memory.answers != cfg.reuse_answers):
-            self.memory = AnswerMemory(cfg.reuse_answers)
+        if cfg.answers_reused and (self.memory is None or self.memory.answers != cfg.answers_reused):
+            self.memory = AnswerMemory(cfg.answers_reused)
         client = SpecClient(self.bundle, self.link if cfg.mode != "edge" else None, cfg,
                             self.adaptive if cfg.mode == "adaptive" else None, self.pacer, self.memory,
                             forced_next, self.due)
