@@ -153,3 +153,13 @@ def test_exit_heads_round_trip_and_untrained_fallback(tmp_path, caplog):
         load_or_init_exit_heads(tmp_path, parts, target.hidden_size, layers=[2])
     untrained = load_or_init_exit_heads(tmp_path / "none", parts, target.hidden_size)
     assert not untrained.trained and "untrained exits" in caplog.text
+
+
+def test_a_greedy_verdict_breaks_ties_as_the_targets_argmax_does():
+    """Equal top probabilities (common in bfloat16) go to the lower token id, as the target's own
+    greedy decoding picks them; the second choice is the other one of the tie."""
+    logits = torch.full((2, 8), -4.0)
+    logits[:, 3] = logits[:, 6] = 2.0
+    v = verdict(logits, [3])
+    assert (v.accepted, v.next_token) == (1, int(logits[1].argmax()))
+    assert v.next_token == 3 and v.alternatives == ((1, 6), (0, 6))

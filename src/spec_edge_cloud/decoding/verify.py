@@ -105,10 +105,13 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
     if logits.shape[0] != gamma + 1:
         raise ValueError(f"need {gamma + 1} logit rows for a draft of {gamma}, got {logits.shape[0]}")
     if temperature <= 0:
-        # one host sync for the whole verdict: each row's two likeliest tokens and top-1 probability
-        conf_rows, top = torch.softmax(logits.float(), -1).topk(min(2, logits.shape[-1]), -1)
-        top, second, conf_rows = torch.stack([top[:, 0].double(), top[:, -1].double(),
-                                              conf_rows[:, 0].double()]).tolist()
+        # one host sync for the whole verdict: each row's two likeliest tokens and top-1 probability.
+        # The first is max()'s index, as in the target's own greedy decoding: topk breaks ties between
+        # equal probabilities (common in bfloat16) differently, and the output would not be the target's.
+        probs = torch.softmax(logits.float(), -1)
+        conf_rows, top = probs.max(-1)
+        second = probs.scatter(-1, top[:, None], -1.0).max(-1).indices
+        top, second, conf_rows = torch.stack([top.double(), second.double(), conf_rows.double()]).tolist()
         return greedy_verdict([int(t) for t in top], conf_rows, draft, [int(t) for t in second])
     if gamma and (draft_probs is None or draft_probs.shape[0] != gamma):
         raise ValueError("speculative sampling needs the draft's distribution at every drafted position")
