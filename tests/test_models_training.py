@@ -174,9 +174,13 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     before = json.loads((out / "target" / "card.json").read_text())
     del before["training"]["target"]["contrast"], before["training"]["draft"]["contrast"]
     (out / "target" / "card.json").write_text(json.dumps(before))
+    # (in bfloat16, issue 13's `train --device/--dtype`: mixed precision, weights saved in float32)
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
-                     "--resume", str(out)]) == 0
-    again = json.loads((resumed / "target" / "card.json").read_text())["training"]
+                     "--resume", str(out), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert load_bundle(resumed / "target").dtype == torch.float32
+    resumed_card = json.loads((resumed / "target" / "card.json").read_text())
+    assert resumed_card["speculation"]["lossless_mismatches"] == []
+    again = resumed_card["training"]
     assert again["resumed_from"] == str(out) and "resumed from" in capsys.readouterr().out
     assert again["target"]["dagger"] == card["training"]["target"]["dagger"]
     assert again["draft"]["steps"] == card["training"]["draft"]["steps"] and again["draft"]["contrast"]["steps"] == 2
@@ -185,19 +189,6 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
                      "--resume", str(SHIPPED)]) == 2
     assert "cannot resume" in capsys.readouterr().err
-
-
-def test_train_takes_a_device_and_a_precision(tmp_path, capsys):
-    """Issue 13: `train --device/--dtype` as every command that loads a model. bfloat16 is mixed
-    precision: forward passes in bfloat16, weights float32 as saved; the cards measured in float32."""
-    import torch
-    out = tmp_path / "models"
-    assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out), "--work", str(tmp_path / "work"),
-                     "--device", "cpu", "--dtype", "bfloat16"]) == 0
-    target = load_bundle(out / "target")
-    assert target.dtype == torch.float32
-    card = json.loads((out / "target" / "card.json").read_text())
-    assert card["speculation"]["lossless_mismatches"] == []
     if not torch.cuda.is_available():
         assert cli.main(["train", "--quick", "--out", str(out), "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err
