@@ -26,6 +26,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Bool, Header, String
@@ -192,6 +193,10 @@ class CommandNode(Node):
 
     def close(self) -> None:
         self.backend.close()
+        cmd_vel = getattr(self, "_cmd_vel", None)
+        if cmd_vel is not None:
+            # the last zero twist must reach the subscribers before the node's participant goes away
+            cmd_vel.wait_for_all_acked(Duration(seconds=1.0))
 
 
 def main(args: list[str] | None = None) -> None:
