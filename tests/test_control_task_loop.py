@@ -176,3 +176,22 @@ def test_a_task_cancelled_mid_answer_abandons_the_answer_and_stops_the_robot():
         assert robot.cancels == 1 and robot.answers == [True]   # the abandoned answer counted for nothing
     finally:
         worker.close()
+
+
+def test_closing_mid_answer_ends_the_thread_quietly_once_its_wait_is_cut(caplog):
+    """The draft node's close: stop, close the link (the wait on the cloud ends with an error), join.
+    The thread ends at once, without cancelling on a closed link or logging a failure, and the
+    interpreter would have waited for it (not a daemon, so it never dies inside native code)."""
+    robot = Robot(["boom"])            # the closed link: the answer's wait ends with an error
+    robot.gate.clear()
+    worker = make_worker(robot, TaskSettings(replan_period_s=0.05))
+    assert not worker._thread.daemon
+    worker.frame("frame")
+    worker.instruct("go to the red ball")
+    assert wait_for(lambda: robot.log == [("answer", 1, "frame")])
+    worker.stop()
+    robot.gate.set()                   # the link's close cuts the wait short
+    worker.join(2.0)
+    assert not worker.alive
+    assert robot.cancels == 0 and robot.log == [("answer", 1, "frame")]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

@@ -151,7 +151,10 @@ class TaskWorker(Generic[FrameT]):
         self._settings, self._clock, self._poll_s = settings, clock, poll_s
         self._cv = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="task-worker", daemon=True)
+        # Not a daemon: the interpreter must not finalize while it is inside a model's forward pass or
+        # a socket call (Python 3.11 ends such a thread by unwinding its native frames: the process
+        # aborts with "terminate called without an active exception"). `close()` ends it promptly.
+        self._thread = threading.Thread(target=self._run, name="task-worker")
 
     def start(self) -> None:
         self._thread.start()
@@ -196,23 +199,33 @@ class TaskWorker(Generic[FrameT]):
             failed, reached = False, False
             try:
                 reached = self._answer(step.task, step.frame)
-            except Cancelled:
-                self._cancel()
-                continue
-            except Exception as e:  # a broken link or model: report it, stop the robot, wait for a new task
+            except Exception as e:
+                if self._closing:   # cut short by close(): the node is going, nobody to tell
+                    return
+                if isinstance(e, Cancelled):
+                    self._cancel()
+                    continue
+                # a broken link or model: report it, stop the robot, wait for a new task
                 log.error(f"answer to task {step.task.number} failed: {type(e).__name__}: {e}")
                 self._cancel()
                 failed = True
             with self._cv:
                 self.loop.answered(step.task, reached, failed, self._clock(), self._settings())
 
-    def close(self, timeout_s: float = 5.0) -> None:
+    def stop(self) -> None:
+        """Answer no more: the answer in flight ends at its next token (`is_current` turns False)."""
         with self._cv:
             self._closing = True
             self.loop.task = None
             self._cv.notify_all()
+
+    def join(self, timeout_s: float = 5.0) -> None:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.stop()
+        self.join(timeout_s)
 
 
 def settings_from(values: dict[str, Any]) -> TaskSettings:

@@ -194,8 +194,9 @@ class DraftNode(Node):
         self.diagnostics_pub.publish(array)
 
     def close(self) -> None:
-        self.worker.close()
-        self.decoder.close()
+        self.worker.stop()
+        self.decoder.close()   # a round waiting on the cloud returns now, not at its deadline
+        self.worker.join()
 
 
 def main(args: list[str] | None = None) -> None:
