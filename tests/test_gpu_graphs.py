@@ -5,10 +5,14 @@ choice and the clear refusal of --compile on a CPU."""
 import pytest
 import torch
 
-from decoding_fixtures import pair, random_image
+from decoding_fixtures import pair, random_image, target_alone
+from spec_edge_cloud.decoding.client import SpecClient
+from spec_edge_cloud.decoding.link import InProcessLink
+from spec_edge_cloud.decoding.modes import DecodeConfig
 from spec_edge_cloud.decoding.graphs import bucket_for
 from spec_edge_cloud.decoding.static_cache import CacheConfig
 from spec_edge_cloud.decoding.target import TargetEngine, VerifyRequest
+from spec_edge_cloud.decoding.verifier import VerifierService
 from spec_edge_cloud.modeling.exit_heads import ExitHeads
 from spec_edge_cloud.modeling.tiny import tiny_bundle
 from test_gpu_static import batched_rounds, every_greedy_mode
@@ -49,6 +53,33 @@ def test_compiled_equals_eager_in_every_greedy_mode(kind):
     eager, compiled = engines(target).values()
     assert every_greedy_mode(compiled, draft, prompt, 32) == every_greedy_mode(eager, draft, prompt, 32)
     assert compiled.graphs.captures >= 1
+
+
+@cuda
+def test_compiled_early_verdicts_carry_fan_out_alternatives_and_fan_out_stays_lossless():
+    """The graph path's EARLYs carry the second choices fan-out drafts branches for, like the eager
+    path's; decoding with branches on the compiled engine is the target's own output."""
+    target, draft = pair("llama", 1)
+    on_gpu(target), on_gpu(draft)
+    prompt = target.encode("w4 w9 w1")
+    eager, compiled = engines(target).values()
+    seq = compiled.start(prompt)
+    seq.prefill()
+    seq.verify([])
+    exits = compiled.verify([VerifyRequest(seq, [5, 6, 7, 8])])[0].exits
+    assert exits and all(e.verdict.alternatives for e in exits)
+    for mode in ("spec-ee-pre", "adaptive"):
+        tokens = {}
+        for name, eng in (("eager", eager), ("compiled", compiled)):
+            link = InProcessLink(VerifierService(eng))
+            try:
+                resp = SpecClient(draft, link, DecodeConfig(mode=mode, gamma=4, max_new_tokens=32, exit_threshold=0.0,
+                                                            predraft_branches=3)).generate(prompt)
+            finally:
+                link.close()
+            assert resp.verified, (mode, name)
+            tokens[name] = resp.tokens
+        assert tokens["compiled"] == tokens["eager"] == target_alone(target, prompt, 32), mode
 
 
 @cuda

@@ -4,7 +4,8 @@ Why graphs: an eager 7B pass on a GPU is bound by kernel launches (about 26-29 m
 tokens, against 4.5 ms to read the weights; docs/gpu.md); a replayed graph launches the whole
 segment at once. Why segments: a single graph of the whole pass would hide the exits until its end.
 Here the pass is cut at the exit layers; after each exit's segment its verdict inputs (every
-position's argmax and top-1 probability; the exit logits too when a row samples) are copied to pinned
+position's argmax, second choice and top-1 probability; the exit logits too when a row samples) are
+copied to pinned
 host memory behind a CUDA event, and the next segments are queued at once. The host then waits on
 each exit's event in turn and sends that EARLY while the GPU still runs the later segments.
 
@@ -39,9 +40,11 @@ def bucket_for(rows: int, tokens: int, row_buckets=ROW_BUCKETS, token_buckets=TO
 class _Exit:
     layer: int
     top: torch.Tensor          # [rows, tokens] on the device (graph outputs)
+    second: torch.Tensor       # each position's likeliest token after `top`: fan-out's alternatives
     conf: torch.Tensor
     logits: torch.Tensor       # [rows, tokens, vocab], read only for sampled rows
     top_host: torch.Tensor     # pinned copies
+    second_host: torch.Tensor
     conf_host: torch.Tensor
     event: torch.cuda.Event
     logits_host: torch.Tensor | None = None
@@ -82,8 +85,10 @@ class SegmentGraphs:
                                      first, last)
         if last in self.exit_layers:
             logits = self.heads.logits(last, state["hidden"], parts).float()
-            conf, top = torch.softmax(logits, -1).max(-1)
-            state[last] = (top, conf, logits)
+            probs = torch.softmax(logits, -1)
+            conf, top = probs.max(-1)   # max()'s index, as verify.verdict takes it (ties)
+            second = probs.scatter(-1, top.unsqueeze(-1), -1.0).max(-1).indices
+            state[last] = (top, second, conf, logits)
         if last == self.num_layers:
             state["logits"] = parts.lm_head(parts.norm(state["hidden"])).float()
 
@@ -109,8 +114,9 @@ class SegmentGraphs:
                 self._segment(b, state, first, last)
             b.graphs.append((last, g))
             if last in self.exit_layers:
-                top, conf, logits = state[last]
-                b.exits[last] = _Exit(last, top, conf, logits,
+                top, second, conf, logits = state[last]
+                b.exits[last] = _Exit(last, top, second, conf, logits,
+                                      torch.empty(top.shape, dtype=torch.long, pin_memory=True),
                                       torch.empty(top.shape, dtype=torch.long, pin_memory=True),
                                       torch.empty(conf.shape, dtype=torch.float32, pin_memory=True),
                                       torch.cuda.Event())
@@ -121,11 +127,11 @@ class SegmentGraphs:
     # -- replay ----------------------------------------------------------------------------------
     @torch.no_grad()
     def run(self, seqs: list[StaticSequence], tails: list[list[int]], sampled_rows: set[int],
-            on_exit: Callable[[int, list, list, torch.Tensor | None], None]) -> list[torch.Tensor] | None:
+            on_exit: Callable[[int, list, list, list, torch.Tensor | None], None]) -> list[torch.Tensor] | None:
         """Replay the pass in its bucket's graphs; None when no bucket holds it (run it eagerly).
 
-        `on_exit(layer, top, conf, logits_host)` gets each exit's argmax and top-1 probability per
-        row and position as host lists (and the exit logits in pinned memory when a row samples),
+        `on_exit(layer, top, second, conf, logits_host)` gets each exit's argmax, second choice and
+        top-1 probability per row and position as host lists (and the exit logits in pinned memory when a row samples),
         the moment that exit's copy has landed, while the later segments run."""
         shape = bucket_for(len(seqs), max(map(len, tails)))
         if shape is None:
@@ -143,6 +149,7 @@ class SegmentGraphs:
             e = b.exits.get(last)
             if e is not None:
                 e.top_host.copy_(e.top, non_blocking=True)
+                e.second_host.copy_(e.second, non_blocking=True)
                 e.conf_host.copy_(e.conf, non_blocking=True)
                 if sampled_rows:
                     if e.logits_host is None:
@@ -153,7 +160,8 @@ class SegmentGraphs:
             e = b.exits.get(last)
             if e is not None:
                 e.event.synchronize()
-                on_exit(last, e.top_host.tolist(), e.conf_host.tolist(), e.logits_host if sampled_rows else None)
+                on_exit(last, e.top_host.tolist(), e.second_host.tolist(), e.conf_host.tolist(),
+                        e.logits_host if sampled_rows else None)
         out = []
         for r, (s, tail) in enumerate(zip(seqs, tails)):
             s.cached += len(tail)

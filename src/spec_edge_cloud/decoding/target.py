@@ -167,8 +167,9 @@ class _Pass:
         if r.on_exit is not None:
             r.on_exit(ev)
 
-    def graph_exit(self, layer: int, top: list, conf: list, logits_host: torch.Tensor | None) -> None:
-        """An exit's verdict inputs from a replayed graph (host lists; pinned logits when a row samples)."""
+    def graph_exit(self, layer: int, top: list, second: list, conf: list, logits_host: torch.Tensor | None) -> None:
+        """An exit's verdict inputs from a replayed graph (host lists; pinned logits when a row samples);
+        the second choices give a greedy EARLY the alternatives fan-out pre-drafts for."""
         for row, r in enumerate(self.requests):
             if layer not in self.wanted[row]:
                 continue
@@ -177,7 +178,7 @@ class _Pass:
                 v = verdict(logits_host[row, rows], r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
                             self.starts[row])
             else:
-                v = greedy_verdict(top[row][rows], conf[row][rows], r.draft)
+                v = greedy_verdict(top[row][rows], conf[row][rows], r.draft, second[row][rows])
             self.report(row, layer, v)
 
 
