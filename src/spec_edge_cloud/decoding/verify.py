@@ -127,14 +127,13 @@ def verdict(logits: torch.Tensor, draft: list[int], draft_probs: torch.Tensor | 
     ranked = [int(t) for t in flat[3 * gamma + 1:]]
     width = top2.indices.shape[1]
 
-    def likeliest_other(i: int, token: int) -> list[int]:  # row i's likeliest token but `token`
-        best = ranked[i * width: (i + 1) * width]
-        return [t for t in best if t != token][:1] or [token]
+    def likeliest_other(i: int, token: int) -> int:  # row i's likeliest token but `token` (itself if none)
+        return next((t for t in ranked[i * width: (i + 1) * width] if t != token), token)
 
     def ending(i: int, token: int) -> Verdict:
-        second = {i: likeliest_other(i, token)[0]}
+        second = {i: likeliest_other(i, token)}
         if i > 0:
-            second[i - 1] = likeliest_other(i - 1, draft[i - 1])[0]
+            second[i - 1] = likeliest_other(i - 1, draft[i - 1])
         return Verdict(i, token, min(top1[: i + 1]), alternatives(i, token, second, draft))
 
     for i, tok in enumerate(draft):
