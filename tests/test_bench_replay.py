@@ -107,3 +107,28 @@ def test_a_round_records_which_alternative_of_its_early_the_final_was():
     # what calibrates adaptive's exits in the simulator: the EARLY's confidence, each exit labelled by the FINAL
     assert rnd["early_confidence"] == 0.8 and rnd["labels"] == [[2, True, 0.8], [4, False, 0.97]]
     assert rnd["reused"] == 1        # reused answers: the tokens of its DRAFT a recent answer proposed
+
+
+def test_a_text_only_pair_replays_text_prompts_losslessly(tmp_path, capsys):
+    """The real-weights text pair has no camera: `texts` replace the bag's frames (no image, no action
+    grammar); every greedy mode still returns the cloud mode's tokens."""
+    from spec_edge_cloud.modeling.bundle import ModelBundle
+    from spec_edge_cloud.modeling.layer_draft import cut_draft
+    from spec_edge_cloud.modeling.tiny import tiny_bundle
+
+    target = tiny_bundle("llama", vocab=40, layers=4, hidden=64, seed=3, logit_scale=4.0)
+    target.save(tmp_path / "target")
+    ModelBundle(cut_draft(target.model, keep=1), target.tokenizer).save(tmp_path / "draft")
+    cfg = ReplayConfig(None, tmp_path / "draft", tmp_path / "target", modes=["cloud", "spec", "spec-ee-pre"],
+                       warmup=0, decode=DecodeConfig(max_new_tokens=8, exit_threshold=0.0), inprocess=True,
+                       run_dir=tmp_path, texts=["w1 w2 w3", "w7 w8"])
+    result = Replay(cfg).run(progress=False)
+    assert result["frames"] == 2 and result["lossless"]["ok"] and result["lossless"]["responses"] == 4
+    assert 0 <= result["summary"]["spec-ee-pre"]["acceptance"] <= 1
+    assert "2 held-out text prompts" in write_replay(result, tmp_path / "report")["markdown"].read_text()
+    with pytest.raises(ValueError, match="not both or neither"):
+        ReplayConfig(BAG, texts=["w1"])
+    assert main(["bench", "replay", "--draft", str(tmp_path / "draft"), "--inprocess"]) == 2
+    assert "not both or neither" in capsys.readouterr().err
+    assert main(["bench", "replay", "--text-prompts", "0", "--inprocess"]) == 2
+    assert "--text-prompts must be >= 1" in capsys.readouterr().err

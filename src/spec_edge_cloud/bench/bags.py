@@ -34,7 +34,7 @@ class BagError(ValueError):
 @dataclass(frozen=True)
 class Frame:
     stamp_ns: int          # the image header's stamp: when the frame was captured
-    image: np.ndarray      # HxWx3 uint8 RGB
+    image: np.ndarray | None  # HxWx3 uint8 RGB (None: a text prompt replayed without a camera, bench/replay.py)
     instruction: str       # the task in force when it was captured
 
 

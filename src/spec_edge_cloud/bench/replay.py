@@ -14,6 +14,10 @@ timeline), and the per-round trace the profile simulator replays. Time starts at
 the frame is JPEG-round-tripped (what the cloud will decode), encoded into a prompt and decoded;
 TTFA is when the incremental parser, fed the final words, completes its first action. Greedy
 modes must return exactly the `cloud` mode's tokens: checked for every frame.
+
+A text-only pair (SmolLM2, the paper's Vicuna/Llama-2) replays text prompts instead of a bag
+(`ReplayConfig.texts`): each is one "frame" with no image, answered in prose, so no action grammar
+and no TTFA; TTC, acceptance and the rest mean the same.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from .summary import Bound, ResponseRecord, summarize
 
 @dataclass
 class ReplayConfig:
-    bag: Path
+    bag: Path | None                    # None: `texts` are replayed
     draft: Path = Path("models/draft")
     target: Path = Path("models/target")
     exits: Path | None = None
@@ -60,11 +64,14 @@ class ReplayConfig:
     run_dir: Path = Path("runs")
     threads: int | None = 1             # torch threads in the robot and verifier processes (None: default)
     placement: Placement = CPU_FP32     # draft and target (each in its own process)
+    texts: list[str] | None = None      # text prompts to replay instead of the bag's frames (text-only pair)
 
     def __post_init__(self) -> None:
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ValueError(f"unknown modes {bad}; choose from {', '.join(MODES)}")
+        if (self.bag is None) == (not self.texts):
+            raise ValueError("replay either a bag's frames or text prompts (a text-only pair), not both or neither")
         if self.repeat < 1 or self.warmup < 0:
             raise ValueError(f"repeat must be >= 1 and warmup >= 0, got {self.repeat} and {self.warmup}")
 
@@ -138,14 +145,15 @@ class Replay:
 
     def run(self, progress: bool = True) -> dict:
         cfg = self.cfg
-        frames = read_frames(cfg.bag, cfg.frames)
+        frames = ([Frame(0, None, t) for t in cfg.texts[: cfg.frames]] if cfg.texts
+                  else read_frames(cfg.bag, cfg.frames))
         records: list[dict] = []
         started = time.time()
         with self._cloud() as raw:
             link = MeteredLink(raw)
             self.pacers = {m: pacer(self.profile) for m in cfg.modes} if self.profile else {}
             clients = {m: SpecClient(self.draft, link, replace(cfg.decode, mode=m), pacer=self.pacers.get(m),
-                                     grammar=forced_next)
+                                     grammar=None if cfg.texts else forced_next)  # prose has no action grammar
                        for m in cfg.modes}
             for _ in range(cfg.warmup):
                 for m in cfg.modes:
@@ -183,7 +191,8 @@ class Replay:
                     return
 
         capture = time.perf_counter()
-        prompt = draft.encode(frame.instruction, *jpeg.roundtrip(frame.image))
+        prompt = (draft.encode(frame.instruction) if frame.image is None
+                  else draft.encode(frame.instruction, *jpeg.roundtrip(frame.image)))
         trace: list = []
         offset = time.perf_counter() - capture
         response = client.generate(prompt, on_tokens, trace)

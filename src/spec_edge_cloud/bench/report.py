@@ -76,7 +76,8 @@ def replay_markdown(result: dict, plots: list[str] = ()) -> str:
     with_action = ", ".join(f"{m} {s['ttfa_s']['responses_with_action']}/{s['responses']}" for m, s in summary.items())
     bound = result["bound"]
     lines = [
-        f"# Replay benchmark: `{cfg['bag']}`", "",
+        f"# Replay benchmark: `{cfg['bag']}`" if cfg.get("bag") else
+        f"# Replay benchmark: {len(cfg['texts'])} held-out text prompts (no camera, no action grammar)", "",
         regime_line(result), "",
         f"- transport: {result['transport']}; link: {result['link']}",
         f"- models: draft `{cfg['draft']}`, target `{cfg['target']}` ({result['target_layers']} layers)",

@@ -63,7 +63,12 @@ def parse_link(text: str):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", required=True)
     r = sub.add_parser("replay", help="replay a bag through every decoding mode, side by side")
-    r.add_argument("bag", type=Path)
+    r.add_argument("bag", type=Path, nargs="?", default=None, help="the bag whose frames are replayed")
+    r.add_argument("--text-prompts", type=int, default=None, metavar="N",
+                   help="instead of a bag: the first N held-out instruction prompts (training/prompts.py) as text, "
+                        "for a text-only pair")
+    r.add_argument("--smollm2", action="store_true", help="the real-weights text pair (models/smollm2-exits, "
+                   "models/smollm2-draft, the cached SmolLM2-135M target) as --draft/--target/--exits")
     r.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: all)")
     r.add_argument("--link", default=None,
                    help="rtt=120ms,jitter=10ms,bandwidth=20mbit[,loss=0.01] (default: the regime's link)")
@@ -253,13 +258,22 @@ def _replay(args: argparse.Namespace) -> int:
     from ..bench.report import write_replay
     from ..bench.stand_in import stand_in_dirs
     from ..modeling.bundle import ModelDirError
+    from ..training.prompts import instruction_prompts
 
     out = _out_dir(args)
-    draft, target = stand_in_dirs(args.stand_in) if args.stand_in else (args.draft, args.target)
-    cfg = ReplayConfig(args.bag, draft, target, args.exits, [m.strip() for m in args.modes.split(",")],
+    draft, target, exits = args.draft, args.target, args.exits
+    if args.stand_in:
+        draft, target = stand_in_dirs(args.stand_in)
+    elif args.smollm2:
+        from ..training.text_pair import pair_dirs
+        draft, target, exits = pair_dirs(Path("models"))
+    if args.text_prompts is not None and args.text_prompts < 1:
+        raise ValueError(f"--text-prompts must be >= 1, got {args.text_prompts}")
+    texts = instruction_prompts("heldout")[: args.text_prompts] if args.text_prompts else None
+    cfg = ReplayConfig(args.bag, draft, target, exits, [m.strip() for m in args.modes.split(",")],
                        parse_link(args.link) if args.link else None, args.regime, args.repeat, args.frames,
                        args.warmup, DecodeConfig.from_args(args), args.inprocess, out, args.threads or None,
-                       placement_from_args(args))
+                       placement_from_args(args), texts)
     try:
         result = Replay(cfg).run(progress=not args.quiet)
     except ModelDirError as exc:
