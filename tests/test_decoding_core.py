@@ -11,7 +11,8 @@ from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.decoding.verify import verdict
 from spec_edge_cloud.modeling.bundle import Prompt
 from spec_edge_cloud.modeling.exit_heads import ExitHeads, load_or_init_exit_heads
-from spec_edge_cloud.modeling.exit_training import agreement, teacher_data, train_exit_heads
+from spec_edge_cloud.modeling.exit_training import (agreement, draft_rounds, round_agreement, teacher_data,
+                                                    train_exit_heads)
 from spec_edge_cloud.modeling.layers import decoder_parts
 
 
@@ -138,6 +139,35 @@ def test_distillation_raises_exit_agreement():
     train_exit_heads(heads, target, train, steps=150, lr=5e-3)
     after = agreement(heads, target, held)
     assert all(after[k] > before[k] + 0.1 for k in layers), (before, after)
+
+
+def test_rounds_of_a_greedy_draft_end_at_the_first_rejection_or_after_the_bonus():
+    answer = [5, 6, 7, 8, 9, 10, 11, 12]
+    proposed = [5, 6, 0, 8, 9, 10, 11, 12]      # wrong at position 2 only
+    assert draft_rounds(answer, proposed, 4) == [(0, 3), (3, 8)]  # 2 accepted + correction; 4 + bonus
+    assert draft_rounds(answer, proposed, 2) == [(0, 3), (3, 6), (6, 8)]
+    assert draft_rounds([1, 2], [0, 0], 4) == [(0, 1), (1, 2)]
+
+
+def test_round_agreement_on_teacher_data_is_what_speculative_decoding_measures():
+    """The rounds `teacher_data` cuts with a draft are those the real decoding core makes (spec-ee, every
+    exit reporting), and an exit's round verdict is the final one exactly when its argmax agrees over
+    the round: the same figure both ways. Then the round-verdict objective raises it."""
+    from spec_edge_cloud.training.spec_eval import speculate
+    target, draft = pair("llama", 7, noise=0.15, layers=4)
+    prompts = [target.encode(f"w{i} w{i + 3} w{(i * 7) % 50 + 1}") for i in range(1, 31)]
+    heads = ExitHeads([1, 2], target.hidden_size, 16)
+    held = teacher_data(target, prompts[24:], heads.layers, 12, draft=draft, gamma=4)
+    spec = speculate(draft, TargetEngine(target, heads), prompts[24:], gamma=4, max_new_tokens=12)
+    assert len(held.rounds) == spec["rounds"] and spec["lossless_mismatches"] == []
+    offline = round_agreement(heads, target, held)
+    assert {str(k): v for k, v in offline.items()} == pytest.approx(spec["exit_verdict_agreement"])
+    with pytest.raises(ValueError, match="no drafted rounds"):
+        round_agreement(heads, target, teacher_data(target, prompts[:2], heads.layers, 12))
+    train = teacher_data(target, prompts[:24], heads.layers, 12, draft=draft, gamma=4)
+    train_exit_heads(heads, target, train, steps=100, lr=5e-3, ce_weight=1.0)
+    after = round_agreement(heads, target, held)
+    assert all(after[k] > offline[k] for k in heads.layers), (offline, after)
 
 
 def test_exit_heads_round_trip_and_untrained_fallback(tmp_path, caplog):

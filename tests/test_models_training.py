@@ -163,6 +163,17 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "task success" in (out / "target" / "README.md").read_text()
     assert "VLM pair saved" in capsys.readouterr().out
     assert card["training"]["target"]["contrast"]["examples"] >= 1
+    assert card["exit_agreement"]["rounds"] >= 1 and card["training"]["exits"]["ce_weight"] > 0
+    # the exit step alone on the saved pair (what a retrained target re-runs): new heads, their figures
+    # and the speculation re-measured, the rest of the card kept
+    assert cli.main(["train", "--only", "exits", "--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
+    again = json.loads((out / "target" / "card.json").read_text())
+    assert again["sim"] == card["sim"] and again["speculation"]["lossless_mismatches"] == []
+    assert "--only exits" in again["training"]["exits"]["command"] and "first_exit" in again["speculation"]
+    assert "Re-run alone: `spec-edge-cloud train" in (out / "target" / "README.md").read_text()
+    assert cli.main(["train", "--only", "exits", "--quick", "--out", str(out), "--seed", "1",
+                     "--work", str(tmp_path / "work")]) == 2
+    assert "trained with seed 0, not 1" in capsys.readouterr().err
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(out),
                      "--dataset", str(tmp_path / "missing")]) == 2
     # a pair that went through the contrast stage cannot go through it again

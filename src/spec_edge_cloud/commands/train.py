@@ -3,6 +3,7 @@
     spec-edge-cloud train --out models/ --seed S            # VLM pair + SmolLM2 exits and draft
     spec-edge-cloud train --only vlm --dataset DIR          # reuse a `sim dataset` directory
     spec-edge-cloud train --only vlm --resume OLD_MODELS    # from the contrast stage on (same --seed)
+    spec-edge-cloud train --only exits --out models --seed S  # the target's exit heads only (round verdicts)
     spec-edge-cloud train --only text                       # SmolLM2 parts only
     spec-edge-cloud train --quick --out /tmp/m              # a few steps of everything (smoke test)
     spec-edge-cloud train --device cuda --dtype bfloat16    # on a GPU, forward passes in bfloat16
@@ -26,7 +27,9 @@ from ..modeling.placement import add_placement_arguments, placement_from_args
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("models"), help="where the model directories go")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["vlm", "text"], default=None, help="train one family only")
+    p.add_argument("--only", choices=["vlm", "text", "exits"], default=None,
+                   help="train one family only; exits: only the exit heads of the VLM target in --out (the "
+                        "recipe's exit step on a saved pair, e.g. after retraining the target)")
     p.add_argument("--dataset", type=Path, default=None,
                    help="an existing `sim dataset` directory (default: generated under --work from --seed)")
     p.add_argument("--work", type=Path, default=Path("runs/train"), help="scratch space: generated datasets")
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..training import cards
     from ..training.text_pair import DRAFT_DIR, EXITS_DIR, TextBudget, train_text_pair
-    from ..training.vlm_family import Budget, train_family
+    from ..training.vlm_family import Budget, retrain_exits, train_family
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         placement = placement_from_args(args)
         args.out.mkdir(parents=True, exist_ok=True)
+        if args.only == "exits":
+            budget = Budget.quick() if args.quick else Budget()
+            figures = retrain_exits(args.out, args.work, args.seed, budget, args.dataset, log, placement, command)
+            cards.vlm_cards(args.out / "target", args.out / "draft", figures, cards.recipe_command(figures, args.out))
+            log(f"exit heads saved: {args.out / 'target'}")
         if args.only in (None, "vlm"):
             budget = Budget.quick() if args.quick else Budget()
             report = train_family(args.out, args.work, args.seed, budget, args.dataset, log, placement,

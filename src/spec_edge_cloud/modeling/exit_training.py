@@ -3,14 +3,24 @@
 Data: the model's greedy answers to a set of prompts (its own generations, so the exits learn what
 the final layer actually says at decoding time), teacher-forced in one pass per answer. Each exit
 adapter is trained with KL(final || exit) on the answer positions; the backbone stays frozen.
-Agreement (exit argmax == final argmax) on held-out prompts is the figure that matters for early
-verdicts.
+Agreement (exit argmax == final argmax) on held-out prompts is the per-token figure.
+
+What pre-drafting needs is more: the exit's whole round verdict (accepted count and next token)
+equal to the final one. Given a draft model, `teacher_data` also cuts each answer into the rounds a
+greedy draft of length γ makes of it (the draft proposes its argmax after each prefix of the
+target's answer; a round ends at its first rejected token, or after γ accepted and the bonus).
+Every position of a round is one the final layer rules on with the target's own tokens before it,
+so an exit's round verdict equals the final one exactly when its argmax agrees at every position
+of the round (`round_agreement`, the figure of the model cards' "round verdicts"). The objective
+that trains for it (`ce_weight` > 0) adds the log-likelihood of the final's tokens to the KL: over
+a round's positions it is the log-probability the exit gives the final's whole verdict; the KL
+keeps the exit's confidences those of the final layer, which is what calibrated thresholds read.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -26,27 +36,45 @@ log = logging.getLogger(__name__)
 class TeacherBatch:
     hidden: dict[int, torch.Tensor]   # exit layer -> [positions, hidden] raw layer outputs
     target: torch.Tensor              # [positions, vocab] final-layer logits
+    rounds: list[tuple[int, int]] = field(default_factory=list)  # [start, end) positions of each drafted round
+
+
+def draft_rounds(answer: list[int], proposed: list[int], gamma: int) -> list[tuple[int, int]]:
+    """The rounds greedy speculation makes of `answer` (the target's tokens) when the draft proposes
+    `proposed[i]` after the answer's first i tokens: each round's [start, end) positions, ending at
+    its first rejected token (the correction) or, with γ accepted, at the bonus token."""
+    out, start, n = [], 0, len(answer)
+    while start < n:
+        k = 0
+        while k < gamma and start + k < n and proposed[start + k] == answer[start + k]:
+            k += 1
+        end = min(start + k + 1, n)
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _vision_kw(bundle: ModelBundle, prompt: Prompt, ids: torch.Tensor) -> dict:
+    return dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int()) if prompt.vision else {}
 
 
 @torch.no_grad()
 def _generate(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> list[int]:
     ids = torch.tensor([prompt.input_ids], device=bundle.device)
-    kw = {}
-    if prompt.vision:
-        kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int())
     out = bundle.model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
                                 eos_token_id=sorted(bundle.eos_ids) or None,
-                                pad_token_id=bundle.tokenizer.pad_token_id or 0, **kw)
+                                pad_token_id=bundle.tokenizer.pad_token_id or 0, **_vision_kw(bundle, prompt, ids))
     return out[0, ids.shape[1]:].tolist()
 
 
 @torch.no_grad()
-def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int],
-                 max_new_tokens: int = 32) -> TeacherBatch:
-    """Hidden states at the exit layers and final logits over the model's own answers."""
+def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int], max_new_tokens: int = 32,
+                 draft: ModelBundle | None = None, gamma: int = 4) -> TeacherBatch:
+    """Hidden states at the exit layers and final logits over the model's own answers; with a
+    `draft` (same tokenizer), the rounds its greedy drafts of length `gamma` cut them into."""
     parts = decoder_parts(bundle.model)
     hidden: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
-    targets = []
+    targets, rounds, offset = [], [], 0
     for prompt in prompts:
         answer = _generate(bundle, prompt, max_new_tokens)
         full = prompt.input_ids + answer
@@ -58,11 +86,8 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int],
         hooks = [parts.layers[k - 1].register_forward_hook(
             lambda _m, _i, out, k=k: captured.__setitem__(k, out[0] if isinstance(out, tuple) else out))
             for k in layers]
-        kw = {}
-        if prompt.vision:
-            kw = dict(prompt.vision, mm_token_type_ids=(ids == bundle.image_token_id).int())
         try:
-            logits = bundle.model(input_ids=ids, **kw).logits[0]
+            logits = bundle.model(input_ids=ids, **_vision_kw(bundle, prompt, ids)).logits[0]
         finally:
             for h in hooks:
                 h.remove()
@@ -70,22 +95,40 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int],
         targets.append(logits[sl].float())
         for k in layers:
             hidden[k].append(captured[k][0, sl].float())
+        if draft is not None:   # the draft's proposal after each prefix of the target's answer
+            proposed = draft.model(input_ids=ids, **_vision_kw(draft, prompt, ids)).logits[0, sl].argmax(-1)
+            rounds += [(offset + a, offset + b) for a, b in draft_rounds(answer, proposed.tolist(), gamma)]
+        offset += n
     if not targets:
         raise ValueError("the model produced no answer tokens for any prompt: nothing to distil")
-    return TeacherBatch({k: torch.cat(v) for k, v in hidden.items()}, torch.cat(targets))
+    return TeacherBatch({k: torch.cat(v) for k, v in hidden.items()}, torch.cat(targets), rounds)
 
 
-def agreement(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, float]:
+def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, torch.Tensor]:
+    """Per exit, per position: the exit's argmax equals the final layer's."""
     parts = decoder_parts(bundle.model)
     final = data.target.argmax(-1)
     with torch.no_grad():
-        return {k: float((heads.logits(k, data.hidden[k], parts).argmax(-1) == final).float().mean())
-                for k in heads.layers}
+        return {k: heads.logits(k, data.hidden[k], parts).argmax(-1) == final for k in heads.layers}
+
+
+def agreement(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, float]:
+    return {k: float(ok.float().mean()) for k, ok in _agrees(heads, bundle, data).items()}
+
+
+def round_agreement(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, float]:
+    """Per exit, the share of drafted rounds whose whole verdict it gets right (every position)."""
+    if not data.rounds:
+        raise ValueError("these teacher data hold no drafted rounds (teacher_data without a draft)")
+    return {k: sum(bool(ok[a:b].all()) for a, b in data.rounds) / len(data.rounds)
+            for k, ok in _agrees(heads, bundle, data).items()}
 
 
 def train_exit_heads(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, steps: int = 300,
-                     lr: float = 3e-3, batch: int = 256, seed: int = 0, temperature: float = 1.0) -> dict:
-    """Train every adapter by KL to the final layer; lm_head and norm stay frozen."""
+                     lr: float = 3e-3, batch: int = 256, seed: int = 0, temperature: float = 1.0,
+                     ce_weight: float = 0.0) -> dict:
+    """Train every adapter by KL to the final layer (+ `ce_weight` x cross-entropy to its tokens, the
+    round-verdict objective); lm_head and norm stay frozen."""
     parts = decoder_parts(bundle.model)
     for p in bundle.model.parameters():
         p.requires_grad_(False)
@@ -93,12 +136,17 @@ def train_exit_heads(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, 
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)  # indices drawn on the host, as on any device
     teacher = F.softmax(data.target / temperature, -1)
+    tokens = data.target.argmax(-1)
     n = teacher.shape[0]
     start = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch, n),), generator=g).to(teacher.device)
-        loss = sum(F.kl_div(F.log_softmax(heads.logits(k, data.hidden[k][idx], parts) / temperature, -1),
-                            teacher[idx], reduction="batchmean") for k in heads.layers)
+        loss = 0.0
+        for k in heads.layers:
+            logits = heads.logits(k, data.hidden[k][idx], parts)
+            loss = loss + F.kl_div(F.log_softmax(logits / temperature, -1), teacher[idx], reduction="batchmean")
+            if ce_weight:
+                loss = loss + ce_weight * F.cross_entropy(logits.float(), tokens[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -48,8 +48,15 @@ def update_sim(target_dir: Path, draft_dir: Path, results: dict[str, dict], comm
     figures = json.loads((target_dir / "card.json").read_text())
     figures["sim"].update(results)
     figures.setdefault("sim_commands", {}).update({name: command for name in results})
-    train = f"spec-edge-cloud train --out {target_dir.parent} --seed {figures['training']['seed']}"
-    vlm_cards(target_dir, draft_dir, figures, train)
+    vlm_cards(target_dir, draft_dir, figures, recipe_command(figures, target_dir.parent))
+
+
+def recipe_command(figures: dict, out: Path) -> str:
+    """The `train` command that made the pair whose figures these are (resumed or not)."""
+    t = figures["training"]
+    # a resumed pair's card may annotate the directory it resumed from ("models at commit ..."): its path first
+    resumed = f" --only vlm --resume {t['resumed_from'].split()[0]}" if t.get("resumed_from") else ""
+    return f"spec-edge-cloud train --out {out} --seed {t['seed']}{resumed}"
 
 
 def write_json(directory: Path, figures: dict) -> None:
@@ -91,10 +98,10 @@ Speculative decoding (spec-ee, draft length {spec['gamma']}, {spec['responses']}
 acceptance {_pct(spec['acceptance'])}, {spec['tokens_per_round']:.2f} tokens per round, every response
 equal token for token to the target alone: {'yes' if not spec['lossless_mismatches'] else 'NO: ' + str(spec['lossless_mismatches'])}.
 
-Exit heads (self-distilled, token agreement of each exit's argmax with the final layer's on the
+Exit heads (token agreement of each exit's argmax with the final layer's on the
 target's own answers to held-out frames, {ex['positions']} positions): {_layers(ex['trained'])}
 (untrained exits: {_layers(ex['untrained'])}). Round verdicts equal to the final verdict:
-{_layers(spec['exit_verdict_agreement'])}.
+{_layers(spec['exit_verdict_agreement'])}.{_first_exit(spec)}{_round_figures(ex)}
 
 ## Training
 Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Target: {t['target']['steps']} AdamW steps of
@@ -103,8 +110,7 @@ Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Targ
 {dg['examples']} of the views it met, and it trained {dg['steps']} more steps on expert + DAgger views. Draft
 (on the same views): {t['draft']['steps']} steps, loss
 {1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.{_contrast(t)}
-Exit heads: {t['exits']['steps']} steps of KL to the final layer over the target's own answers to {t['exits']['prompts']}
-training frames. Reproduce: `{command}` (all figures: card.json).
+{_exit_training(t['exits'])} Reproduce: `{command}` (all figures: card.json).
 
 ## Prompt
 {PROMPT_FORMAT}.
@@ -128,6 +134,35 @@ distilled from it so that its drafts are accepted.
 {common}""")
     write_json(target_dir, figures)
     write_json(draft_dir, figures)
+
+
+def _first_exit(spec: dict) -> str:
+    """The verdict pre-drafting uses (where a card measured it): each round's first exit at the fixed threshold."""
+    f = spec.get("first_exit")
+    if not f or not f["used"]:
+        return ""
+    return (f" The first exit at confidence {f['threshold']:g} (the one spec-ee-pre pre-drafts on), in "
+            f"{f['used']} of {f['rounds']} rounds: its round verdict equal to the final one in {_pct(f['agreement'])}.")
+
+
+def _round_figures(ex: dict) -> str:
+    """Round agreement of the exits on drafted rounds of the held-out answers (cards since it is measured)."""
+    if "rounds_trained" not in ex:
+        return ""
+    return (f" On the {ex['rounds']} rounds the draft makes of the target's held-out answers (teacher-forced, "
+            f"γ 4): {_layers(ex['rounds_trained'])} (untrained: {_layers(ex['rounds_untrained'])}).")
+
+
+def _exit_training(e: dict) -> str:
+    """How the exit heads were trained: for round verdicts (cards since), or KL alone (cards before)."""
+    if not e.get("ce_weight"):
+        return (f"Exit heads: {e['steps']} steps of KL to the final layer over the target's own answers to "
+                f"{e['prompts']} training frames.")
+    rerun = f" Re-run alone: `{e['command']}`." if e.get("command") else ""
+    return (f"Exit heads (rank-{e['rank']} adapters), trained for round verdicts: {e['steps']} steps of KL to the "
+            f"final layer + {e['ce_weight']:g} x cross-entropy to its tokens over the target's own answers to "
+            f"{e['prompts']} training frames (seed {e['seed']}), measured on the rounds the draft makes of them "
+            f"(γ {e['gamma']}).{rerun}")
 
 
 def _contrast(t: dict) -> str:

@@ -21,7 +21,7 @@ from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.modeling import family
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 from spec_edge_cloud.modeling.exit_heads import ExitHeads, default_exit_layers
-from spec_edge_cloud.modeling.exit_training import agreement, teacher_data, train_exit_heads
+from spec_edge_cloud.modeling.exit_training import agreement, round_agreement, teacher_data, train_exit_heads
 from spec_edge_cloud.modeling.layers import decoder_parts
 from spec_edge_cloud.modeling.placement import CPU_FP32, Placement, autocast
 from spec_edge_cloud.modeling.vlm_training import (EncodedExamples, Example, TrainConfig, greedy_answers,
@@ -46,8 +46,11 @@ class Budget:
     contrast_steps: int = 300       # then the target trains on expert + contrast views
     draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
     draft_steps: int = 1500
-    exit_steps: int = 400
-    exit_prompts: int = 400         # training frames the exit heads learn from (the target's own answers)
+    exit_steps: int = 1500
+    exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
+    exit_rank: int = 512            # the adapters' hidden width (a rank-32 head underfits the round verdicts)
+    exit_ce: float = 1.0            # weight of the round-verdict objective beside the KL (exit_training.py)
+    exit_gamma: int = 4             # the draft length of the rounds the exits are measured on
     heldout_episodes: int = 20      # frames of these held-out episodes: answers, acceptance, agreement
     spec_frames: int = 60           # held-out frames decoded speculatively
     sim_episodes: int = 100         # closed-loop held-out rooms per policy (= `sim eval --episodes 100`)
@@ -57,7 +60,7 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, draft_steps=3, exit_steps=3, exit_prompts=4, heldout_episodes=1, spec_frames=2,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, draft_steps=3, exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
 
@@ -164,25 +167,12 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
                                      kd_weight=0.8, temperature=1.0),
             teacher=teacher_logits(target, data), log=lambda s: log("draft (contrast) " + s))
 
-        parts = decoder_parts(target.model)
-        layers = default_exit_layers(parts.num_layers)
-        heads = ExitHeads(layers, target.hidden_size, rank=32)
-        rng = random.Random(seed)
-        exit_prompts = [target.encode(e.instruction, e.image) for e in rng.sample(examples, min(budget.exit_prompts,
-                                                                                                  len(examples)))]
-        held_prompts = [target.encode(e.instruction, e.image) for e in held]
-        exit_train = teacher_data(target, exit_prompts, layers)
-        exit_held = teacher_data(target, held_prompts, layers)
-        untrained = agreement(heads, target, exit_held)
-        exit_stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed)
-        trained = agreement(heads, target, exit_held)
-        log("exits: held-out agreement " + ", ".join(f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers))
+        heads, exits = train_exits(target, draft, examples, held, budget, seed, log)
 
     target_dir, draft_dir = out / "target", out / "draft"
     target.save(target_dir)
     draft.save(draft_dir)
-    heads.save(target_dir, agreement_untrained={str(k): v for k, v in untrained.items()},
-               agreement={str(k): v for k, v in trained.items()}, **exit_stats)
+    save_exits(heads, exits, target_dir)
     train_seconds = time.perf_counter() - clock
 
     figures = evaluate_family(target_dir, draft_dir, held, held_records, budget, seed, train_layouts, log)
@@ -190,16 +180,85 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
         "seed": seed, "seconds": round(train_seconds), **({"resumed_from": str(resume)} if resume else {}),
         "examples": expert_examples, "episodes": len({
             r["episode"] for r in records}), "dataset": str(data_dir), "target": target_stats, "draft": draft_stats,
-        "exits": {**exit_stats, "layers": layers, "rank": heads.rank, "prompts": len(exit_prompts)},
+        "exits": exits["training"],
     }
     figures["shapes"] = {"target": family.TARGET_SHAPE.to_dict(), "draft": family.DRAFT_SHAPE.to_dict(),
                          "image_size": family.IMAGE_SIZE, "vocabulary": len(tokenizer),
                          "target_parameters": family.parameter_count(target),
                          "draft_parameters": family.parameter_count(draft)}
-    figures["exit_agreement"] = {"untrained": {str(k): v for k, v in untrained.items()},
-                                 "trained": {str(k): v for k, v in trained.items()},
-                                 "positions": int(exit_held.target.shape[0])}
+    figures["exit_agreement"] = exits["agreement"]
     return FamilyReport(target_dir, draft_dir, figures)
+
+
+def train_exits(target: ModelBundle, draft: ModelBundle, examples: list[Example], held: list[Example],
+                budget: Budget, seed: int, log: Log) -> tuple[ExitHeads, dict]:
+    """The target's exit heads, trained for round verdicts (modeling/exit_training.py) on its own
+    answers to `budget.exit_prompts` training frames cut into the rounds `draft` drafts of them;
+    their agreement (per token and per round) measured on the held-out frames."""
+    layers = default_exit_layers(decoder_parts(target.model).num_layers)
+    heads = ExitHeads(layers, target.hidden_size, rank=budget.exit_rank)
+    rng = random.Random(seed)
+    chosen = rng.sample(examples, min(budget.exit_prompts, len(examples)))
+    exit_train = teacher_data(target, [target.encode(e.instruction, e.image) for e in chosen], layers,
+                              draft=draft, gamma=budget.exit_gamma)
+    exit_held = teacher_data(target, [target.encode(e.instruction, e.image) for e in held], layers,
+                             draft=draft, gamma=budget.exit_gamma)
+    untrained, untrained_rounds = agreement(heads, target, exit_held), round_agreement(heads, target, exit_held)
+    stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed,
+                             ce_weight=budget.exit_ce)
+    trained, trained_rounds = agreement(heads, target, exit_held), round_agreement(heads, target, exit_held)
+    log("exits: held-out agreement " + ", ".join(f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%}" for k in layers)
+        + "; round verdicts " + ", ".join(f"layer {k}: {untrained_rounds[k]:.1%} -> {trained_rounds[k]:.1%}"
+                                          for k in layers))
+    return heads, {
+        "training": {**stats, "layers": layers, "rank": heads.rank, "prompts": len(chosen), "seed": seed,
+                     "ce_weight": budget.exit_ce, "gamma": budget.exit_gamma},
+        "agreement": {"untrained": _named(untrained), "trained": _named(trained),
+                      "positions": int(exit_held.target.shape[0]), "rounds_untrained": _named(untrained_rounds),
+                      "rounds_trained": _named(trained_rounds), "rounds": len(exit_held.rounds)},
+    }
+
+
+def _named(per_layer: dict[int, float]) -> dict[str, float]:
+    return {str(k): v for k, v in per_layer.items()}   # JSON keys
+
+
+def retrain_exits(models: Path, work: Path, seed: int, budget: Budget = Budget(), dataset_dir: Path | None = None,
+                  log: Log = print, placement: Placement = CPU_FP32, command: str = "") -> dict:
+    """Only the exit step of the recipe, on a saved pair (`models`/target, `models`/draft trained with
+    `seed`): the same training frames (the expert's, and the contrast views where the target went
+    through that stage) and held-out frames as the recipe, new heads saved beside the target, the
+    exit and speculation figures of both cards measured again, the rest of the cards kept."""
+    target_dir, draft_dir = models / "target", models / "draft"
+    card = target_dir / "card.json"
+    if not card.is_file():
+        raise ValueError(f"{card} not found: nothing says how this pair was trained")
+    figures = json.loads(card.read_text())
+    trained = figures.get("training", {})
+    if trained.get("seed") != seed:
+        raise ValueError(f"{models} was trained with seed {trained.get('seed')}, not {seed}: its exits would "
+                         "learn from other frames than the recipe's")
+    torch.manual_seed(seed)
+    examples, _ = read_dataset(dataset_dir or make_dataset(work / f"dataset-s{seed}", budget.episodes, seed, log))
+    if "contrast" in trained.get("target", {}):
+        contrast, _ = read_dataset(make_contrast(work / f"contrast-s{seed}", contrast_rooms(seed, budget), log))
+        examples = examples + contrast
+    held, _ = read_dataset(make_dataset(work / f"heldout-s{seed}", budget.heldout_episodes,
+                                        seed + sim_eval.HELDOUT_STREAM, log))
+    with autocast(placement):
+        target, draft = load_bundle(target_dir, placement), load_bundle(draft_dir, placement)
+        heads, exits = train_exits(target, draft, examples, held, budget, seed, log)
+    save_exits(heads, exits, target_dir)
+    figures["training"]["exits"] = {**exits["training"], **({"command": command} if command else {})}
+    figures["exit_agreement"] = exits["agreement"]
+    figures["speculation"] = speculation(target_dir, draft_dir, held, budget, seed, log)
+    return figures
+
+
+def save_exits(heads: ExitHeads, exits: dict, target_dir: Path) -> None:
+    a = exits["agreement"]
+    heads.save(target_dir, agreement_untrained=a["untrained"], agreement=a["trained"],
+               round_agreement=a["rounds_trained"], **exits["training"])
 
 
 def resumed_pair(directory: Path, seed: int, budget: Budget,
@@ -230,6 +289,20 @@ def resumed_pair(directory: Path, seed: int, budget: Budget,
     return pair[0], pair[1], stats, draft_stats
 
 
+def speculation(target_dir: Path, draft_dir: Path, held: list[Example], budget: Budget, seed: int, log: Log,
+                engine: TargetEngine | None = None, draft: ModelBundle | None = None) -> dict:
+    """The saved pair speculating (spec-ee, γ 4) on `budget.spec_frames` of the held-out frames:
+    acceptance, each exit's round verdicts, losslessness (training/spec_eval.py)."""
+    engine = engine or TargetEngine.from_dir(target_dir)
+    draft = draft or load_bundle(draft_dir)
+    frames = random.Random(seed).sample(held, min(budget.spec_frames, len(held)))
+    prompts = [draft.encode(e.instruction, e.image) for e in frames]
+    s = spec_eval.speculate(draft, engine, prompts, gamma=4, max_new_tokens=40)
+    log(f"speculation: acceptance {s['acceptance']:.1%}, {s['tokens_per_round']:.2f} tokens/round, "
+        f"round verdicts {s['exit_verdict_agreement']}, lossless mismatches {s['lossless_mismatches']}")
+    return s
+
+
 def answer_quality(bundle: ModelBundle, held: list[Example]) -> dict:
     """Greedy answers on held-out frames: how many parse, match the expert, see the goal right."""
     answers = greedy_answers(bundle, EncodedExamples(bundle, held))
@@ -255,12 +328,7 @@ def evaluate_family(target_dir: Path, draft_dir: Path, held: list[Example], held
     figures: dict = {"answers": {"target": answer_quality(target, held), "draft": answer_quality(draft, held)}}
     log(f"held-out frames: target parses {figures['answers']['target']['parse_rate']:.1%}, "
         f"matches the expert {figures['answers']['target']['exact_match']:.1%}")
-    frames = random.Random(seed).sample(held, min(budget.spec_frames, len(held)))
-    prompts = [draft.encode(e.instruction, e.image) for e in frames]
-    figures["speculation"] = spec_eval.speculate(draft, engine, prompts, gamma=4, max_new_tokens=40)
-    s = figures["speculation"]
-    log(f"speculation: acceptance {s['acceptance']:.1%}, {s['tokens_per_round']:.2f} tokens/round, "
-        f"lossless mismatches {s['lossless_mismatches']}")
+    figures["speculation"] = speculation(target_dir, draft_dir, held, budget, seed, log, engine, draft)
     seeds = sim_eval.heldout_seeds(budget.sim_episodes, seed, exclude=train_layouts)   # what `sim eval` draws
     figures["sim"] = sim_eval.evaluate(seeds, {"expert": None, "target": sim_eval.model_planner(target),
                                                "draft": sim_eval.model_planner(draft)},
