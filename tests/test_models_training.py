@@ -163,6 +163,7 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "task success" in (out / "target" / "README.md").read_text()
     assert "VLM pair saved" in capsys.readouterr().out
     assert card["training"]["target"]["contrast"]["examples"] >= 1
+    assert card["training"]["target"]["contrast"]["close_examples"] >= 1   # the quick budget takes the option
     assert card["exit_agreement"]["rounds"] >= 1 and card["training"]["exits"]["ce_weight"] > 0
     # the exit step alone on the saved pair (what a retrained target re-runs): new heads, their figures
     # and the speculation re-measured, the rest of the card kept

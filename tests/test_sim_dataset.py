@@ -102,3 +102,24 @@ def test_contrast_views_face_each_object_of_look_alike_rooms_with_answers_the_pi
     assert seen == {"absent", "goal"}  # the same rooms show the goal and, elsewhere, only its look-alikes
     with pytest.raises(ValueError):
         dataset.generate_contrast(tmp_path / "c", [], world=world)
+
+
+def test_close_views_put_an_object_in_front_of_the_robot_and_call_only_the_goal_reached(world, tmp_path):
+    seeds = [dataset.episode_seed(4, i) for i in range(2)]
+    examples = dataset.generate_close(tmp_path / "a", seeds, world=world)
+    again = dataset.generate_close(tmp_path / "b", seeds[:1], world=Go2World())
+    assert [e.to_json() for e in again] == [e.to_json() for e in examples if e.episode == 0]  # reproducible by seed
+    assert all(e.image.startswith(f"{dataset.IMAGES_DIR}/close") for e in examples)
+    # per room: facing each of 4 objects, then behind each of 3 others (views that hide the goal dropped)
+    assert 8 <= len(examples) <= 14
+    kinds = []
+    for e in examples:
+        goal = scene.random_layout(e.seed, confusers=2).goal_object
+        observation, actions = parse_answer(e.answer)
+        reached = observation == f"{goal.colour} {goal.shape} reached"
+        kinds.append("reached" if reached else "absent" if observation.startswith("no ") else "goal")
+        assert reached == (e.answer == f"{goal.colour} {goal.shape} reached . stop .")
+    # the goal from close by is reached; the other objects, as close, are not; behind them the goal shows
+    assert "reached" in kinds and {"absent", "goal"} <= set(kinds)
+    with pytest.raises(ValueError):
+        dataset.generate_close(tmp_path / "c", [], world=world)

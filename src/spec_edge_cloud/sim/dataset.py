@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +155,8 @@ CONTRAST_SETTLE_S = 0.3        # after placing the robot, let it find its feet b
 CONTRAST_NEAR_M = (0.65, 1.3)  # half the views: the object fills the view (where "reached" gets confused)
 CONTRAST_FAR_M = (1.3, 3.2)    # the other half: it is one object among others
 CONTRAST_YAW_SPREAD = 0.4      # rad either side of facing the object: it lands anywhere across the image
+CLOSE_M = (0.6, 0.95)          # where the contrast-trained target still called a wrong object "reached"
+CLOSE_SIDE_SPREAD = 0.6        # rad: how far around the object from the goal's line a "behind" view stands
 
 
 def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, image_size: int = 128,
@@ -163,18 +165,52 @@ def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, im
     the goal), each with the expert's answer; written under `out` like `generate`'s examples.
 
     A record's `seed` is the room's layout seed, drawn with `confusers` (not `sim run --seed`'s room)."""
+    return _room_views(out, layout_seeds, confusers, image_size, world, "contrast", _facing_poses)
+
+
+def generate_close(out: Path, layout_seeds: list[int], confusers: int = 2, image_size: int = 128,
+                   world: Go2World | None = None) -> list[Example]:
+    """Views with an object filling the picture, where a model that learned "a big object ahead is
+    the goal" says "reached": facing each object of every room from CLOSE_M (at the goal the
+    expert says "reached"; at a look-alike "no red ball in view", or where the goal is), and
+    standing close behind each other object with the goal beyond it (the goal is then beside the
+    object in the picture, and the expert walks around it; views where it hides the goal are left
+    out). Written under `out` like `generate_contrast`'s (images `close00000_step000.png`)."""
+    return _room_views(out, layout_seeds, confusers, image_size, world, "close", _close_poses)
+
+
+PoseSource = Callable[[scene.Layout, int, int], Iterator[tuple[float, float, float] | None]]
+
+
+def _facing_poses(layout: scene.Layout, index: int, layout_seed: int) -> Iterator[tuple[float, float, float] | None]:
+    rng = np.random.default_rng([layout_seed, 1])
+    for facing in range(len(layout.objects)):
+        near = (index + facing) % 2 == 0
+        yield _pose_facing(layout, facing, rng, CONTRAST_NEAR_M if near else CONTRAST_FAR_M)
+
+
+def _close_poses(layout: scene.Layout, index: int, layout_seed: int) -> Iterator[tuple[float, float, float] | None]:
+    rng = np.random.default_rng([layout_seed, 2])
+    for facing in range(len(layout.objects)):
+        yield _pose_facing(layout, facing, rng, CLOSE_M)
+    for other in range(len(layout.objects)):
+        if other != layout.goal:
+            yield _pose_behind(layout, other, rng)
+
+
+def _room_views(out: Path, layout_seeds: list[int], confusers: int, image_size: int, world: Go2World | None,
+                prefix: str, poses: PoseSource) -> list[Example]:
+    """The expert's answer for every pose `poses` gives in every look-alike room, written under `out`."""
     if not layout_seeds:
         raise ValueError("no rooms to take contrast views in")
     examples: list[Example] = []
     with _recording(out, world, image_size) as (out, world, camera):
         for index, layout_seed in enumerate(layout_seeds):
             layout = scene.random_layout(layout_seed, confusers=confusers)
-            rng = np.random.default_rng([layout_seed, 1])
             goal = layout.goal_object
             text = instruction(goal.colour, goal.shape)
             step = 0
-            for facing in range(len(layout.objects)):
-                pose = _pose_facing(layout, facing, rng, near=(index + facing) % 2 == 0)
+            for pose in poses(layout, index, layout_seed):
                 if pose is None:
                     continue
                 world.reset(scene.Layout(layout.objects, layout.goal, pose))
@@ -182,7 +218,7 @@ def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, im
                 view = expert.look(world, camera)
                 if view.occluded or (view.distance <= REACH_RADIUS and not view.visible):
                     continue  # the picture cannot show the goal the answer names (hidden, or beside the robot)
-                name = f"{IMAGES_DIR}/contrast{index:05d}_step{step:03d}.png"
+                name = f"{IMAGES_DIR}/{prefix}{index:05d}_step{step:03d}.png"
                 Image.fromarray(camera.render(world.data)).save(out / name)
                 examples.append(Example(name, text, expert.answer(world, camera, view), index, step, layout_seed))
                 step += 1
@@ -190,18 +226,36 @@ def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, im
     return examples
 
 
-def _pose_facing(layout: scene.Layout, index: int, rng: np.random.Generator,
-                 near: bool) -> tuple[float, float, float] | None:
-    """A robot pose (x, y, yaw) facing object `index` from a free spot in the room, or None."""
-    obj = layout.objects[index]
-    low, high = CONTRAST_NEAR_M if near else CONTRAST_FAR_M
+def _free(layout: scene.Layout, x: float, y: float) -> bool:
+    """Whether the robot can stand at (x, y): inside the walls, clear of every object."""
     inside = scene.ROOM_HALF - 0.45
+    return abs(x) <= inside and abs(y) <= inside and all(math.hypot(o.x - x, o.y - y) >= 0.6 for o in layout.objects)
+
+
+def _pose_facing(layout: scene.Layout, index: int, rng: np.random.Generator,
+                 band: tuple[float, float]) -> tuple[float, float, float] | None:
+    """A robot pose (x, y, yaw) facing object `index` from `band` metres away, or None."""
+    obj = layout.objects[index]
+    low, high = band
     for _ in range(100):
         distance, approach = rng.uniform(low, high), rng.uniform(-math.pi, math.pi)
         x, y = obj.x - distance * math.cos(approach), obj.y - distance * math.sin(approach)
-        if abs(x) > inside or abs(y) > inside:
+        if not _free(layout, x, y):
             continue
-        if any(math.hypot(o.x - x, o.y - y) < 0.6 for o in layout.objects):
+        return x, y, approach + rng.uniform(-CONTRAST_YAW_SPREAD, CONTRAST_YAW_SPREAD)
+    return None
+
+
+def _pose_behind(layout: scene.Layout, index: int, rng: np.random.Generator) -> tuple[float, float, float] | None:
+    """A pose CLOSE_M from object `index` on its side away from the goal, facing it (the goal
+    beyond it, beside it in the picture or hidden), or None."""
+    obj, goal = layout.objects[index], layout.goal_object
+    towards_goal = math.atan2(goal.y - obj.y, goal.x - obj.x)
+    for _ in range(100):
+        distance = rng.uniform(*CLOSE_M)
+        approach = towards_goal + rng.uniform(-CLOSE_SIDE_SPREAD, CLOSE_SIDE_SPREAD)
+        x, y = obj.x - distance * math.cos(approach), obj.y - distance * math.sin(approach)
+        if not _free(layout, x, y):
             continue
         return x, y, approach + rng.uniform(-CONTRAST_YAW_SPREAD, CONTRAST_YAW_SPREAD)
     return None

@@ -174,8 +174,16 @@ def _contrast(t: dict) -> str:
                "distillation, same seed) and its seconds count from there.") if t.get("resumed_from") else ""
     return (f" Then the contrast stage: {c['examples']} views from {c['rooms']} rooms whose distractors share the "
             f"goal's colour or shape, the robot placed facing each object near and far, each with the expert's "
-            f"answer; {c['steps']} more steps on expert + contrast views, and the draft {t['draft']['contrast']['steps']} "
+            f"answer{_close(c)}; {c['steps']} more steps on expert + contrast views, and the draft {t['draft']['contrast']['steps']} "
             f"more steps of the same loss toward the new target.{resumed}")
+
+
+def _close(c: dict) -> str:
+    """The contrast stage's close views, where the card's stage had them (the first contrast stage did not)."""
+    if "close_examples" not in c:
+        return ""
+    return (f", plus {c['close_examples']} close views in the same rooms (an object filling the picture, facing it "
+            f"or with the goal beyond it)")
 
 
 def _seen(ex: dict) -> str:

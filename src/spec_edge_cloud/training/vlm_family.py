@@ -45,6 +45,7 @@ class Budget:
     contrast_rooms: int = 400       # rooms with look-alike distractors, one view facing each object
     contrast_steps: int = 300       # then the target trains on expert + contrast views
     draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
+    close_views: bool = False       # the contrast stage also trains on close views (sim_dataset.generate_close)
     draft_steps: int = 1500
     exit_steps: int = 1500
     exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
@@ -60,7 +61,8 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, draft_steps=3, exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, draft_steps=3,
+                   exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
 
@@ -82,15 +84,27 @@ def make_dataset(directory: Path, episodes: int, seed: int, log: Log) -> Path:
     return directory
 
 
-def make_contrast(directory: Path, layout_seeds: list[int], log: Log) -> Path:
-    """Views facing each object of look-alike rooms (sim_dataset.generate_contrast), generated once."""
+def make_views(directory: Path, layout_seeds: list[int], generate: Callable[[Path, list[int]], list],
+               what: str, log: Log) -> Path:
+    """Views of look-alike rooms (sim_dataset.generate_contrast or generate_close), generated once."""
     if (directory / sim_dataset.EXAMPLES_FILE).is_file():
-        log(f"contrast views: reusing {directory}")
+        log(f"{what}: reusing {directory}")
         return directory
     start = time.perf_counter()
-    examples = sim_dataset.generate_contrast(directory, layout_seeds)
-    log(f"contrast views: {len(examples)} from {len(layout_seeds)} rooms in {time.perf_counter() - start:.0f} s")
+    examples = generate(directory, layout_seeds)
+    log(f"{what}: {len(examples)} from {len(layout_seeds)} rooms in {time.perf_counter() - start:.0f} s")
     return directory
+
+
+def contrast_views(work: Path, seed: int, rooms: list[int], close_views: bool, log: Log) -> tuple[list, list]:
+    """The contrast stage's views of `rooms` (generated once under `work`): the contrast views, and
+    the close views where the stage takes them (else an empty list)."""
+    contrast, _ = read_dataset(make_views(work / f"contrast-s{seed}", rooms, sim_dataset.generate_contrast,
+                                          "contrast views", log))
+    if not close_views:
+        return contrast, []
+    close, _ = read_dataset(make_views(work / f"close-s{seed}", rooms, sim_dataset.generate_close, "close views", log))
+    return contrast, close
 
 
 def contrast_rooms(seed: int, budget: Budget) -> list[int]:
@@ -156,10 +170,11 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
         if set(rooms) & held_rooms:
             raise ValueError("contrast rooms overlap the held-out frames' rooms")
         train_layouts |= set(rooms)
-        contrast, _ = read_dataset(make_contrast(work / f"contrast-s{seed}", rooms, log))
-        examples = examples + contrast
+        contrast, close = contrast_views(work, seed, rooms, budget.close_views, log)
+        examples = examples + contrast + close
         data = EncodedExamples(target, examples)
-        target_stats["contrast"] = {"rooms": len(rooms), "examples": len(contrast), **train(
+        target_stats["contrast"] = {"rooms": len(rooms), "examples": len(contrast),
+                                    **({"close_examples": len(close)} if close else {}), **train(
             target, data, TrainConfig(steps=budget.contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 3),
             log=lambda s: log("target (contrast) " + s))}
         draft_stats["contrast"] = train(
@@ -240,9 +255,10 @@ def retrain_exits(models: Path, work: Path, seed: int, budget: Budget = Budget()
                          "learn from other frames than the recipe's")
     torch.manual_seed(seed)
     examples, _ = read_dataset(dataset_dir or make_dataset(work / f"dataset-s{seed}", budget.episodes, seed, log))
-    if "contrast" in trained.get("target", {}):
-        contrast, _ = read_dataset(make_contrast(work / f"contrast-s{seed}", contrast_rooms(seed, budget), log))
-        examples = examples + contrast
+    stage = trained.get("target", {}).get("contrast")
+    if stage is not None:
+        contrast, close = contrast_views(work, seed, contrast_rooms(seed, budget), "close_examples" in stage, log)
+        examples = examples + contrast + close
     held, _ = read_dataset(make_dataset(work / f"heldout-s{seed}", budget.heldout_episodes,
                                         seed + sim_eval.HELDOUT_STREAM, log))
     with autocast(placement):
