@@ -81,6 +81,8 @@ def activity(s: dict) -> str:
         out.append(f"forced: {s['grammar_forced']:.0%} of drafted")
     if s["early_trusted"]:
         out.append(f"EARLYs acted on: {s['early_trusted']}, missed {_f(s['early_miss_rate'], '{:.0%}')}")
+    if s.get("predrafts_unshown"):   # runs before unshown pre-drafts have no count
+        out.append(f"pre-drafts: {s['predrafts']}, {s['predrafts_unshown']} of them unshown")
     return "; ".join(out) or "-"
 
 

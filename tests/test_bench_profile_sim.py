@@ -226,13 +226,17 @@ def test_tokens_the_grammar_forces_take_no_drafting_time_where_the_grammar_is_us
 def test_calibrated_adaptive_learns_from_the_recorded_exit_labels_and_trusts_what_they_earned():
     """Rounds whose layer-2 exit was right at 0.95 confidence every time: the simulated adaptive's
     calibration (the client's own) comes to trust it and pre-drafts on its EARLYs; without the
-    labels it never trusts an exit, as before the labels were recorded."""
-    def run(labelled):
+    labels it never trusts an exit, as before the labels were recorded, and pre-drafts on them only
+    unshown (on the prior's hit rate), or not at all with unshown pre-drafts off."""
+    def run(labelled, unshown=0.3):
         labels = ((2, False, 0.95),) if labelled else ()
         rounds = RecordedRounds([Round(4, 4, layer=2, confidence=0.95, labels=labels)] * 200,
                                 BernoulliRounds(1.0, 1.0, random.Random(0)))
-        return simulate(regime(), "adaptive", [Job(20, rounds, frame=i) for i in range(8)], gamma=4, max_new_tokens=20)
-    learnt, blind = run(True), run(False)
-    assert sum(r.predrafts for r in blind) == 0 and sum(r.early_trusted for r in blind) == 0
+        return simulate(regime(), "adaptive", [Job(20, rounds, frame=i) for i in range(8)], gamma=4, max_new_tokens=20,
+                        decode={"predraft_min_hit": unshown})
+    learnt, blind, off = run(True), run(False), run(False, unshown=0.0)
+    assert sum(r.predrafts for r in off) == 0 and sum(r.early_trusted for r in off) == 0
+    assert sum(r.early_trusted for r in blind) == 0 and sum(r.predrafts_unshown for r in blind) > 0
+    assert sum(r.predrafts for r in blind) == sum(r.predrafts_unshown for r in blind)
     assert sum(r.hits for r in learnt[4:]) > 0 and sum(r.early_trusted for r in learnt) > 0
     assert sum(r.exit_total.get("2", 0) for r in learnt) > 0

@@ -102,7 +102,7 @@ def test_bad_settings_are_refused():
 
 
 def test_the_core_acts_only_on_trusted_verdicts_and_every_final_labels_its_earlies():
-    ad = AdaptiveController.for_config(DecodeConfig(mode="adaptive", exit_miss_target=0.1))
+    ad = AdaptiveController.for_config(DecodeConfig(mode="adaptive", exit_miss_target=0.1, predraft_min_hit=0))
     assert ad.threshold == NO_VERDICTS               # no exit trusted yet: no EARLY asked for
     r = Rounds(ad, 200, ResponseMetrics("adaptive"))
     n = r.drafted(r.start()[0], 4, 0.04, 0.0).number
@@ -124,6 +124,37 @@ def test_the_core_acts_only_on_trusted_verdicts_and_every_final_labels_its_earli
     assert (r.m.early_trusted, r.m.early_trusted_missed, r.m.early_miss_rate) == (1, 1, 1.0)
 
 
+def test_an_untrusted_verdict_worth_a_predraft_gets_one_unshown_and_its_miss_shows_nothing():
+    """Unshown pre-drafts (adaptive's `predraft_min_hit`): on an EARLY not trusted to be shown, a
+    pre-draft without Show where the exit's estimated hit rate pays; what is shown (and bounded)
+    stays the trusted verdicts alone; an exit that keeps missing loses its pre-drafts too."""
+    ad = AdaptiveController.for_config(DecodeConfig(mode="adaptive", exit_miss_target=0.1, predraft_min_hit=0.3))
+    assert ad.threshold == 0.0                       # nothing known (1/2 each): every EARLY worth asking for
+    r = Rounds(ad, 200, ResponseMetrics("adaptive"))
+    n = r.drafted(r.start()[0], 4, 0.04, 0.0).number
+    v = Verdict(n, 2, 7)
+    (pre,) = r.early(v, 0.1, False, layer=2, confidence=0.6)   # not trusted: no Show, a pre-draft
+    assert pre == Draft(4, assumes=v)
+    r.drafted(pre, 4, 0.04, 0.15)
+    assert r.early(Verdict(n, 2, 7), 0.12, False, layer=4, confidence=0.7) == []  # one pre-draft a round
+    wrong = Verdict(n, 1, 9)
+    assert r.final(wrong, 0.2, 0.1, 5, [(2, 2, 7), (4, 2, 7)], [0.6, 0.7]) == [Commit(wrong)]  # nothing to withdraw
+    assert (r.m.predrafts, r.m.predrafts_unshown, r.m.early_trusted, r.m.early_miss_rate) == (1, 1, 0, None)
+    for _ in range(8):                               # layer 2 keeps missing at that confidence
+        ad.observe_exit(2, 0.6, True)
+    assert ad.calibration.hit_rate(2, 0.6) < 0.3 and not ad.predrafts_on(2, 0.6)
+    # layer 4, one miss at 0.7: below the floor there (4 x 1/3 + 0 of 1), above it where it has no labels
+    assert not ad.predrafts_on(4, 0.7) and ad.predrafts_on(4, 0.9) and ad.threshold == 0.0
+    for c in (0.3, 0.5, 0.7, 0.9, 0.99) * 2:
+        ad.observe_exit(4, c, True)
+    assert ad.threshold == NO_VERDICTS                # no exit worth an EARLY any more: none asked for
+    # the break-even of the timings: a pre-draft of 4 x 0.1 s against a 0.2 s lead and a 0.1 s round trip
+    # saves 0.2 s on a hit and delays the next round 0.2 s on a miss: worth it from a hit rate of 1/2
+    ad.draft_token_s.value, ad.rtt_s.value, ad.early_lead_s.value, ad.gamma = 0.1, 0.1, 0.2, 4
+    assert ad.predraft_min_hit() == pytest.approx(0.5)
+    assert not AdaptiveController.for_config(DecodeConfig(mode="adaptive", predraft_min_hit=0)).predrafts_on(2, 1.0)
+
+
 def test_a_fixed_policy_trusts_what_the_cloud_sends_as_before():
     policy = FixedPolicy(DecodeConfig(mode="spec-ee-pre", exit_threshold=0.5))
     assert policy.trusts(2, 0.5) and policy.trusts(None, 1.0) and not policy.trusts(2, 0.49)
@@ -133,22 +164,28 @@ def test_adaptive_with_calibrated_exits_is_lossless_and_predrafts_once_exits_are
     """One controller across responses (a robot's session): its exits become trusted (the last
     layer's always agrees, and a loose target needs few labels), it pre-drafts on them, and every
     answer is the target's own. The target is paced slow, so that speculation pays and adaptive
-    keeps it."""
+    keeps it. Then a session whose bound no exit can meet (a 1% target): every pre-draft unshown,
+    every answer the target's own."""
     target, draft = pair("llama", 8, noise=0.02, layers=8)
     profile = TimingProfile.load(profile_file(tmp_path))
     engine = TargetEngine(target, ExitHeads([4, 8], target.hidden_size, 16), Pacer(profile))
-    config = DecodeConfig(mode="adaptive", max_new_tokens=16, exit_miss_target=0.3)
-    ad = AdaptiveController.for_config(config)
-    trusted = predrafts = 0
-    for i in range(3):
-        prompt = target.encode(f"w{i + 2} w5 w{i + 9}")
-        link = InProcessLink(VerifierService(engine))
-        try:
-            resp = SpecClient(draft, link, config, adaptive=ad, pacer=Pacer(profile)).generate(prompt)
-        finally:
-            link.close()
-        assert resp.tokens == target_alone(target, prompt, 16) and resp.verified
-        trusted += resp.metrics.early_trusted
-        predrafts += resp.metrics.predrafts
-    assert trusted > 0 and predrafts > 0
+
+    def session(config: DecodeConfig, responses: int) -> tuple[AdaptiveController, ResponseMetrics]:
+        ad, total = AdaptiveController.for_config(config), ResponseMetrics("adaptive")
+        for i in range(responses):
+            prompt = target.encode(f"w{i + 2} w5 w{i + 9}")
+            link = InProcessLink(VerifierService(engine))
+            try:
+                resp = SpecClient(draft, link, config, adaptive=ad, pacer=Pacer(profile)).generate(prompt)
+            finally:
+                link.close()
+            assert resp.tokens == target_alone(target, prompt, 16) and resp.verified
+            for key in ("early_trusted", "predrafts", "predrafts_unshown"):
+                setattr(total, key, getattr(total, key) + getattr(resp.metrics, key))
+        return ad, total
+
+    ad, m = session(DecodeConfig(mode="adaptive", max_new_tokens=16, exit_miss_target=0.3), 3)
+    assert m.early_trusted > 0 and m.predrafts > 0
+    _, m = session(DecodeConfig(mode="adaptive", max_new_tokens=16, exit_miss_target=0.01, predraft_min_hit=0.05), 2)
+    assert m.early_trusted == 0 and m.predrafts == m.predrafts_unshown > 0
     assert ad.calibration.threshold(8) is not None

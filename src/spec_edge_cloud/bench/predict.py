@@ -171,8 +171,10 @@ def _rounds(trace: list[dict], layers: int | None) -> list[Round]:
 
 def decoding(config: dict) -> dict:
     """The DecodeConfig fields of a replay run the simulated robot follows: its exit threshold and
-    calibration, its reused answers and its draft_grammar (runs from before an option had it off)."""
+    calibration, its unshown pre-drafts, its reused answers and its draft_grammar (runs from before
+    an option had it off)."""
     return {"draft_grammar": config.get("draft_grammar", "off"), "reuse_answers": config.get("reuse_answers", 0),
+            "predraft_min_hit": config.get("predraft_min_hit", 0.0),
             **{k: config[k] for k in ("exit_threshold", "exit_miss_target", "exit_bound_confidence",
                                       "reuse_max_tokens") if k in config}}
 

@@ -37,6 +37,7 @@ class ResponseRecord:
     accepted: int = 0
     predrafts: int = 0
     hits: int = 0
+    predrafts_unshown: int = 0  # of the pre-drafts, on early verdicts not trusted to be shown
     early_trusted: int = 0      # early verdicts acted on (shown, pre-drafted on), and of them missed
     early_trusted_missed: int = 0
     branches_sent: dict[str, int] = field(default_factory=dict)  # fan-out: branch rank -> sent, verified
@@ -70,7 +71,7 @@ class ResponseRecord:
         """The decoding metrics of a response, with what the benchmark adds (`fields_` win)."""
         return cls(**{
             "mode": m.mode, "tokens": m.tokens, "ttc_s": m.ttc_s, "rounds": m.rounds, "drafted": m.drafted,
-            "accepted": m.accepted, "predrafts": m.predrafts, "hits": m.hits,
+            "accepted": m.accepted, "predrafts": m.predrafts, "hits": m.hits, "predrafts_unshown": m.predrafts_unshown,
             "early_trusted": m.early_trusted, "early_trusted_missed": m.early_trusted_missed,
             "branches_sent": {str(k): v for k, v in m.branches_sent.items()},
             "branch_hits": {str(k): v for k, v in m.branch_hits.items()},
@@ -147,6 +148,8 @@ def summarize(records: list[ResponseRecord | dict], bound: Bound | None = None,
             "tokens_per_round": tokens_per_round(sum(r.accepted for r in rs), n := sum(r.rounds for r in rs)) or None,
             "exit_agreement": {layer: agree[layer] / n for layer, n in sorted(total.items()) if n},
             "hit_rate": _ratio(sum(r.hits for r in rs), sum(r.predrafts for r in rs)),
+            "predrafts": sum(r.predrafts for r in rs),
+            "predrafts_unshown": sum(r.predrafts_unshown for r in rs),
             # how often the early verdicts acted on were contradicted (adaptive: bounded by calibration)
             "early_trusted": sum(r.early_trusted for r in rs),
             "early_miss_rate": _ratio(sum(r.early_trusted_missed for r in rs), sum(r.early_trusted for r in rs)),

@@ -17,10 +17,17 @@ exponentially weighted averages. The first round of a response is not used for t
 it also waits for the prompt's prefill.
 
 Exit thresholds: with an `ExitCalibration` (decoding/calibration.py, the default for a
-`DecodeConfig` with `exit_miss_target` > 0) each FINAL labels every exit's verdict, the cloud is
-asked for the EARLYs at or above the lowest calibrated threshold, and the robot acts on the first
-one whose exit is calibrated to miss below the target at its confidence. Without one, a single
-threshold follows the pre-draft hit rate.
+`DecodeConfig` with `exit_miss_target` > 0) each FINAL labels every exit's verdict, and the robot
+shows (and pre-drafts on) the first EARLY whose exit is calibrated to miss below the target at its
+confidence. Without one, a single threshold follows the pre-draft hit rate.
+
+Unshown pre-drafts: an EARLY the calibration does not (yet) trust may still be worth a pre-draft, as
+long as nobody sees it: a miss costs only the drafting that delays the next round, max(0, γ·d - L),
+and the bytes; a hit saves min(γ·d + R, L). The robot pre-drafts on it, without showing it, when the
+exit's estimated hit rate at that confidence (`ExitCalibration.hit_rate`: the labels so far, shrunk
+toward the exit's rate) reaches the break-even (1-h)·miss = h·hit, and at least `predraft_min_hit`
+(`DecodeConfig`; below it most pre-drafts would be wasted bytes; 0: off). The cloud is asked for the
+EARLYs at or above the lower of the two thresholds.
 """
 from __future__ import annotations
 
@@ -49,12 +56,12 @@ class AdaptiveController:
     early_verdicts = True     # as a policy of decoding/rounds.py: always asks for early verdicts
 
     def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
-                 decay: float = 0.95, calibration: ExitCalibration | None = None):
+                 decay: float = 0.95, calibration: ExitCalibration | None = None, predraft_min_hit: float = 0.0):
         """`calibration`: which exits' early verdicts to trust (`threshold`, what the cloud is asked
-        for, then follows it)."""
+        for, then follows it); `predraft_min_hit` > 0: pre-draft unshown on others worth it."""
+        self.predraft_min_hit_floor = predraft_min_hit
         self.gamma, self.max_gamma = gamma, max_gamma
         self.calibration = calibration
-        self.threshold = calibration.lowest() if calibration is not None else threshold
         self.decay = decay
         self._accepts, self._trials = 3.0, 5.0      # prior: a = 0.6, the weight of about one round
         self.draft_token_s = _Ewma()
@@ -73,6 +80,7 @@ class AdaptiveController:
         self._since_probe = 0
         self._rounds_seen = 0           # rounds since the last probe began
         self._rounds_total = 0
+        self.threshold = self._asked() if calibration is not None else threshold
 
     @classmethod
     def for_config(cls, config: DecodeConfig) -> "AdaptiveController":
@@ -80,7 +88,8 @@ class AdaptiveController:
         to `exit_miss_target` (or, at 0, a threshold starting at `exit_threshold`)."""
         calibration = ExitCalibration(config.exit_miss_target, config.exit_bound_confidence) \
             if config.exit_miss_target > 0 else None
-        return cls(gamma=config.gamma, threshold=config.exit_threshold, calibration=calibration)
+        return cls(gamma=config.gamma, threshold=config.exit_threshold, calibration=calibration,
+                   predraft_min_hit=config.predraft_min_hit)
 
     @property
     def predraft(self) -> bool:
@@ -141,7 +150,23 @@ class AdaptiveController:
         """An early verdict labelled by its FINAL: evidence for its exit's threshold."""
         if self.calibration is not None and layer is not None:
             self.calibration.observe(layer, confidence, missed)
-            self.threshold = self.calibration.lowest()
+            self.threshold = self._asked()
+
+    def _asked(self) -> float:
+        """The EARLYs to ask the cloud for: those trusted, and those worth an unshown pre-draft."""
+        if not self.predraft_min_hit_floor:
+            return self.calibration.lowest()
+        return min(self.calibration.lowest(), self.calibration.predraft_threshold(self.predraft_min_hit()))
+
+    def predraft_min_hit(self) -> float:
+        """The hit rate at which an unshown pre-draft pays (module docstring), from the timings so far."""
+        floor = self.predraft_min_hit_floor
+        d, r, lead = self.draft_token_s.value, self.rtt_s.value, self.early_lead_s.value
+        if d is None or r is None or lead is None:
+            return floor
+        drafting = self.gamma * d
+        hit, miss = min(drafting + r, lead), max(0.0, drafting - lead)
+        return max(floor, miss / (hit + miss) if hit + miss > 0 else 1.0)
 
     # -- decisions -------------------------------------------------------------------------------
     def trusts(self, layer: int | None, confidence: float) -> bool:
@@ -149,6 +174,11 @@ class AdaptiveController:
         if self.calibration is None:
             return confidence >= self.threshold
         return layer is not None and self.calibration.trusts(layer, confidence)
+
+    def predrafts_on(self, layer: int | None, confidence: float) -> bool:
+        """Whether to pre-draft, without showing it, on an early verdict `trusts` refused."""
+        return self.calibration is not None and layer is not None and self.use_predraft and \
+            self.predraft_min_hit_floor > 0 and self.calibration.hit_rate(layer, confidence) >= self.predraft_min_hit()
 
     def verify_s(self, tokens: int) -> float:
         fixed = self.pass_fixed_s.value if self.pass_fixed_s.value is not None else (self.step_s.value or 0.0)

@@ -27,6 +27,7 @@ from collections import deque
 from statistics import NormalDist
 
 NO_VERDICTS = 2.0   # an exit threshold above every confidence: the cloud sends no EARLY
+PRIOR = 4.0         # hit_rate: the weight, in verdicts, of an exit's overall rate in each cell's estimate
 
 # candidate thresholds, most confident first (finer near 1, where good exits' verdicts gather)
 GRID = (0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2,
@@ -106,6 +107,25 @@ class ExitCalibration:
         Every FINAL labels every exit whatever was sent, so EARLYs go only where they may be used."""
         trusted = [t for t in self._threshold.values() if t is not None]
         return min(trusted) if trusted else NO_VERDICTS
+
+    def hit_rate(self, layer: int | None, confidence: float) -> float:
+        """A point estimate of how often `layer`'s verdicts at `confidence` equal their FINAL: the
+        verdicts of its grid cell, shrunk toward the exit's overall rate (itself toward 1/2) with the
+        weight of `PRIOR` verdicts, so a cell with few labels says little and none says the exit's
+        rate. What an unshown pre-draft risks is only drafting time and bytes (no bound needed)."""
+        count, miss = self._count.get(layer), self._missed.get(layer)
+        if count is None:
+            return 0.5
+        n, m = sum(count), sum(miss)
+        overall = (n - m + 1) / (n + 2)
+        cell = self._cell(confidence)
+        return (count[cell] - miss[cell] + PRIOR * overall) / (count[cell] + PRIOR)
+
+    def predraft_threshold(self, min_hit: float) -> float:
+        """The lowest grid confidence at which some exit's estimated hit rate reaches `min_hit` (what
+        to ask the cloud for, so that the EARLYs worth a pre-draft come; NO_VERDICTS if none)."""
+        layers = list(self._count) or [None]   # no labels yet: every exit at 1/2
+        return min((t for layer in layers for t in GRID if self.hit_rate(layer, t) >= min_hit), default=NO_VERDICTS)
 
     def bound(self, layer: int) -> float:
         """The upper bound on the miss rate of `layer`'s trusted verdicts (1 when none is trusted)."""

@@ -24,6 +24,7 @@ class ResponseMetrics:
     early_messages: int = 0
     early_trusted: int = 0            # early verdicts the policy trusted (shown, pre-drafted on) ...
     early_trusted_missed: int = 0     # ... that their FINAL then contradicted
+    predrafts_unshown: int = 0        # of `predrafts`, on early verdicts not trusted (not shown)
     branches_sent: dict = field(default_factory=lambda: defaultdict(int))  # fan-out: rank -> branches sent
     branch_hits: dict = field(default_factory=lambda: defaultdict(int))    # rank -> branches verified
     reused_rounds: int = 0            # rounds whose draft a recent answer proposed (decoding/reuse.py)

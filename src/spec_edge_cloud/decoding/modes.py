@@ -50,6 +50,10 @@ class DecodeConfig:
                                       (0.0, 0.99))
     exit_bound_confidence: float = setting(0.9, "adaptive: the confidence with which that bound (Wilson score) holds",
                                            (0.5, 0.999))
+    predraft_min_hit: float = setting(0.3, "adaptive: pre-draft, without showing it, on an early verdict not "
+                                           "trusted to be shown where the exit's estimated hit rate at its "
+                                           "confidence reaches this and the break-even of the measured timings "
+                                           "(0: off, pre-draft only on trusted verdicts)", (0.0, 1.0))
     stop: tuple[str, ...] = setting((), "strings that end the response")
     draft_min_confidence: float = setting(0.0, "the draft stops a round at a token below this probability",
                                           (0.0, 1.0))

@@ -11,7 +11,9 @@ One round, as it reads below:
                                                               once (the cloud queues it behind round r)
         fan-out: also on the exit's other likely verdicts ... Draft(..., also=(Draft(assumes=alt), ...)):
         while the FINAL is far enough off                     the branches the time allows, in one DRAFT
-    FINAL(r, k, b) .......................................... [RollBack: the pre-draft assumed otherwise]
+    EARLY from an exit not trusted, but the policy .......... the same Draft, no Show (an unshown
+        expects a pre-draft on it to pay                      pre-draft: its miss shows nothing)
+    FINAL(r, k, b) .......................................... [RollBack: pre-drafted, and what was shown differs]
                                                               Commit(k, b): d[:k] + b is final; each
                                                               exit's verdict, labelled, goes to the policy
     after the commit: finished .............................. nothing
@@ -127,6 +129,8 @@ class Policy(Protocol):
 
     def trusts(self, layer: int | None, confidence: float) -> bool: ...
 
+    def predrafts_on(self, layer: int | None, confidence: float) -> bool: ...
+
     def observe_exit(self, layer: int | None, confidence: float, missed: bool) -> None: ...
 
 
@@ -163,6 +167,10 @@ class FixedPolicy:
         """The cloud sends only verdicts at or above the threshold: each one that comes is trusted."""
         return confidence >= self.threshold
 
+    def predrafts_on(self, layer: int | None, confidence: float) -> bool:
+        """Pre-drafts only on what it trusts (the paper's method)."""
+        return False
+
     def observe_exit(self, layer: int | None, confidence: float, missed: bool) -> None:
         pass
 
@@ -180,6 +188,7 @@ class Round:
     early_at: float | None = None   # when its first EARLY arrived
     reused: int = 0                 # of `drafted`, the last ones a recent answer proposed
     earlies: list = field(default_factory=list)  # (Verdict, trusted) of each EARLY
+    shown: Verdict | None = None    # the last early verdict shown as provisional tokens
     rank: int = 0                   # a fan-out pre-draft's branch: 0 on the exit's verdict, 1.. on its alternatives
 
 
@@ -281,10 +290,15 @@ class Rounds:
         self.m.early_messages += 1
         trusted = self.policy.trusts(layer, confidence)
         cur.earlies.append((v, trusted))
-        if not trusted:
+        if not trusted and (self.pre or finishes or not self.policy.predrafts_on(layer, confidence)):
             return []
         cur.early_at = cur.early_at or at
-        actions: list[Action] = [Show(v)]
+        actions: list[Action] = []
+        if trusted:
+            cur.shown = v
+            actions.append(Show(v))
+        else:
+            self.m.predrafts_unshown += 1   # on a verdict not trusted to be shown: nobody sees it
         if self.policy.predraft and not self.pre and not finishes:
             draft = self._draft(assumes=v)
             others = [a for a in dict.fromkeys(alternatives) if a != v and a.round == v.round][: self.branches - 1]
@@ -325,7 +339,8 @@ class Rounds:
         policy.observe_round(drafted, min(v.accepted, drafted), compute_s, tokens_in_pass, rtt, lead)
         self.due.observe(lead, rtt)
         self._verdict = v
-        missed = bool(self.pre) and self.pre[0].assumes != v   # what was shown (the exit's verdict) is wrong
+        # a pre-draft went up on an early verdict, and what was shown (an exit's verdict) is wrong
+        missed = bool(self.pre) and cur.shown is not None and cur.shown != v
         return [RollBack(), Commit(v)] if missed else [Commit(v)]
 
     def committed(self, generated: int, done: bool) -> list[Action]:
