@@ -12,8 +12,9 @@ every 100 steps. Two phases, so the slow part (the target's own answers) runs on
     .venv/bin/python benchmarks/exit_subjects.py shipped --prompts 40 --out /tmp/exit_subjects \
         --exits models/smollm2-exits
 
-`shipped` measures trained heads (all their layers) on the same two sets: the shipped ones were
-trained on the first 160 prompts, so the first 40 are answers they saw.
+`shipped` measures trained heads (all their layers) on the same two sets: the heads shipped before
+2026-12-07 were trained on the first 160 prompts, so the first 40 were answers they saw (the
+current ones learn from answers to broad prompts, training/text_pair.py).
 `train --prompts N` uses the first N prompts of the `data` run (N at most its --prompts). Teacher
 data is stored in float16 (about 100 KB per answer position); the shipped heads' own figures come
 from `spec-edge-cloud train --only text` and `spec-edge-cloud exits report`.

@@ -12,7 +12,8 @@ from spec_edge_cloud.modeling import family, layer_draft, smollm2
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 from spec_edge_cloud.modeling.exit_heads import ExitHeads
 from spec_edge_cloud.modeling.layers import decoder_parts
-from spec_edge_cloud.modeling.text_teacher import own_answers, teacher_batch
+from spec_edge_cloud.modeling.exit_training import agreement, train_exit_heads
+from spec_edge_cloud.modeling.text_teacher import own_answers, sampled_answers, teacher_batch
 from spec_edge_cloud.modeling.tiny import tiny_bundle
 from spec_edge_cloud.modeling.vlm_training import EncodedExamples, Example, TrainConfig, answer_logits, train
 from spec_edge_cloud.sim import episode, expert
@@ -94,7 +95,7 @@ def test_layer_draft_is_cut_from_the_target_trained_by_kl_and_rebuilt_from_its_s
             return torch.nn.functional.kl_div(torch.log_softmax(rows, -1), torch.softmax(teach.target, -1),
                                               reduction="batchmean").item()
     start = kl()
-    layer_draft.train_layer_draft(draft, answers, teach.target, steps=40, lr=3e-3, batch=4, log=lambda s: None)
+    layer_draft.train_layer_draft(draft, answers, teach, steps=40, lr=3e-3, batch=4, log=lambda s: None)
     assert kl() < 0.7 * start
     assert torch.equal(parts.layers[0].mlp.up_proj.weight, tparts.layers[0].mlp.up_proj.weight)  # frozen
 
@@ -109,6 +110,30 @@ def test_layer_draft_is_cut_from_the_target_trained_by_kl_and_rebuilt_from_its_s
     assert layer_draft.build_draft_dir(tmp_path / "target", tmp_path / "layer", tmp_path / "draft") == out
     with pytest.raises(FileNotFoundError):
         layer_draft.build_draft(target.model, tmp_path / "nothing")
+
+
+def test_sampled_answers_carry_the_teacher_forced_states_and_teach_exits():
+    """Generation's own hidden states (left-padded, batched) are the teacher-forcing ones, so sampled
+    text is labelled at no second pass; exits trained on them (final layer kept as the norm's
+    output) agree better on the teacher-forced states."""
+    target = tiny_bundle("llama", vocab=40, layers=4, hidden=64, seed=3, logit_scale=4.0)
+    parts = decoder_parts(target.model)
+    prompt_ids = [target.encode(" ".join(f"w{(i * 7 + j) % 30}" for j in range(2 + i % 3))) for i in range(8)]
+    answers, teach = sampled_answers(target, prompt_ids, 8, [1, 2], temperature=1.0, batch_size=4, seed=5)
+    again, _ = sampled_answers(target, prompt_ids, 8, [1, 2], temperature=1.0, batch_size=4, seed=5)
+    assert again.sequences == answers.sequences and teach.normed
+    ref = teacher_batch(target, answers, [1, 2])
+    assert teach.positions == ref.positions == sum(answers.answer_lengths())
+    for k in (1, 2):
+        assert torch.allclose(teach.hidden[k].float(), ref.hidden[k], atol=2e-2, rtol=1e-2)
+    assert torch.equal(teach.logits(parts).argmax(-1), ref.logits(parts).argmax(-1))
+    heads = ExitHeads([1, 2], target.hidden_size, rank=8)
+    before = agreement(heads, target, ref)
+    train_exit_heads(heads, target, teach, steps=60, lr=1e-2, batch=64)
+    after = agreement(heads, target, ref)
+    assert all(after[k] > before[k] for k in (1, 2)), (before, after)
+    with pytest.raises(ValueError, match="exit layers"):
+        sampled_answers(target, prompt_ids, 2, [4])
 
 
 def test_closed_loop_runner_moves_only_on_parsed_answers():
@@ -140,6 +165,14 @@ def test_heldout_rooms_and_prompts_are_disjoint_from_training():
     assert not any(s in p for s in prompts.HELDOUT_SUBJECTS for p in train_p) and len(held_p) >= 24
     with pytest.raises(ValueError):
         prompts.instruction_prompts("test")
+    words = ["snowfall", "maple", "teapot", "rivers", "kettle", "violin", "harbor", "Dinosaurs", "x1"]
+    broad = prompts.broad_prompts(words, 200, seed=3)
+    assert broad == prompts.broad_prompts(words, 200, seed=3) != prompts.broad_prompts(words, 200, seed=4)
+    used = {w for w in ("kettle", "violin", "harbor") if any(w in b for b in broad)}
+    assert used == {"kettle", "violin", "harbor"}
+    assert not any(w in b.lower() for w in ("snow", "maple", "tea", "river", "dinosaur", "x1") for b in broad)
+    with pytest.raises(ValueError, match="two usable words"):
+        prompts.broad_prompts(["snow", "tea"], 1, seed=0)
 
 
 def test_smollm2_gguf_is_found_without_import_and_the_cache_follows_the_env(monkeypatch, tmp_path):
@@ -216,7 +249,7 @@ def test_train_cli_quick_text_pair_records_agreement_on_training_answers_beside_
     (cache / "target").symlink_to(target)
     monkeypatch.setenv(smollm2.CACHE_ENV, str(tmp_path / "cache"))
     out = tmp_path / "models"
-    assert cli.main(["train", "--only", "text", "--quick", "--out", str(out),]) == 0
+    assert cli.main(["train", "--only", "text", "--quick", "--out", str(out), "--work", str(tmp_path / "work")]) == 0
     exits = json.loads((out / "smollm2-exits" / "card.json").read_text())["exits"]
     assert set(exits["agreement_training_answers"]) == set(exits["agreement"]) == {"8", "15", "22"}
     assert all(0.0 <= v <= 1.0 for v in exits["agreement_training_answers"].values())

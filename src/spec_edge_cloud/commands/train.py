@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "recipe's exit step on a saved pair, e.g. after retraining the target)")
     p.add_argument("--dataset", type=Path, default=None,
                    help="an existing `sim dataset` directory (default: generated under --work from --seed)")
-    p.add_argument("--work", type=Path, default=Path("runs/train"), help="scratch space: generated datasets")
+    p.add_argument("--work", type=Path, default=Path("runs/train"),
+                   help="scratch space: generated datasets, the SmolLM2 target's answers")
     p.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline, not the models")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", type=Path, default=None,
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             log(f"VLM pair saved: {report.target_dir}, {report.draft_dir}")
         if args.only in (None, "text"):
             budget = TextBudget.quick() if args.quick else TextBudget()
-            figures = train_text_pair(args.out, args.seed, budget, log, placement)
+            figures = train_text_pair(args.out, args.seed, budget, log, placement, work=args.work)
             cards.text_cards(args.out / EXITS_DIR, args.out / DRAFT_DIR, figures, command)
             log(f"SmolLM2 exits and draft saved: {args.out / EXITS_DIR}, {args.out / DRAFT_DIR}")
     except (ValueError, FileNotFoundError) as exc:  # ModelDirError is a FileNotFoundError

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .bundle import ModelBundle, Prompt
 from .exit_heads import ExitHeads
-from .layers import decoder_parts
+from .layers import DecoderParts, decoder_parts
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,20 @@ log = logging.getLogger(__name__)
 @dataclass
 class TeacherBatch:
     hidden: dict[int, torch.Tensor]   # exit layer -> [positions, hidden] raw layer outputs
-    target: torch.Tensor              # [positions, vocab] final-layer logits
+    target: torch.Tensor              # [positions, vocab] final-layer logits, or [positions, hidden] if `normed`
     rounds: list[tuple[int, int]] = field(default_factory=list)  # [start, end) positions of each drafted round
+    normed: bool = False              # target holds the final norm's output: logits = lm_head(target)
+
+    @property
+    def positions(self) -> int:
+        return int(self.target.shape[0])
+
+    def logits(self, parts: DecoderParts, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """The final layer's logits (float32) at `rows`."""
+        target = self.target[rows]
+        if self.normed:
+            target = parts.lm_head(target.to(parts.lm_head.weight.device, parts.lm_head.weight.dtype))
+        return target.float()
 
 
 def draft_rounds(answer: list[int], proposed: list[int], gamma: int) -> list[tuple[int, int]]:
@@ -104,12 +116,19 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int], 
     return TeacherBatch({k: torch.cat(v) for k, v in hidden.items()}, torch.cat(targets), rounds)
 
 
-def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, torch.Tensor]:
-    """Per exit, per position: the exit's argmax equals the final layer's."""
+def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, chunk: int = 2048) -> dict[int, torch.Tensor]:
+    """Per exit, per position: the exit's argmax equals the final layer's (in chunks: a
+    vocabulary-wide row per position)."""
     parts = decoder_parts(bundle.model)
-    final = data.target.argmax(-1)
+    same: dict[int, list[torch.Tensor]] = {k: [] for k in heads.layers}
     with torch.no_grad():
-        return {k: heads.logits(k, data.hidden[k], parts).argmax(-1) == final for k in heads.layers}
+        for start in range(0, data.positions, chunk):
+            rows = slice(start, start + chunk)
+            final = data.logits(parts, rows).argmax(-1)
+            for k in heads.layers:
+                hidden = data.hidden[k][rows].to(bundle.device).float()
+                same[k].append(heads.logits(k, hidden, parts).argmax(-1).to(final.device) == final)
+    return {k: torch.cat(v) for k, v in same.items()}
 
 
 def agreement(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -> dict[int, float]:
@@ -135,23 +154,24 @@ def train_exit_heads(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, 
     heads.to(bundle.device).train()  # float32 adapters (mixed precision on a bfloat16 model)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)  # indices drawn on the host, as on any device
-    teacher = F.softmax(data.target / temperature, -1)
-    tokens = data.target.argmax(-1)
-    n = teacher.shape[0]
+    n = data.positions
     start = time.perf_counter()
     for step in range(steps):
-        idx = torch.randint(0, n, (min(batch, n),), generator=g).to(teacher.device)
+        idx = torch.randint(0, n, (min(batch, n),), generator=g).to(data.target.device)
+        with torch.no_grad():
+            final = data.logits(parts, idx)
+            teacher, tokens = F.softmax(final / temperature, -1), final.argmax(-1)
         loss = 0.0
         for k in heads.layers:
-            logits = heads.logits(k, data.hidden[k][idx], parts)
-            loss = loss + F.kl_div(F.log_softmax(logits / temperature, -1), teacher[idx], reduction="batchmean")
+            logits = heads.logits(k, data.hidden[k][idx].to(bundle.device).float(), parts)
+            loss = loss + F.kl_div(F.log_softmax(logits / temperature, -1), teacher, reduction="batchmean")
             if ce_weight:
-                loss = loss + ce_weight * F.cross_entropy(logits.float(), tokens[idx])
+                loss = loss + ce_weight * F.cross_entropy(logits.float(), tokens)
         opt.zero_grad()
         loss.backward()
         opt.step()
         if step % 100 == 0:
-            log.info("exit distillation step %d loss %.4f", step, loss.item())
+            log.info("exit distillation step %d loss %.4f (%.0f s)", step, loss.item(), time.perf_counter() - start)
     heads.eval()
     heads.trained = True
     return {"steps": steps, "seconds": time.perf_counter() - start, "positions": n}

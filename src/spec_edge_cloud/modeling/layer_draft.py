@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .bundle import ModelBundle, ModelDirError, load_bundle, model_file_errors
+from .exit_training import TeacherBatch
 from .layers import decoder_parts
 from .text_teacher import AnswerSet
 
@@ -53,18 +54,18 @@ def _layer_state(model: torch.nn.Module, indices, first: int) -> dict:
     return out
 
 
-def train_layer_draft(draft: ModelBundle, answers: AnswerSet, teacher: torch.Tensor, steps: int,
+def train_layer_draft(draft: ModelBundle, answers: AnswerSet, teacher: TeacherBatch, steps: int,
                       lr: float = 3e-4, batch: int = 8, seed: int = 0,
                       log: Callable[[str], None] = print) -> dict:
     """Train the draft's last layer by KL(target || draft) on the target's own answers.
 
-    `teacher` holds the target's final logits at every answer position, in the order of `answers`
-    (text_teacher.teacher_batch(...).target).
+    `teacher` holds the target's final layer at every answer position, in the order of `answers`
+    (text_teacher.teacher_batch or sampled_answers); the draft shares the target's lm_head.
     """
     model, parts = draft.model, decoder_parts(draft.model)
     lengths = answers.answer_lengths()
-    if sum(lengths) != teacher.shape[0]:
-        raise ValueError(f"{teacher.shape[0]} teacher rows for {sum(lengths)} answer positions")
+    if sum(lengths) != teacher.positions:
+        raise ValueError(f"{teacher.positions} teacher rows for {sum(lengths)} answer positions")
     offsets = [0]
     for n in lengths:
         offsets.append(offsets[-1] + n)
@@ -89,7 +90,9 @@ def train_layer_draft(draft: ModelBundle, answers: AnswerSet, teacher: torch.Ten
         rows = torch.cat([hidden[r, answers.prompt_lens[i] - 1: len(answers.sequences[i]) - 1]
                           for r, i in enumerate(idx)])
         logits = parts.lm_head(rows).float()
-        soft = F.softmax(torch.cat([teacher[offsets[i]: offsets[i + 1]] for i in idx]).to(logits.device), -1)
+        with torch.no_grad():
+            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in idx])
+            soft = F.softmax(teacher.logits(parts, rows).to(logits.device), -1)
         loss = F.kl_div(F.log_softmax(logits, -1), soft, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()

