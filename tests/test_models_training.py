@@ -22,6 +22,7 @@ from spec_edge_cloud.sim.dataset import episode_seed
 from spec_edge_cloud.sim.world import Go2World
 from spec_edge_cloud.training import prompts, sim_eval
 from spec_edge_cloud.training.data import task_words
+from spec_edge_cloud.training.vlm_family import Budget, train_family
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
@@ -196,7 +197,9 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "task success" in (out / "target" / "README.md").read_text()
     assert "VLM pair saved" in capsys.readouterr().out
     assert card["training"]["target"]["contrast"]["examples"] >= 1
-    assert card["training"]["target"]["contrast"]["close_examples"] >= 1   # the quick budget takes the option
+    assert card["training"]["target"]["contrast"]["close_examples"] >= 1   # the quick budget takes the options
+    assert card["training"]["target"]["contrast"]["repeat"] == 2
+    assert "each look-alike view counted 2 times" in (out / "target" / "README.md").read_text()
     assert card["exit_agreement"]["rounds"] >= 1 and card["training"]["exits"]["ce_weight"] > 0
     # the exit step alone on the saved pair (what a retrained target re-runs): new heads, their figures
     # and the speculation re-measured, the rest of the card kept
@@ -255,3 +258,8 @@ def test_train_cli_quick_text_pair_records_agreement_on_training_answers_beside_
     assert all(0.0 <= v <= 1.0 for v in exits["agreement_training_answers"].values())
     assert ExitHeads.load(out / "smollm2-exits").meta["agreement_training_answers"] == exits["agreement_training_answers"]
     assert "training prompts' own answers" in (out / "smollm2-exits" / "README.md").read_text()
+
+
+def test_a_contrast_stage_that_would_drop_its_views_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="contrast_repeat must be >= 1"):
+        train_family(tmp_path / "models", tmp_path / "work", 0, Budget(contrast_repeat=0))

@@ -179,11 +179,12 @@ def _contrast(t: dict) -> str:
 
 
 def _close(c: dict) -> str:
-    """The contrast stage's close views, where the card's stage had them (the first contrast stage did not)."""
-    if "close_examples" not in c:
-        return ""
-    return (f", plus {c['close_examples']} close views in the same rooms (an object filling the picture, facing it "
-            f"or with the goal beyond it)")
+    """The contrast stage's close views and how often its look-alike views counted, where the card's
+    stage says so (the first contrast stage had neither)."""
+    close = "" if "close_examples" not in c else (
+        f", plus {c['close_examples']} close views in the same rooms (an object filling the picture, facing it "
+        f"or with the goal beyond it)")
+    return close + (f", each look-alike view counted {c['repeat']} times" if "repeat" in c else "")
 
 
 def _seen(ex: dict) -> str:

@@ -46,6 +46,7 @@ class Budget:
     contrast_steps: int = 300       # then the target trains on expert + contrast views
     draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
     close_views: bool = False       # the contrast stage also trains on close views (sim_dataset.generate_close)
+    contrast_repeat: int = 1        # the stage's look-alike views count this many times beside the expert's
     draft_steps: int = 1500
     exit_steps: int = 1500
     exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
@@ -61,7 +62,8 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, draft_steps=3,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2,
+                   draft_steps=3,
                    exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
@@ -122,6 +124,8 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
     (look-alike rooms); the draft is distilled from it after the second stage and follows it through
     the third. `resume`: a models directory whose target and draft went through the first two stages
     with this seed and budget (their card.json says so); training starts at the contrast stage from them."""
+    if budget.contrast_repeat < 1:
+        raise ValueError(f"contrast_repeat must be >= 1, got {budget.contrast_repeat}")
     torch.manual_seed(seed)
     random.seed(seed)
     clock = time.perf_counter()
@@ -171,10 +175,11 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
             raise ValueError("contrast rooms overlap the held-out frames' rooms")
         train_layouts |= set(rooms)
         contrast, close = contrast_views(work, seed, rooms, budget.close_views, log)
+        data = EncodedExamples(target, examples + (contrast + close) * budget.contrast_repeat)
         examples = examples + contrast + close
-        data = EncodedExamples(target, examples)
         target_stats["contrast"] = {"rooms": len(rooms), "examples": len(contrast),
-                                    **({"close_examples": len(close)} if close else {}), **train(
+                                    **({"close_examples": len(close)} if close else {}),
+                                    **({"repeat": budget.contrast_repeat} if budget.contrast_repeat > 1 else {}), **train(
             target, data, TrainConfig(steps=budget.contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 3),
             log=lambda s: log("target (contrast) " + s))}
         draft_stats["contrast"] = train(
