@@ -177,3 +177,22 @@ def test_each_node_ends_on_a_bad_parameter_with_one_fatal_line(node, args, messa
     fatal = [x for x in out.splitlines() if "[FATAL]" in x]
     assert p.returncode == 2 and len(fatal) == 1 and message in fatal[0] and f"[{node}]" in fatal[0], out[-1500:]
     assert "Traceback" not in out, out[-1500:]
+
+
+def test_a_node_whose_constructor_raised_is_found_to_be_destroyed(ros):
+    """run_node destroys the half-built node's participant before it exits on a bad parameter: the
+    node is found through the error's traceback although no caller holds it."""
+    from rclpy.node import Node
+    from spec_edge_cloud.ros.spin import partial_node
+
+    class Broken(Node):
+        def __init__(self):
+            super().__init__("broken_node", parameter_overrides=[Parameter("rate", value=5.0)])
+            declare(self, {"rate": Param(1.0, "how often", range=(0.5, 2.0))})
+
+    with pytest.raises(BadParameter) as caught:
+        Broken()
+    node = partial_node(caught.value)
+    assert isinstance(node, Broken) and node.get_name() == "broken_node"
+    node.destroy_node()
+    assert partial_node(ValueError("not raised in a node")) is None

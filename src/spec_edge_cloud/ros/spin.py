@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from typing import Any, Callable
@@ -74,6 +75,31 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def partial_node(error: BaseException) -> Node | None:
+    """The node whose constructor raised `error` (its frame's `self`), found through the traceback:
+    its participant is up although no caller holds it."""
+    tb = error.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, Node):
+            return candidate
+        tb = tb.tb_next
+    return None
+
+
+def end_unstarted(node: Node | None) -> None:
+    """Exit with BAD_PARAMETER_EXIT: the half-built node's participant destroyed before the context,
+    then the process ends at once. A node that never ran has nothing to release but its participant,
+    and leaving the rest to the interpreter's teardown (DDS entities, torch) was seen to hang for a
+    minute on a loaded machine after the FATAL line."""
+    if node is not None:
+        node.destroy_node()
+    rclpy.try_shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(BAD_PARAMETER_EXIT)
+
+
 def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     """Spin the node `make_node()` builds; its `close()` (releasing devices, threads, sockets) runs last.
 
@@ -88,8 +114,7 @@ def run_node(make_node: Callable[[], Node], args: list[str] | None = None) -> No
     except (ValueError, OSError) as e:
         name = getattr(make_node, "NODE_NAME", PACKAGE_LOGGER)
         rclpy.logging.get_logger(name).fatal(f"cannot start: {e}")
-        rclpy.try_shutdown()
-        sys.exit(BAD_PARAMETER_EXIT)
+        end_unstarted(partial_node(e))
     handler.attach(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
