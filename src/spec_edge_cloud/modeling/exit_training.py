@@ -43,6 +43,11 @@ class TeacherBatch:
     def positions(self) -> int:
         return int(self.target.shape[0])
 
+    def first(self, n: int) -> "TeacherBatch":
+        """The first `n` positions (and the rounds that lie within them), stored as these are."""
+        return TeacherBatch({k: v[:n] for k, v in self.hidden.items()}, self.target[:n],
+                            [r for r in self.rounds if r[1] <= n], self.normed)
+
     def logits(self, parts: DecoderParts, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """The final layer's logits (float32) at `rows`."""
         target = self.target[rows]

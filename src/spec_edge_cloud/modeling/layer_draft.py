@@ -91,8 +91,8 @@ def train_layer_draft(draft: ModelBundle, answers: AnswerSet, teacher: TeacherBa
                           for r, i in enumerate(idx)])
         logits = parts.lm_head(rows).float()
         with torch.no_grad():
-            rows = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in idx])
-            soft = F.softmax(teacher.logits(parts, rows).to(logits.device), -1)
+            positions = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in idx])
+            soft = F.softmax(teacher.logits(parts, positions).to(logits.device), -1)
         loss = F.kl_div(F.log_softmax(logits, -1), soft, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -126,8 +126,7 @@ def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), 
         untrained = agreement(heads, target, held_teach)
         exit_stats = train_exit_heads(heads, target, teach, steps=budget.exit_steps, lr=3e-3, batch=128, seed=seed)
         trained = agreement(heads, target, held_teach)
-        seen = agreement(heads, target, TeacherBatch({k: v[:SEEN_ROWS] for k, v in teach.hidden.items()},
-                                                     teach.target[:SEEN_ROWS], normed=True))  # the gap: overfitting
+        seen = agreement(heads, target, teach.first(SEEN_ROWS))  # beside held-out: the gap is overfitting
         log("smollm2 exits: held-out agreement " + ", ".join(
             f"layer {k}: {untrained[k]:.1%} -> {trained[k]:.1%} (training answers {seen[k]:.1%})" for k in layers))
         heads.save(models / EXITS_DIR, agreement_untrained={str(k): v for k, v in untrained.items()},
