@@ -240,3 +240,31 @@ def test_calibrated_adaptive_learns_from_the_recorded_exit_labels_and_trusts_wha
     assert sum(r.predrafts for r in blind) == sum(r.predrafts_unshown for r in blind)
     assert sum(r.hits for r in learnt[4:]) > 0 and sum(r.early_trusted for r in learnt) > 0
     assert sum(r.exit_total.get("2", 0) for r in learnt) > 0
+
+
+def test_bernoulli_rounds_with_a_replays_exit_confidences_let_the_calibrated_adaptive_trust_the_exit():
+    """The sweep's synthetic rounds: with an exit's recorded confidences (sure when right, unsure
+    when wrong) every round carries its label, and the calibrated adaptive learns to trust and
+    pre-draft on the confident EARLYs; without, it never trusts one. The FINAL's label says
+    whether the EARLY agreed, and the drawn confidence comes from the record of its kind."""
+    record = {"target_layers": 8, "records": [{"round_trace": [
+        {"labels": [[2, False, 0.6], [4, False, 0.97], [6, False, 0.99]]},
+        {"labels": [[2, True, 0.5], [4, True, 0.35], [6, False, 0.9]]},
+        {"labels": [[2, False, 0.7], [4, False, 0.92]]}]}]}
+    conf = predict.exit_confidences(record, 0.5)
+    assert (conf.layer, sorted(conf.right), conf.wrong) == (4, [0.92, 0.97], (0.35,))
+    assert predict.exit_confidences({"target_layers": 8, "records": [{"round_trace": [{}]}]}, 0.5) is None
+    with pytest.raises(ValueError, match="right and of wrong"):
+        predict.ExitConfidences(4, (0.9,), ())
+    rounds = BernoulliRounds(1.0, 0.8, random.Random(0), confidences=conf)
+    drawn = [rounds.next(4) for _ in range(200)]
+    assert all(r.labels == ((4, not r.agreed, r.confidence),) and r.layer == 4 for r in drawn)
+    assert {r.confidence for r in drawn if r.agreed} == {0.92, 0.97} and {r.confidence for r in drawn if not r.agreed} == {0.35}
+
+    def run(confidences):
+        make = [Job(20, BernoulliRounds(1.0, 0.8, random.Random(i), confidences=confidences), frame=i) for i in range(12)]
+        return simulate(regime(), "adaptive", make, gamma=4, max_new_tokens=20, decode={"predraft_min_hit": 0.0})
+    with_conf, without = run(conf), run(None)
+    assert sum(r.early_trusted for r in without) == 0 and sum(r.predrafts for r in without) == 0
+    assert sum(r.early_trusted for r in with_conf) > 0 and sum(r.hits for r in with_conf[4:]) > 0
+    assert sum(r.early_trusted_missed for r in with_conf) == 0    # a 0.35 verdict is never trusted

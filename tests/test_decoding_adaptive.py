@@ -102,3 +102,35 @@ def test_probes_back_off_and_skip_hopeless_regimes():
     assert ad.choose_mode() == "cloud"
     modes = [ad.start_response() for _ in range(12)]
     assert modes.count("spec") == 0, "speculation is over 2x slower here: probing it only wastes time"
+
+
+def test_a_few_unlucky_rounds_do_not_drive_it_out_of_speculation_where_it_pays_but_a_hopeless_regime_does():
+    """The Go2 regime at an acceptance of 0.3 (speculation about 20% faster than the cloud): three
+    rounds that accept nothing, one time in ten, make it look 1.7 times slower; it stays and
+    speculates on. H100-like timings (speculation 8 times slower) still leave after two rounds,
+    and a regime left on a few unlucky rounds is probed again."""
+    def rounds(ad, n, accepted, draft_s, rtt_s, pass_s):
+        for _ in range(n):
+            ad.observe_draft(draft_s * 4, 4)
+            ad.observe_round(4, accepted, pass_s, 5, rtt_s)
+            ad.observe_interval(draft_s * 4 + rtt_s + pass_s, accepted + 1)
+
+    go2 = AdaptiveController()
+    go2.observe_step(0.604)
+    assert go2.start_response() == "spec"
+    rounds(go2, 3, 0, 0.072, 0.12, 0.62)
+    assert go2.choose_mode() == "spec", "three unlucky rounds are not evidence enough to leave"
+    rounds(go2, 20, 0, 0.072, 0.12, 0.62)
+    assert go2.choose_mode() == "cloud", "a draft that never lands is"
+
+    h100 = AdaptiveController(probe_every=2)
+    h100.observe_step(0.025)
+    rounds(h100, 2, 2, 0.072, 0.12, 0.03)
+    assert h100.choose_mode() == "cloud"
+    assert [h100.start_response() for _ in range(12)].count("spec") == 0
+
+    unlucky = AdaptiveController(probe_every=2)
+    unlucky.observe_step(0.06)
+    rounds(unlucky, 3, 0, 0.01, 0.04, 0.064)   # Nano-like: 144 ms for one token against 60 in the cloud
+    assert unlucky.choose_mode() == "cloud"
+    assert "spec" in [unlucky.start_response() for _ in range(4)], "three rounds cannot rule speculation out"

@@ -22,7 +22,8 @@ import statistics
 from ..decoding.modes import MODES
 from ..decoding.timing import TimingProfile
 from ..transport.emulator import LinkSpec
-from .profile_sim import BernoulliRounds, Job, RecordedRounds, Round, SimRegime, simulate, simulate_fleet
+from .profile_sim import (BernoulliRounds, ExitConfidences, Job, RecordedRounds, Round, SimRegime, simulate,
+                          simulate_fleet)
 from .regimes import PAPER, load_regime
 from .summary import Bound, summarize
 
@@ -51,10 +52,23 @@ def token_acceptance_prob(share: float, gamma: int) -> float:
 
 
 def bernoulli_jobs(n: int, tokens: int, token_acceptance_prob: float, agreement: float, seed: int,
-                   first_action: int | None = None) -> list[Job]:
+                   first_action: int | None = None, confidences: ExitConfidences | None = None) -> list[Job]:
     rng = random.Random(seed)
-    return [Job(tokens, BernoulliRounds(token_acceptance_prob, agreement, rng), first_action, frame=i, repeat=0)
-            for i in range(n)]
+    return [Job(tokens, BernoulliRounds(token_acceptance_prob, agreement, rng, confidences=confidences), first_action,
+                frame=i, repeat=0) for i in range(n)]
+
+
+def exit_confidences(result: dict, exit_fraction: float) -> ExitConfidences | None:
+    """The confidences a replay recorded for the exit nearest `exit_fraction` of the target's depth,
+    split by whether the FINAL confirmed them (every speculative round's labels, every mode); None
+    where the replay recorded no labels (runs from before they were)."""
+    labels = [tuple(x) for r in result["records"] for t in r["round_trace"] for x in t.get("labels", ())]
+    if not labels:
+        return None
+    layers = sorted({layer for layer, _, _ in labels})
+    layer = min(layers, key=lambda x: abs(x / result["target_layers"] - exit_fraction))
+    pick = [(missed, c) for at, missed, c in labels if at == layer]
+    return ExitConfidences(layer, tuple(c for missed, c in pick if not missed), tuple(c for missed, c in pick if missed))
 
 
 def regime_bound(regime: SimRegime, gamma: int) -> Bound:
@@ -93,11 +107,11 @@ def client_only_reduction(regime: SimRegime, make_jobs, cloud_ttc: float, gamma:
 
 
 def implied_token_acceptance_prob(regime: SimRegime, target: float, agreement: float, tokens: int, responses: int,
-                                  gamma: int, seed: int) -> float | None:
+                                  gamma: int, seed: int, confidences: ExitConfidences | None = None) -> float | None:
     """The per-token acceptance probability at which the paper's method (client-only pre-drafting)
     reaches `target` latency reduction; None if even 0.99 does not (bisection on seeded simulations)."""
     def red(a: float) -> float:
-        make = lambda: bernoulli_jobs(responses, tokens, a, agreement, seed)  # noqa: E731
+        make = lambda: bernoulli_jobs(responses, tokens, a, agreement, seed, confidences=confidences)  # noqa: E731
         cloud = statistics.mean(r.ttc_s for r in simulate(regime, "cloud", make(), gamma, tokens, seed))
         return client_only_reduction(regime, make, cloud, gamma, tokens, seed)
     lo, hi = 0.0, 0.99
@@ -111,16 +125,18 @@ def implied_token_acceptance_prob(regime: SimRegime, target: float, agreement: f
 
 def paper_comparison(regime_name: str, token_acceptance_probs=(0.55, 0.575, 0.6),
                      agreements=(0.5, 0.6, 0.7, 0.8, 0.9), tokens: int = 32, responses: int = 40, gamma: int = 4,
-                     seed: int = 0, exit_fraction: float = 0.5) -> dict:
+                     seed: int = 0, exit_fraction: float = 0.5, confidences: ExitConfidences | None = None) -> dict:
     """The sensitivity grid for one regime: per (per-token acceptance probability, agreement) every
     mode's summary (its acceptance and tokens per round measured on the simulated rounds), the paper's
-    client-only pre-drafting beside ours, and the per-token probability the paper's figure implies here."""
+    client-only pre-drafting beside ours, and the per-token probability the paper's figure implies here.
+    `confidences`: the exit's confidences the rounds carry (a replay's, `exit_confidences`); without,
+    the calibrated adaptive has nothing to trust an exit on and never pre-drafts on a shown verdict."""
     profile = load_regime(regime_name)
     regime = sim_regime(regime_name, profile, exit_fraction=exit_fraction)
     grid = []
     for a in token_acceptance_probs:
         for g in agreements:
-            make = lambda: bernoulli_jobs(responses, tokens, a, g, seed)  # noqa: E731
+            make = lambda: bernoulli_jobs(responses, tokens, a, g, seed, confidences=confidences)  # noqa: E731
             s = run_modes(regime, make, gamma=gamma, max_new_tokens=tokens, seed=seed)
             grid.append({"token_acceptance_prob": a, "agreement": g, "summary": s,
                          "reduction": {m: reduction(s, m) for m in s if m != "cloud"},
@@ -130,10 +146,12 @@ def paper_comparison(regime_name: str, token_acceptance_probs=(0.55, 0.575, 0.6)
                          "adaptive": adaptive_check(s)})
     paper = PAPER.get(regime_name) or {}
     implied = implied_token_acceptance_prob(regime, paper["spec-ee-pre"], 0.7, tokens, min(responses, 20), gamma,
-                                            seed) if "spec-ee-pre" in paper else None
+                                            seed, confidences) if "spec-ee-pre" in paper else None
     return {"regime": regime_name, "description": profile.description, "paper": PAPER.get(regime_name),
             "tokens": tokens, "responses": responses, "gamma": gamma, "exit_fraction": exit_fraction,
             "link": {"rtt_s": regime.rtt_s, "jitter_s": regime.jitter_s}, "grid": grid,
+            "confidences": None if confidences is None else {
+                "layer": confidences.layer, "right": len(confidences.right), "wrong": len(confidences.wrong)},
             "implied_token_acceptance_prob": implied,
             "implied_acceptance": None if implied is None else acceptance_share(implied, gamma)}
 

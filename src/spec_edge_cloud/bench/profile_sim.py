@@ -69,6 +69,25 @@ class Round:
         return 0 if self.agreed else self.alternative
 
 
+@dataclass(frozen=True)
+class ExitConfidences:
+    """One exit's confidences as a replay recorded them: those of its verdicts the FINAL confirmed
+    (`right`) and of those it did not (`wrong`). How often the exit is right is the Bernoulli
+    rounds' agreement; how its confidence tells right from wrong is this record's."""
+
+    layer: int
+    right: tuple[float, ...]
+    wrong: tuple[float, ...]
+
+    def __post_init__(self):
+        if not self.right or not self.wrong:
+            raise ValueError(f"exit {self.layer}: confidences of right and of wrong verdicts are both needed "
+                             f"(got {len(self.right)} and {len(self.wrong)})")
+
+    def draw(self, right: bool, rng: random.Random) -> float:
+        return rng.choice(self.right if right else self.wrong)
+
+
 class BernoulliRounds:
     """Each draft token accepted with probability `token_acceptance_prob` (the run stops at the first
     miss), so the acceptance (share of drafted tokens accepted) is lower: predict.acceptance_share;
@@ -76,11 +95,14 @@ class BernoulliRounds:
     final is the exit's alternative of rank i with probability `alternatives[i - 1]`. Reusing answers:
     a recent answer extends a round with probability `reuse` by `reuse_tokens` tokens (at most the
     lookup allows), each accepted with probability `reuse_token_prob` once all drafted ones were.
-    Grammar: each drafted token is one the grammar forces with probability `forced`."""
+    Grammar: each drafted token is one the grammar forces with probability `forced`. Exit
+    confidences (`confidences`): the early verdict's confidence drawn from its exit's record, among
+    the verdicts as right (or as wrong) as this one, and the FINAL labels that exit with it; without,
+    a round carries no confidence (a calibrated exit learns nothing from it)."""
 
     def __init__(self, token_acceptance_prob: float, agreement: float, rng: random.Random, early: float = 1.0,
                  alternatives: tuple[float, ...] = (), reuse: float = 0.0, reuse_tokens: int = 0,
-                 reuse_token_prob: float = 0.0, forced: float = 0.0):
+                 reuse_token_prob: float = 0.0, forced: float = 0.0, confidences: "ExitConfidences | None" = None):
         for name, p in (("token_acceptance_prob", token_acceptance_prob), ("agreement", agreement),
                         ("early", early), ("alternatives", sum(alternatives)), ("reuse", reuse),
                         ("reuse_token_prob", reuse_token_prob), ("forced", forced)):
@@ -90,6 +112,7 @@ class BernoulliRounds:
         self.alternatives = alternatives
         self.reuse, self.reuse_tokens, self.reuse_token_prob = reuse, reuse_tokens, reuse_token_prob
         self.forced_share = forced
+        self.confidences = confidences
 
     def forced(self, n: int, ahead: int = 0) -> int:
         """Of the next round's `n` drafted tokens, those the grammar forces (drawn only when modelled)."""
@@ -117,7 +140,11 @@ class BernoulliRounds:
                 if u < total:
                     alternative = rank
                     break
-        return Round(gamma + reused, k, early, agreed, alternative=alternative, reused=reused)
+        if self.confidences is None:
+            return Round(gamma + reused, k, early, agreed, alternative=alternative, reused=reused)
+        layer, confidence = self.confidences.layer, self.confidences.draw(agreed, self.rng)
+        return Round(gamma + reused, k, early, agreed, alternative=alternative, reused=reused, layer=layer,
+                     confidence=confidence, labels=((layer, not agreed, confidence),))
 
 
 class RecordedRounds:

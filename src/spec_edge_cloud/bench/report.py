@@ -228,6 +228,7 @@ def profile_markdown(result: dict, plots: list[str] = ()) -> str:
                   f"first early verdict at {comp['exit_fraction']:.0%} of the depth, RTT "
                   f"{comp['link']['rtt_s'] * 1000:.0f} ms (jitter {comp['link']['jitter_s'] * 1000:.0f} ms), "
                   f"seed {result['seed']}. Latency reduction = 1 - TTC(mode) / TTC(cloud).", "",
+                  _confidences_line(comp.get("confidences")), "",
                   "Per-token acceptance probability: the simulated draft's tokens are each accepted with it until "
                   "the first miss. Acceptance: the share of drafted tokens accepted, measured on the simulated "
                   "spec-ee-pre rounds (the definition every other table uses).", "",
@@ -276,6 +277,14 @@ def profile_markdown(result: dict, plots: list[str] = ()) -> str:
         lines.append(f"\nAll within 10%: {'yes' if cal['all_within_10pct'] else 'NO'}.\n")
     lines += [f"![{Path(p).stem}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _confidences_line(conf: dict | None) -> str:
+    if conf is None:
+        return ("Exit confidences: none (no replay given): adaptive's exits, calibrated online, have nothing to "
+                "trust a verdict on, so it never pre-drafts on a shown one here.")
+    return (f"Exit confidences: the replay's exit at layer {conf['layer']} ({conf['right']} right and {conf['wrong']} "
+            "wrong verdicts), each round's drawn among those as right as it; the agreement sets how often it is.")
 
 
 def headline(comps: list[dict]) -> list[str]:

@@ -163,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--exit-fraction", type=float, default=0.5, help="depth of the first early exit")
     p.add_argument("--fleet", type=_ints, default=[1, 2, 4, 8, 16], help="robot counts (empty: skip)")
     p.add_argument("--traces", type=Path, default=None, help="replay result.json whose recorded rounds to replay")
+    p.add_argument("--confidences", type=Path, default=None,
+                   help="replay result.json whose exit confidences the sweep's rounds carry (default: --traces'; "
+                        "without either, the calibrated adaptive trusts no early verdict in the sweep)")
     p.add_argument("--calibrate", type=Path, action="append", default=[],
                    help="replay result.json (emulated regime) to compare predictions with")
     p.add_argument("--seed", type=int, default=0)
@@ -292,17 +295,20 @@ def _profile(args: argparse.Namespace) -> int:
     from ..bench.report import write_profile
 
     regimes = [r.strip() for r in args.regime.split(",") if r.strip()]
+    traces = json.loads(args.traces.read_text()) if args.traces else None
+    source = args.confidences or args.traces
+    confidences = predict.exit_confidences(json.loads(source.read_text()), args.exit_fraction) if source else None
     result = {"kind": "profile", "seed": args.seed, "regimes": regimes, "emulated": True, "paper": [],
               "fleet": [], "calibration": [], "traces": []}
     for name in regimes:
         result["paper"].append(predict.paper_comparison(name, args.token_acceptance_prob, args.agreement, args.tokens,
-                                                        args.responses, args.gamma, args.seed, args.exit_fraction))
+                                                        args.responses, args.gamma, args.seed, args.exit_fraction,
+                                                        confidences))
         if args.fleet:
             result["fleet"].append(predict.fleet(name, args.fleet, tokens=args.tokens, gamma=args.gamma,
                                                  seed=args.seed))
         if args.traces:
-            result["traces"].append(predict.recorded(name, json.loads(args.traces.read_text()), args.gamma,
-                                                     args.seed, args.exit_fraction))
+            result["traces"].append(predict.recorded(name, traces, args.gamma, args.seed, args.exit_fraction))
     for path in args.calibrate:
         result["calibration"].append(predict.calibrate(json.loads(path.read_text()), args.seed))
     out = _out_dir(args)
