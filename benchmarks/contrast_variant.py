@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--close-views", action="store_true", help="add sim_dataset.generate_close's views")
     p.add_argument("--repeat", type=int, default=Budget.contrast_repeat,
                    help="times the look-alike views count beside the expert's in the stage")
+    p.add_argument("--every-goal", action="store_true",
+                   help="each look-alike view also under the instruction to go to each other object of its room")
     p.add_argument("--steps", type=int, default=Budget.contrast_steps, help="target steps of the stage")
     p.add_argument("--draft-steps", type=int, default=Budget.draft_contrast_steps)
     p.add_argument("--episodes", type=int, default=Budget.sim_episodes, help="held-out rooms of the figures")
@@ -43,12 +45,13 @@ def main() -> None:
     def log(text: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {text}", flush=True)
 
-    budget = replace(Budget(), close_views=args.close_views, contrast_repeat=args.repeat, contrast_steps=args.steps,
+    budget = replace(Budget(), close_views=args.close_views, contrast_repeat=args.repeat, every_goal=args.every_goal,
+                     contrast_steps=args.steps,
                      draft_contrast_steps=args.draft_steps, sim_episodes=args.episodes)
     report = train_family(args.out, args.work, args.seed, budget, log=log, resume=args.resume)
     cards.vlm_cards(report.target_dir, report.draft_dir, report.figures,
                     f"python benchmarks/contrast_variant.py --resume {args.resume} --out {args.out} --seed {args.seed}"
-                    f"{' --close-views' if args.close_views else ''} --repeat {args.repeat} --steps {args.steps} --draft-steps "
+                    f"{' --close-views' if args.close_views else ''}{' --every-goal' if args.every_goal else ''} --repeat {args.repeat} --steps {args.steps} --draft-steps "
                     f"{args.draft_steps} --episodes {args.episodes}")
     log(f"variant saved under {args.out}")
 

@@ -104,6 +104,27 @@ def test_contrast_views_face_each_object_of_look_alike_rooms_with_answers_the_pi
         dataset.generate_contrast(tmp_path / "c", [], world=world)
 
 
+def test_every_goal_gives_each_view_the_instruction_of_every_object_with_its_own_answer(world, tmp_path):
+    seed = dataset.episode_seed(3, 0)
+    plain = dataset.generate_contrast(tmp_path / "a", [seed], world=world)
+    every = dataset.generate_contrast(tmp_path / "b", [seed], world=world, every_goal=True)
+    layout = scene.random_layout(seed, confusers=2)
+    room_goal = (layout.goal_object.colour, layout.goal_object.shape)
+    # the room's own goal keeps the answers it had, image for image
+    assert [(e.image, e.answer) for e in every if parse_instruction(e.instruction) == room_goal] == \
+        [(e.image, e.answer) for e in plain]
+    by_image: dict[str, dict] = {}
+    for e in every:
+        by_image.setdefault(e.image, {})[parse_instruction(e.instruction)] = parse_answer(e.answer)[0]
+    assert len(by_image) == len(plain)
+    objects = {(o.colour, o.shape) for o in layout.objects}
+    for answers in by_image.values():
+        assert set(answers) <= objects and len(answers) >= 3
+        # the same pixels: the object faced is "ahead" under its own instruction, the others are not
+        in_view = [goal for goal, observation in answers.items() if not observation.startswith("no ")]
+        assert 1 <= len(in_view) < len(answers)
+
+
 def test_close_views_put_an_object_in_front_of_the_robot_and_call_only_the_goal_reached(world, tmp_path):
     seeds = [dataset.episode_seed(4, i) for i in range(2)]
     examples = dataset.generate_close(tmp_path / "a", seeds, world=world)

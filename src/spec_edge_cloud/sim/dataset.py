@@ -23,6 +23,7 @@ look-alikes with the expert's answer for each ("no red ball in view . turn left 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -160,23 +161,28 @@ CLOSE_SIDE_SPREAD = 0.6        # rad: how far around the object from the goal's 
 
 
 def generate_contrast(out: Path, layout_seeds: list[int], confusers: int = 2, image_size: int = 128,
-                      world: Go2World | None = None) -> list[Example]:
+                      world: Go2World | None = None, every_goal: bool = False) -> list[Example]:
     """One view facing each object of every room (goal and distractors, `confusers` of them alike
     the goal), each with the expert's answer; written under `out` like `generate`'s examples.
 
+    With `every_goal`, each view also comes with the instruction to go to every other object of
+    the room and the expert's answer to it: the same pixels under instructions that differ in one
+    word get different answers, which only reading the shape (or colour) in the picture explains.
+
     A record's `seed` is the room's layout seed, drawn with `confusers` (not `sim run --seed`'s room)."""
-    return _room_views(out, layout_seeds, confusers, image_size, world, "contrast", _facing_poses)
+    return _room_views(out, layout_seeds, confusers, image_size, world, "contrast", _facing_poses, every_goal)
 
 
 def generate_close(out: Path, layout_seeds: list[int], confusers: int = 2, image_size: int = 128,
-                   world: Go2World | None = None) -> list[Example]:
+                   world: Go2World | None = None, every_goal: bool = False) -> list[Example]:
     """Views with an object filling the picture, where a model that learned "a big object ahead is
     the goal" says "reached": facing each object of every room from CLOSE_M (at the goal the
     expert says "reached"; at a look-alike "no red ball in view", or where the goal is), and
     standing close behind each other object with the goal beyond it (the goal is then beside the
     object in the picture, and the expert walks around it; views where it hides the goal are left
-    out). Written under `out` like `generate_contrast`'s (images `close00000_step000.png`)."""
-    return _room_views(out, layout_seeds, confusers, image_size, world, "close", _close_poses)
+    out). Written under `out` like `generate_contrast`'s (images `close00000_step000.png`), and
+    `every_goal` as there."""
+    return _room_views(out, layout_seeds, confusers, image_size, world, "close", _close_poses, every_goal)
 
 
 PoseSource = Callable[[scene.Layout, int, int], Iterator[tuple[float, float, float] | None]]
@@ -199,31 +205,45 @@ def _close_poses(layout: scene.Layout, index: int, layout_seed: int) -> Iterator
 
 
 def _room_views(out: Path, layout_seeds: list[int], confusers: int, image_size: int, world: Go2World | None,
-                prefix: str, poses: PoseSource) -> list[Example]:
-    """The expert's answer for every pose `poses` gives in every look-alike room, written under `out`."""
+                prefix: str, poses: PoseSource, every_goal: bool = False) -> list[Example]:
+    """The expert's answer for every pose `poses` gives in every look-alike room, written under `out`
+    (for the room's goal, or with `every_goal` for each of its objects as the goal in turn)."""
     if not layout_seeds:
         raise ValueError("no rooms to take contrast views in")
     examples: list[Example] = []
     with _recording(out, world, image_size) as (out, world, camera):
         for index, layout_seed in enumerate(layout_seeds):
             layout = scene.random_layout(layout_seed, confusers=confusers)
-            goal = layout.goal_object
-            text = instruction(goal.colour, goal.shape)
+            goals = [layout.goal] + [i for i in range(len(layout.objects)) if every_goal and i != layout.goal]
             step = 0
             for pose in poses(layout, index, layout_seed):
                 if pose is None:
                     continue
                 world.reset(scene.Layout(layout.objects, layout.goal, pose))
                 world.advance(CONTRAST_SETTLE_S)
-                view = expert.look(world, camera)
-                if view.occluded or (view.distance <= REACH_RADIUS and not view.visible):
-                    continue  # the picture cannot show the goal the answer names (hidden, or beside the robot)
                 name = f"{IMAGES_DIR}/{prefix}{index:05d}_step{step:03d}.png"
+                answers = [(goal, _answer_for(world, camera, goal)) for goal in goals]
+                answers = [(goal, text) for goal, text in answers if text is not None]
+                if not answers:
+                    continue
                 Image.fromarray(camera.render(world.data)).save(out / name)
-                examples.append(Example(name, text, expert.answer(world, camera, view), index, step, layout_seed))
+                for goal, text in answers:
+                    obj = layout.objects[goal]
+                    examples.append(Example(name, instruction(obj.colour, obj.shape), text, index, step, layout_seed))
                 step += 1
     (out / EXAMPLES_FILE).write_text("".join(e.to_json() + "\n" for e in examples))
     return examples
+
+
+def _answer_for(world: Go2World, camera: HeadCamera, goal: int) -> str | None:
+    """The expert's answer with object `goal` of the room as the goal (the robot where it stands),
+    or None where the picture cannot show the goal the answer names (hidden, or beside the robot)."""
+    assert world.layout is not None
+    world.layout = dataclasses.replace(world.layout, goal=goal)
+    view = expert.look(world, camera)
+    if view.occluded or (view.distance <= REACH_RADIUS and not view.visible):
+        return None
+    return expert.answer(world, camera, view)
 
 
 def _free(layout: scene.Layout, x: float, y: float) -> bool:

@@ -11,6 +11,7 @@ import json
 import random
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +48,7 @@ class Budget:
     draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
     close_views: bool = False       # the contrast stage also trains on close views (sim_dataset.generate_close)
     contrast_repeat: int = 1        # the stage's look-alike views count this many times beside the expert's
+    every_goal: bool = False        # each look-alike view also under the instruction to go to each other object
     draft_steps: int = 1500
     exit_steps: int = 1500
     exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
@@ -98,14 +100,19 @@ def make_views(directory: Path, layout_seeds: list[int], generate: Callable[[Pat
     return directory
 
 
-def contrast_views(work: Path, seed: int, rooms: list[int], close_views: bool, log: Log) -> tuple[list, list]:
+def contrast_views(work: Path, seed: int, rooms: list[int], close_views: bool, log: Log,
+                   every_goal: bool = False) -> tuple[list, list]:
     """The contrast stage's views of `rooms` (generated once under `work`): the contrast views, and
-    the close views where the stage takes them (else an empty list)."""
-    contrast, _ = read_dataset(make_views(work / f"contrast-s{seed}", rooms, sim_dataset.generate_contrast,
+    the close views where the stage takes them (else an empty list); with `every_goal`, each view
+    under every object's instruction (sim_dataset.generate_contrast)."""
+    tag = "-all" if every_goal else ""
+    contrast, _ = read_dataset(make_views(work / f"contrast{tag}-s{seed}", rooms,
+                                          partial(sim_dataset.generate_contrast, every_goal=every_goal),
                                           "contrast views", log))
     if not close_views:
         return contrast, []
-    close, _ = read_dataset(make_views(work / f"close-s{seed}", rooms, sim_dataset.generate_close, "close views", log))
+    close, _ = read_dataset(make_views(work / f"close{tag}-s{seed}", rooms,
+                                       partial(sim_dataset.generate_close, every_goal=every_goal), "close views", log))
     return contrast, close
 
 
@@ -174,12 +181,13 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
         if set(rooms) & held_rooms:
             raise ValueError("contrast rooms overlap the held-out frames' rooms")
         train_layouts |= set(rooms)
-        contrast, close = contrast_views(work, seed, rooms, budget.close_views, log)
+        contrast, close = contrast_views(work, seed, rooms, budget.close_views, log, budget.every_goal)
         data = EncodedExamples(target, examples + (contrast + close) * budget.contrast_repeat)
         examples = examples + contrast + close
         target_stats["contrast"] = {"rooms": len(rooms), "examples": len(contrast),
                                     **({"close_examples": len(close)} if close else {}),
-                                    **({"repeat": budget.contrast_repeat} if budget.contrast_repeat > 1 else {}), **train(
+                                    **({"repeat": budget.contrast_repeat} if budget.contrast_repeat > 1 else {}),
+                                    **({"every_goal": True} if budget.every_goal else {}), **train(
             target, data, TrainConfig(steps=budget.contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 3),
             log=lambda s: log("target (contrast) " + s))}
         draft_stats["contrast"] = train(
