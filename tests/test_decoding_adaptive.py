@@ -134,3 +134,11 @@ def test_a_few_unlucky_rounds_do_not_drive_it_out_of_speculation_where_it_pays_b
     rounds(unlucky, 3, 0, 0.01, 0.04, 0.064)   # Nano-like: 144 ms for one token against 60 in the cloud
     assert unlucky.choose_mode() == "cloud"
     assert "spec" in [unlucky.start_response() for _ in range(4)], "three rounds cannot rule speculation out"
+
+
+def test_a_draft_that_is_nearly_always_right_drafts_a_whole_answer_per_round():
+    """Go2 timings, every drafted token accepted: the pass costs about the same for 17 tokens as
+    for 5, so the draft length grows past 8 toward a whole action answer."""
+    ad = AdaptiveController()
+    feed(ad, step_s=0.604, pass_s=0.62, draft_s=0.072, rtt_s=0.120, acceptance=1.0)
+    assert 8 < ad.best_gamma() <= 16

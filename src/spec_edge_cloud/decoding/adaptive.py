@@ -7,8 +7,10 @@ already queued on the server: the next pass starts when the current one ends, un
 is still on its way, so it costs V(γ+1) + max(0, γ·d + R - L), where L is how much earlier the
 early verdict arrives than the final one. With hit rate h the expected round costs
 h·T_hit + (1-h)·T_miss and commits E(a, γ) = (1 - a^(γ+1)) / (1 - a) tokens at acceptance a.
-Pick the γ with the lowest time per token; pick cloud decoding when it is clearly cheaper
-(a margin keeps noise from flapping between the two).
+Pick the γ with the lowest time per token, up to `max_gamma` (16: a whole action answer, so
+that where the draft is nearly always right one pass verifies the answer, the pass costing
+nearly the same for 17 tokens as for 5); pick cloud decoding when it is clearly cheaper (a margin
+keeps noise from flapping between the two).
 
 Estimates: a is the per-token acceptance probability of that formula (not the share of drafted
 tokens accepted): a round that accepts k of γ tokens saw k acceptances in k + 1 trials, or γ in γ
@@ -57,7 +59,7 @@ class AdaptiveController:
     MIN_ROUNDS_FOR_GAMMA = 8  # rounds of evidence before tuning the draft length
     early_verdicts = True     # as a policy of decoding/rounds.py: always asks for early verdicts
 
-    def __init__(self, gamma: int = 4, max_gamma: int = 8, threshold: float = 0.5, probe_every: int = 8,
+    def __init__(self, gamma: int = 4, max_gamma: int = 16, threshold: float = 0.5, probe_every: int = 8,
                  decay: float = 0.95, calibration: ExitCalibration | None = None, predraft_min_hit: float = 0.0):
         """`calibration`: which exits' early verdicts to trust (`threshold`, what the cloud is asked
         for, then follows it); `predraft_min_hit` > 0: pre-draft unshown on others worth it."""
