@@ -30,10 +30,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("runs/train"), help="data directories, reused when present")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--close-views", action="store_true", help="add sim_dataset.generate_close's views")
+    p.add_argument("--close-views", action=argparse.BooleanOptionalAction, default=Budget.close_views,
+                   help="add sim_dataset.generate_close's views")
     p.add_argument("--repeat", type=int, default=Budget.contrast_repeat,
                    help="times the look-alike views count beside the expert's in the stage")
-    p.add_argument("--every-goal", action="store_true",
+    p.add_argument("--every-goal", action=argparse.BooleanOptionalAction, default=Budget.every_goal,
                    help="each look-alike view also under the instruction to go to each other object of its room")
     p.add_argument("--steps", type=int, default=Budget.contrast_steps, help="target steps of the stage")
     p.add_argument("--draft-steps", type=int, default=Budget.draft_contrast_steps)
@@ -51,7 +52,8 @@ def main() -> None:
     report = train_family(args.out, args.work, args.seed, budget, log=log, resume=args.resume)
     cards.vlm_cards(report.target_dir, report.draft_dir, report.figures,
                     f"python benchmarks/contrast_variant.py --resume {args.resume} --out {args.out} --seed {args.seed}"
-                    f"{' --close-views' if args.close_views else ''}{' --every-goal' if args.every_goal else ''} --repeat {args.repeat} --steps {args.steps} --draft-steps "
+                    f"{' --close-views' if args.close_views else ' --no-close-views'}"
+                    f"{' --every-goal' if args.every_goal else ' --no-every-goal'} --repeat {args.repeat} --steps {args.steps} --draft-steps "
                     f"{args.draft_steps} --episodes {args.episodes}")
     log(f"variant saved under {args.out}")
 

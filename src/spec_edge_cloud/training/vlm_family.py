@@ -44,11 +44,11 @@ class Budget:
     dagger_steps: int = 800         # then the target trains on expert + DAgger views
     dagger_timeout_s: float = 40.0  # sim time per DAgger room
     contrast_rooms: int = 400       # rooms with look-alike distractors, one view facing each object
-    contrast_steps: int = 300       # then the target trains on expert + contrast views
-    draft_contrast_steps: int = 300  # and the draft follows it there (KL to the new target)
-    close_views: bool = False       # the contrast stage also trains on close views (sim_dataset.generate_close)
+    contrast_steps: int = 2400      # then the target trains on expert + contrast views
+    draft_contrast_steps: int = 2000  # and the draft follows it there (KL to the new target)
+    close_views: bool = True        # the contrast stage also trains on close views (sim_dataset.generate_close)
     contrast_repeat: int = 1        # the stage's look-alike views count this many times beside the expert's
-    every_goal: bool = False        # each look-alike view also under the instruction to go to each other object
+    every_goal: bool = True         # each look-alike view also under the instruction to go to each other object
     draft_steps: int = 1500
     exit_steps: int = 1500
     exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
@@ -64,7 +64,7 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2, every_goal=True,
                    draft_steps=3,
                    exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
