@@ -259,11 +259,13 @@ def test_bernoulli_rounds_with_a_replays_exit_confidences_let_the_calibrated_ada
     rounds = BernoulliRounds(1.0, 0.8, random.Random(0), confidences=conf)
     drawn = [rounds.next(4) for _ in range(200)]
     assert all(r.labels == ((4, not r.agreed, r.confidence),) and r.layer == 4 for r in drawn)
-    assert {r.confidence for r in drawn if r.agreed} == {0.92, 0.97} and {r.confidence for r in drawn if not r.agreed} == {0.35}
+    assert {r.confidence for r in drawn if r.agreed} == {0.92, 0.97}
+    assert {r.confidence for r in drawn if not r.agreed} == {0.35}
 
     def run(confidences):
-        make = [Job(20, BernoulliRounds(1.0, 0.8, random.Random(i), confidences=confidences), frame=i) for i in range(12)]
-        return simulate(regime(), "adaptive", make, gamma=4, max_new_tokens=20, decode={"predraft_min_hit": 0.0})
+        work = [Job(20, BernoulliRounds(1.0, 0.8, random.Random(i), confidences=confidences), frame=i)
+                for i in range(12)]
+        return simulate(regime(), "adaptive", work, gamma=4, max_new_tokens=20, decode={"predraft_min_hit": 0.0})
     with_conf, without = run(conf), run(None)
     assert sum(r.early_trusted for r in without) == 0 and sum(r.predrafts for r in without) == 0
     assert sum(r.early_trusted for r in with_conf) > 0 and sum(r.hits for r in with_conf[4:]) > 0

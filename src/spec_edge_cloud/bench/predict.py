@@ -68,7 +68,8 @@ def exit_confidences(result: dict, exit_fraction: float) -> ExitConfidences | No
     layers = sorted({layer for layer, _, _ in labels})
     layer = min(layers, key=lambda x: abs(x / result["target_layers"] - exit_fraction))
     pick = [(missed, c) for at, missed, c in labels if at == layer]
-    return ExitConfidences(layer, tuple(c for missed, c in pick if not missed), tuple(c for missed, c in pick if missed))
+    return ExitConfidences(layer, tuple(c for missed, c in pick if not missed),
+                           tuple(c for missed, c in pick if missed))
 
 
 def regime_bound(regime: SimRegime, gamma: int) -> Bound:

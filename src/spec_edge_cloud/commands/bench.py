@@ -296,8 +296,8 @@ def _profile(args: argparse.Namespace) -> int:
 
     regimes = [r.strip() for r in args.regime.split(",") if r.strip()]
     traces = json.loads(args.traces.read_text()) if args.traces else None
-    source = args.confidences or args.traces
-    confidences = predict.exit_confidences(json.loads(source.read_text()), args.exit_fraction) if source else None
+    recorded = json.loads(args.confidences.read_text()) if args.confidences else traces
+    confidences = predict.exit_confidences(recorded, args.exit_fraction) if recorded else None
     result = {"kind": "profile", "seed": args.seed, "regimes": regimes, "emulated": True, "paper": [],
               "fleet": [], "calibration": [], "traces": []}
     for name in regimes:

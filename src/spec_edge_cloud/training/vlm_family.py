@@ -64,8 +64,8 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2, every_goal=True,
-                   draft_steps=3,
+                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2,
+                   every_goal=True, draft_steps=3,
                    exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
