@@ -207,6 +207,7 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     again = json.loads((out / "target" / "card.json").read_text())
     assert again["sim"] == card["sim"] and again["speculation"]["lossless_mismatches"] == []
     assert "--only exits" in again["training"]["exits"]["command"] and "first_exit" in again["speculation"]
+    assert not (tmp_path / "work" / "contrast-s0").exists()   # the views the target trained on: every goal's
     assert "Re-run alone: `spec-edge-cloud train" in (out / "target" / "README.md").read_text()
     assert cli.main(["train", "--only", "exits", "--quick", "--out", str(out), "--seed", "1",
                      "--work", str(tmp_path / "work")]) == 2

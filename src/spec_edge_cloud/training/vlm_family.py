@@ -270,7 +270,8 @@ def retrain_exits(models: Path, work: Path, seed: int, budget: Budget = Budget()
     examples, _ = read_dataset(dataset_dir or make_dataset(work / f"dataset-s{seed}", budget.episodes, seed, log))
     stage = trained.get("target", {}).get("contrast")
     if stage is not None:
-        contrast, close = contrast_views(work, seed, contrast_rooms(seed, budget), "close_examples" in stage, log)
+        contrast, close = contrast_views(work, seed, contrast_rooms(seed, budget), "close_examples" in stage, log,
+                                         stage.get("every_goal", False))
         examples = examples + contrast + close
     held, _ = read_dataset(make_dataset(work / f"heldout-s{seed}", budget.heldout_episodes,
                                         seed + sim_eval.HELDOUT_STREAM, log))
