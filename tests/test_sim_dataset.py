@@ -123,6 +123,13 @@ def test_every_goal_gives_each_view_the_instruction_of_every_object_with_its_own
         # the same pixels: the object faced is "ahead" under its own instruction, the others are not
         in_view = [goal for goal, observation in answers.items() if not observation.startswith("no ")]
         assert 1 <= len(in_view) < len(answers)
+    # another goal in the same room: only which object counts changes
+    world.reset(layout)
+    pose, other = world.pose(), (layout.goal + 1) % len(layout.objects)
+    world.set_goal(other)
+    assert world.layout.goal_object == layout.objects[other] and world.pose() == pose
+    with pytest.raises(ValueError, match="no object 99"):
+        world.set_goal(99)
 
 
 def test_close_views_put_an_object_in_front_of_the_robot_and_call_only_the_goal_reached(world, tmp_path):

@@ -23,7 +23,6 @@ look-alikes with the expert's answer for each ("no red ball in view . turn left 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -238,8 +237,7 @@ def _room_views(out: Path, layout_seeds: list[int], confusers: int, image_size: 
 def _answer_for(world: Go2World, camera: HeadCamera, goal: int) -> str | None:
     """The expert's answer with object `goal` of the room as the goal (the robot where it stands),
     or None where the picture cannot show the goal the answer names (hidden, or beside the robot)."""
-    assert world.layout is not None
-    world.layout = dataclasses.replace(world.layout, goal=goal)
+    world.set_goal(goal)
     view = expert.look(world, camera)
     if view.occluded or (view.distance <= REACH_RADIUS and not view.visible):
         return None

@@ -7,6 +7,7 @@ distance to the goal, falls, collisions) is read from here; rendering lives in c
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import mujoco
@@ -173,6 +174,14 @@ class Go2World:
                 if other != self._floor:
                     touched.add(m.geom(other).name)
         return sorted(touched)
+
+    def set_goal(self, index: int) -> None:
+        """Make object `index` of the room the goal, the robot and every object where they are: the
+        same scene under another instruction (nothing physical depends on which object is the goal)."""
+        assert self.layout is not None
+        if not 0 <= index < len(self.layout.objects):
+            raise ValueError(f"no object {index} in a room of {len(self.layout.objects)}")
+        self.layout = dataclasses.replace(self.layout, goal=index)
 
     def goal_distance(self) -> float:
         """Horizontal distance from the trunk centre to the goal object's centre."""
