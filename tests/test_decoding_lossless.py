@@ -94,3 +94,18 @@ def test_stop_string_ends_every_mode_where_the_target_would():
             assert SpecClient(draft, link, cfg).generate(prompt).tokens == ref[: cut + 1], mode
         finally:
             link.close()
+
+
+@pytest.mark.parametrize("prefill", [True, False])
+def test_static_cache_with_an_image_equals_target_before_and_after_its_prefill(prefill):
+    """The static cache's batched pass has no image input: a first pass over the prompt goes alone
+    through the model's forward, where the image is."""
+    from spec_edge_cloud.decoding.static_cache import CacheConfig
+    target, _ = pair("qwen2vl", 7)
+    prompt = target.encode("w4 w9 w1", random_image(0))
+    ref = target_alone(target, prompt, 6)
+    seq = TargetEngine(target, cache=CacheConfig(kind="static", slots=1, max_len=96)).start(prompt)
+    if prefill:
+        seq.prefill()
+    seq.verify(ref[:2])
+    assert seq.seq.generated == ref[:3]

@@ -194,7 +194,12 @@ def run_layers(cache: SlotCache, hidden: torch.Tensor, cos_sin: tuple, mask: tor
 @torch.no_grad()
 def static_forward_rows(seqs: list[StaticSequence], tails: list[list[int]]) -> list[torch.Tensor]:
     """`forward_rows` over slots: every row's tail at its own positions in one eager pass; logits
-    [len(tail), vocab] each. The layers are called as modules, so exit hooks fire as usual."""
+    [len(tail), vocab] each. The layers are called as modules, so exit hooks fire as usual. A sequence
+    whose prompt is not cached yet goes alone through its own forward: only that one passes the image."""
+    if len(seqs) == 1 and seqs[0].cached == 0:
+        return [seqs[0].forward(tails[0])]
+    if len(seqs) > 1 and not all(s.batchable for s in seqs):
+        raise ValueError("a batched pass needs every sequence past its prompt prefill")
     cache = seqs[0].slots
     if any(s.slots is not cache for s in seqs):
         raise ValueError("a batched pass needs sequences of one static cache")
