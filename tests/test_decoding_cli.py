@@ -81,18 +81,21 @@ def test_config_rejects_unknown_mode():
         DecodeConfig(mode="turbo")
 
 
-def test_exits_train_then_report(model_dirs, capsys, tmp_path):
+@pytest.mark.parametrize("attend", ["", "1"])
+def test_exits_train_then_report(model_dirs, capsys, tmp_path, attend):
     root, _ = model_dirs
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(f"w{i} w{i + 2} w{i + 5}" for i in range(1, 13)))
     out_dir = tmp_path / "exits"
     assert main(["exits", "train", "--target", str(root / "target"), "--prompts", str(prompts), "--layers", "1,2",
-                 "--steps", "20", "--rank", "8", "--max-new-tokens", "8", "--exits", str(out_dir)]) == 0
+                 "--steps", "20", "--rank", "8", "--max-new-tokens", "8", "--exits", str(out_dir),
+                 "--attend", attend]) == 0
     assert "held-out agreement" in capsys.readouterr().out
     assert main(["exits", "report", "--target", str(root / "target"), "--prompts", str(prompts),
                  "--exits", str(out_dir), "--max-new-tokens", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["trained"] and set(report["agreement"]) == {"1", "2"}
+    assert json.loads((out_dir / "exit_heads.json").read_text()).get("attend", []) == ([1] if attend else [])
 
 
 def test_decode_against_a_running_verifier_over_zeromq(model_dirs, tmp_path):

@@ -149,23 +149,29 @@ def test_rounds_of_a_greedy_draft_end_at_the_first_rejection_or_after_the_bonus(
     assert draft_rounds([1, 2], [0, 0], 4) == [(0, 1), (1, 2)]
 
 
-def test_round_agreement_on_teacher_data_is_what_speculative_decoding_measures():
+@pytest.mark.parametrize("attend", [(), (1,)])
+def test_round_agreement_on_teacher_data_is_what_speculative_decoding_measures(attend):
     """The rounds `teacher_data` cuts with a draft are those the real decoding core makes (spec-ee, every
     exit reporting), and an exit's round verdict is the final one exactly when its argmax agrees over
-    the round: the same figure both ways. Then the round-verdict objective raises it."""
+    the round: the same figure both ways, for an exit that attends over the sequence too (teacher-forced
+    whole sequences offline, its cache filled pass by pass in decoding). Then the round-verdict
+    objective raises it."""
     from spec_edge_cloud.training.spec_eval import speculate
     target, draft = pair("llama", 7, noise=0.15, layers=4)
     prompts = [target.encode(f"w{i} w{i + 3} w{(i * 7) % 50 + 1}") for i in range(1, 31)]
-    heads = ExitHeads([1, 2], target.hidden_size, 16)
-    held = teacher_data(target, prompts[24:], heads.layers, 12, draft=draft, gamma=4)
+    heads = ExitHeads([1, 2], target.hidden_size, 16, attend=list(attend), attention_heads=2,
+                      positions=target.max_positions)
+    if attend:   # the attention away from its zero start, so that the comparison reads it
+        torch.nn.init.normal_(heads.attention["1"].out.weight, std=0.2)
+    held = teacher_data(target, prompts[24:], heads.layers, 12, draft=draft, gamma=4, attend=list(attend))
     spec = speculate(draft, TargetEngine(target, heads), prompts[24:], gamma=4, max_new_tokens=12)
     assert len(held.rounds) == spec["rounds"] and spec["lossless_mismatches"] == []
     offline = round_agreement(heads, target, held)
     assert {str(k): v for k, v in offline.items()} == pytest.approx(spec["exit_verdict_agreement"])
     with pytest.raises(ValueError, match="no drafted rounds"):
         round_agreement(heads, target, teacher_data(target, prompts[:2], heads.layers, 12))
-    train = teacher_data(target, prompts[:24], heads.layers, 12, draft=draft, gamma=4)
-    train_exit_heads(heads, target, train, steps=100, lr=5e-3, ce_weight=1.0)
+    train = teacher_data(target, prompts[:24], heads.layers, 12, draft=draft, gamma=4, attend=list(attend))
+    train_exit_heads(heads, target, train, steps=100, lr=5e-3, ce_weight=1.0, sequence_batch=8)
     after = round_agreement(heads, target, held)
     assert all(after[k] > offline[k] for k in heads.layers), (offline, after)
 

@@ -18,6 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exits", default=None, help="exit-head directory (default: the target directory)")
     p.add_argument("--layers", default=None, help="comma-separated exit layers (default: 1/4, 1/2, 3/4 depth)")
     p.add_argument("--rank", type=int, default=64)
+    p.add_argument("--attend", default="", help="comma-separated exit layers that also attend over the sequence "
+                   "(an attention layer with its own cache in front of the adapter; eager passes only)")
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..modeling.bundle import load_bundle
-    from ..modeling.exit_heads import ExitHeads, default_exit_layers, load_or_init_exit_heads
+    from ..modeling.exit_heads import ExitHeads, attend_positions, default_exit_layers, load_or_init_exit_heads
     from ..modeling.exit_training import agreement, teacher_data, train_exit_heads
     from ..modeling.layers import decoder_parts
 
@@ -70,13 +72,15 @@ def run(args: argparse.Namespace) -> int:
         layers = [int(x) for x in args.layers.split(",")] if args.layers else None
         if args.action == "report":
             heads = load_or_init_exit_heads(out_dir, parts, bundle.hidden_size, layers).to(bundle.device)
-            held = teacher_data(bundle, held_prompts, heads.layers, args.max_new_tokens)
+            held = teacher_data(bundle, held_prompts, heads.layers, args.max_new_tokens, attend=heads.attend)
             print(json.dumps({"trained": heads.trained, "agreement": agreement(heads, bundle, held)}))
             return 0
         layers = layers or default_exit_layers(parts.num_layers)
-        heads = ExitHeads(layers, bundle.hidden_size, args.rank).to(bundle.device)
-        train = teacher_data(bundle, train_prompts, layers, args.max_new_tokens)
-        held = teacher_data(bundle, held_prompts, layers, args.max_new_tokens)
+        attend = [int(x) for x in args.attend.split(",") if x.strip()]
+        heads = ExitHeads(layers, bundle.hidden_size, args.rank, attend=attend,
+                          positions=attend_positions(bundle.max_positions)).to(bundle.device)
+        train = teacher_data(bundle, train_prompts, layers, args.max_new_tokens, attend=attend)
+        held = teacher_data(bundle, held_prompts, layers, args.max_new_tokens, attend=attend)
         before = agreement(heads, bundle, held)
         stats = train_exit_heads(heads, bundle, train, steps=args.steps, lr=args.lr, seed=args.seed)
         after = agreement(heads, bundle, held)

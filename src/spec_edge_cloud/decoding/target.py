@@ -53,6 +53,9 @@ class TargetEngine:
         self.cache = cache
         # static: every session in a slot of one preallocated cache (`static_cache.py`)
         self.slots = SlotCache(bundle, cache.slots, cache.length_for(bundle)) if cache.static_for(bundle) else None
+        if cache.compile and heads is not None and heads.attend:
+            raise ValueError(f"exits at layers {heads.attend} attend over the sequence: they run in eager passes "
+                             "only (their per-sequence keys are not in the captured graphs); use --compile off")
         if cache.compile and (bundle.device.type != "cuda" or pacer is not None):
             raise ValueError("--compile on captures CUDA graphs: it needs a CUDA device and no timing profile "
                              f"(model on {bundle.device}{', profile given' if pacer else ''})")
@@ -65,6 +68,7 @@ class TargetEngine:
         if pacer is not None:
             pacer.num_layers = self.parts.num_layers
         self._pass: _Pass | None = None
+        self._prefilling: TargetSequence | None = None  # whose prompt the hooks see outside a pass
         hooked = range(1, self.parts.num_layers + 1) if pacer is not None else (heads.layers if heads else [])
         for layer in hooked:
             self.parts.layers[layer - 1].register_forward_hook(self._hook(layer))
@@ -127,18 +131,31 @@ class TargetEngine:
         def hook(_module, _inputs, output):
             p = self._pass
             if p is None:
-                return  # a prefill, or a pass of the draft: nothing to say
+                if self._prefilling is not None and self.heads is not None and layer in self.heads.attend:
+                    seq = self._prefilling
+                    hidden = output[0] if isinstance(output, tuple) else output
+                    self.heads.logits(layer, hidden[0], self.parts, seq.seq.cached, seq.exit_cache)
+                return  # a prefill (an attending exit keeps its keys), or a pass of the draft
             if self.pacer is not None:
                 self.pacer.target_layer(p.t0, layer, p.tokens)
             if self.heads is None or layer not in self.heads.layers:
                 return
             hidden = output[0] if isinstance(output, tuple) else output
+            attend = layer in self.heads.attend
             for row, r in enumerate(p.requests):
-                if layer in p.wanted[row]:
-                    rows = p.verified(row)
+                if not attend and layer not in p.wanted[row]:
+                    continue
+                rows = p.verified(row)
+                if attend:  # every fed position's keys go to the row's cache, whether or not it wants the verdict
+                    fed = rows.stop
+                    logits = self.heads.logits(layer, hidden[row, :fed], self.parts, r.seq.seq.cached,
+                                               r.seq.exit_cache)[rows]
+                    if layer not in p.wanted[row]:
+                        continue
+                else:
                     logits = self.heads.logits(layer, hidden[row, rows], self.parts)
-                    p.report(row, layer, verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
-                                                 p.starts[row]))
+                p.report(row, layer, verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
+                                             p.starts[row]))
         return hook
 
 
@@ -196,6 +213,8 @@ class TargetSequence:
     def __init__(self, engine: TargetEngine, seq: CachedSequence, temperature: float, seed: int):
         self.engine, self.seq = engine, seq
         self.temperature, self.seed = temperature, seed
+        heads = engine.heads
+        self.exit_cache = heads.new_cache(engine.bundle.device, engine.bundle.dtype) if heads is not None else None
 
     @property
     def tokens(self) -> list[int]:
@@ -203,7 +222,11 @@ class TargetSequence:
 
     def prefill(self) -> float:
         start = time.perf_counter()
-        self.seq.prefill()
+        self.engine._prefilling = self
+        try:
+            self.seq.prefill()
+        finally:
+            self.engine._prefilling = None
         if self.engine.pacer is not None:
             self.engine.pacer.target_prefill(start)
         return time.perf_counter() - start

@@ -15,6 +15,10 @@ of the round (`round_agreement`, the figure of the model cards' "round verdicts"
 that trains for it (`ce_weight` > 0) adds the log-likelihood of the final's tokens to the KL: over
 a round's positions it is the log-probability the exit gives the final's whole verdict; the KL
 keeps the exit's confidences those of the final layer, which is what calibrated thresholds read.
+
+An attending exit (exit_heads.py) reads whole sequences: for its layer the data keep every prompt's
+states from position 0 (`sequences`), and it trains on batches of whole prompts, teacher-forced, as
+its cache holds them at decoding time (the target's own tokens before each verified position).
 """
 from __future__ import annotations
 
@@ -38,6 +42,17 @@ class TeacherBatch:
     target: torch.Tensor              # [positions, vocab] final-layer logits, or [positions, hidden] if `normed`
     rounds: list[tuple[int, int]] = field(default_factory=list)  # [start, end) positions of each drafted round
     normed: bool = False              # target holds the final norm's output: logits = lm_head(target)
+    sequences: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # attending layer -> [len, hidden] each
+    spans: list[tuple[int, int]] = field(default_factory=list)  # per prompt: first answer row in its sequence, n
+    _starts: list[int] = field(default_factory=list, repr=False)  # rows_of's running sums
+
+    def rows_of(self, prompt: int) -> slice:
+        """Prompt `prompt`'s answer positions among `target`'s rows."""
+        if len(self._starts) != len(self.spans) + 1:
+            self._starts = [0]
+            for _, n in self.spans:
+                self._starts.append(self._starts[-1] + n)
+        return slice(self._starts[prompt], self._starts[prompt + 1])
 
     @property
     def positions(self) -> int:
@@ -45,8 +60,13 @@ class TeacherBatch:
 
     def first(self, n: int) -> "TeacherBatch":
         """The first `n` positions (and the rounds that lie within them), stored as these are."""
+        kept, end = 0, 0
+        while kept < len(self.spans) and end + self.spans[kept][1] <= n:
+            end += self.spans[kept][1]
+            kept += 1
         return TeacherBatch({k: v[:n] for k, v in self.hidden.items()}, self.target[:n],
-                            [r for r in self.rounds if r[1] <= n], self.normed)
+                            [r for r in self.rounds if r[1] <= n], self.normed,
+                            {k: v[:kept] for k, v in self.sequences.items()}, self.spans[:kept])
 
     def logits(self, parts: DecoderParts, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """The final layer's logits (float32) at `rows`."""
@@ -86,12 +106,14 @@ def _generate(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> list[
 
 @torch.no_grad()
 def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int], max_new_tokens: int = 32,
-                 draft: ModelBundle | None = None, gamma: int = 4) -> TeacherBatch:
+                 draft: ModelBundle | None = None, gamma: int = 4, attend: list[int] = ()) -> TeacherBatch:
     """Hidden states at the exit layers and final logits over the model's own answers; with a
-    `draft` (same tokenizer), the rounds its greedy drafts of length `gamma` cut them into."""
+    `draft` (same tokenizer), the rounds its greedy drafts of length `gamma` cut them into; for the
+    `attend` layers, every prompt's whole sequence of states too."""
     parts = decoder_parts(bundle.model)
     hidden: dict[int, list[torch.Tensor]] = {k: [] for k in layers}
-    targets, rounds, offset = [], [], 0
+    sequences: dict[int, list[torch.Tensor]] = {k: [] for k in attend}
+    targets, rounds, offset, spans = [], [], 0, []
     for prompt in prompts:
         answer = _generate(bundle, prompt, max_new_tokens)
         full = prompt.input_ids + answer
@@ -112,13 +134,34 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int], 
         targets.append(logits[sl].float())
         for k in layers:
             hidden[k].append(captured[k][0, sl].float())
+        for k in attend:
+            sequences[k].append(captured[k][0, :sl.stop].float())
+        spans.append((sl.start, n))
         if draft is not None:   # the draft's proposal after each prefix of the target's answer
             proposed = draft.model(input_ids=ids, **_vision_kw(draft, prompt, ids)).logits[0, sl].argmax(-1)
             rounds += [(offset + a, offset + b) for a, b in draft_rounds(answer, proposed.tolist(), gamma)]
         offset += n
     if not targets:
         raise ValueError("the model produced no answer tokens for any prompt: nothing to distil")
-    return TeacherBatch({k: torch.cat(v) for k, v in hidden.items()}, torch.cat(targets), rounds)
+    return TeacherBatch({k: torch.cat(v) for k, v in hidden.items()}, torch.cat(targets), rounds,
+                        sequences=sequences, spans=spans)
+
+
+def _sequence_logits(heads: ExitHeads, layer: int, data: TeacherBatch, prompts: list[int],
+                     parts: DecoderParts) -> torch.Tensor:
+    """An attending exit's logits at the answer positions of `prompts`, in order: their whole
+    sequences in one batch, right-padded (padding after a position changes nothing a causal
+    attention computes there)."""
+    if layer not in data.sequences:
+        raise ValueError(f"exit {layer} attends, but these teacher data hold no whole sequences for it "
+                         "(teacher_data(..., attend=...))")
+    seqs = [data.sequences[layer][i] for i in prompts]
+    device = parts.lm_head.weight.device
+    batch = torch.zeros(len(seqs), max(len(x) for x in seqs), seqs[0].shape[-1], device=device)
+    for j, x in enumerate(seqs):
+        batch[j, :len(x)] = x.to(device)
+    logits = heads.logits(layer, batch, parts)
+    return torch.cat([logits[j, a:a + n] for j, (a, n) in enumerate(data.spans[i] for i in prompts)])
 
 
 def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, chunk: int = 2048) -> dict[int, torch.Tensor]:
@@ -126,13 +169,21 @@ def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, chunk: in
     vocabulary-wide row per position)."""
     parts = decoder_parts(bundle.model)
     same: dict[int, list[torch.Tensor]] = {k: [] for k in heads.layers}
+    per_position = [k for k in heads.layers if k not in heads.attend]
     with torch.no_grad():
         for start in range(0, data.positions, chunk):
             rows = slice(start, start + chunk)
             final = data.logits(parts, rows).argmax(-1)
-            for k in heads.layers:
+            for k in per_position:
                 hidden = data.hidden[k][rows].to(bundle.device).float()
                 same[k].append(heads.logits(k, hidden, parts).argmax(-1).to(final.device) == final)
+        for k in heads.attend:   # whole sequences, a few prompts at a time, in the rows' order
+            for first in range(0, len(data.spans), 16):
+                prompts = list(range(first, min(first + 16, len(data.spans))))
+                rows = slice(data.rows_of(prompts[0]).start, data.rows_of(prompts[-1]).stop)
+                final = data.logits(parts, rows).argmax(-1)
+                exit_top = _sequence_logits(heads, k, data, prompts, parts).argmax(-1)
+                same[k].append(exit_top.to(final.device) == final)
     return {k: torch.cat(v) for k, v in same.items()}
 
 
@@ -150,28 +201,41 @@ def round_agreement(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch) -
 
 def train_exit_heads(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, steps: int = 300,
                      lr: float = 3e-3, batch: int = 256, seed: int = 0, temperature: float = 1.0,
-                     ce_weight: float = 0.0) -> dict:
+                     ce_weight: float = 0.0, sequence_batch: int = 32) -> dict:
     """Train every adapter by KL to the final layer (+ `ce_weight` x cross-entropy to its tokens, the
-    round-verdict objective); lm_head and norm stay frozen."""
+    round-verdict objective) on `batch` random positions a step, and every attending exit on
+    `sequence_batch` random whole prompts; lm_head and norm stay frozen."""
     parts = decoder_parts(bundle.model)
     for p in bundle.model.parameters():
         p.requires_grad_(False)
     heads.to(bundle.device).train()  # float32 adapters (mixed precision on a bfloat16 model)
     opt = torch.optim.AdamW(heads.parameters(), lr=lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)  # indices drawn on the host, as on any device
+    g_seq = torch.Generator().manual_seed(seed + 1)  # its own stream: adapters alone train as they did
     n = data.positions
+    per_position = [k for k in heads.layers if k not in heads.attend]
+
+    def distil(loss, logits: torch.Tensor, final: torch.Tensor):
+        """`loss` plus the exit's KL to `final` (and its cross-entropy to final's tokens)."""
+        teacher, tokens = F.softmax(final / temperature, -1), final.argmax(-1)
+        loss = loss + F.kl_div(F.log_softmax(logits / temperature, -1), teacher, reduction="batchmean")
+        return loss + ce_weight * F.cross_entropy(logits.float(), tokens) if ce_weight else loss
+
     start = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(0, n, (min(batch, n),), generator=g).to(data.target.device)
         with torch.no_grad():
             final = data.logits(parts, idx)
-            teacher, tokens = F.softmax(final / temperature, -1), final.argmax(-1)
         loss = 0.0
-        for k in heads.layers:
-            logits = heads.logits(k, data.hidden[k][idx].to(bundle.device).float(), parts)
-            loss = loss + F.kl_div(F.log_softmax(logits / temperature, -1), teacher, reduction="batchmean")
-            if ce_weight:
-                loss = loss + ce_weight * F.cross_entropy(logits.float(), tokens)
+        for k in per_position:
+            loss = distil(loss, heads.logits(k, data.hidden[k][idx].to(bundle.device).float(), parts), final)
+        if heads.attend:
+            prompts = torch.randint(0, len(data.spans), (min(sequence_batch, len(data.spans)),), generator=g_seq)
+            prompts = prompts.tolist()
+            with torch.no_grad():
+                seq_final = torch.cat([data.logits(parts, data.rows_of(i)) for i in prompts])
+            for k in heads.attend:
+                loss = distil(loss, _sequence_logits(heads, k, data, prompts, parts), seq_final.to(bundle.device))
         opt.zero_grad()
         loss.backward()
         opt.step()

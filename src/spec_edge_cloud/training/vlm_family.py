@@ -21,7 +21,7 @@ from spec_edge_cloud.control.actions import ActionError, parse_answer
 from spec_edge_cloud.decoding.target import TargetEngine
 from spec_edge_cloud.modeling import family
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
-from spec_edge_cloud.modeling.exit_heads import ExitHeads, default_exit_layers
+from spec_edge_cloud.modeling.exit_heads import ExitHeads, attend_positions, default_exit_layers
 from spec_edge_cloud.modeling.exit_training import agreement, round_agreement, teacher_data, train_exit_heads
 from spec_edge_cloud.modeling.layers import decoder_parts
 from spec_edge_cloud.modeling.placement import CPU_FP32, Placement, autocast
@@ -55,6 +55,7 @@ class Budget:
     exit_rank: int = 512            # the adapters' hidden width (a rank-32 head underfits the round verdicts)
     exit_ce: float = 1.0            # weight of the round-verdict objective beside the KL (exit_training.py)
     exit_gamma: int = 4             # the draft length of the rounds the exits are measured on
+    exit_attend: int = 1            # the first this many exits attend over the sequence (exit_heads.py)
     heldout_episodes: int = 20      # frames of these held-out episodes: answers, acceptance, agreement
     spec_frames: int = 60           # held-out frames decoded speculatively
     sim_episodes: int = 100         # closed-loop held-out rooms per policy (= `sim eval --episodes 100`)
@@ -224,13 +225,15 @@ def train_exits(target: ModelBundle, draft: ModelBundle, examples: list[Example]
     answers to `budget.exit_prompts` training frames cut into the rounds `draft` drafts of them;
     their agreement (per token and per round) measured on the held-out frames."""
     layers = default_exit_layers(decoder_parts(target.model).num_layers)
-    heads = ExitHeads(layers, target.hidden_size, rank=budget.exit_rank)
+    attend = layers[:budget.exit_attend]
+    heads = ExitHeads(layers, target.hidden_size, rank=budget.exit_rank, attend=attend,
+                      positions=attend_positions(target.max_positions))
     rng = random.Random(seed)
     chosen = rng.sample(examples, min(budget.exit_prompts, len(examples)))
     exit_train = teacher_data(target, [target.encode(e.instruction, e.image) for e in chosen], layers,
-                              draft=draft, gamma=budget.exit_gamma)
+                              draft=draft, gamma=budget.exit_gamma, attend=attend)
     exit_held = teacher_data(target, [target.encode(e.instruction, e.image) for e in held], layers,
-                             draft=draft, gamma=budget.exit_gamma)
+                             draft=draft, gamma=budget.exit_gamma, attend=attend)
     untrained, untrained_rounds = agreement(heads, target, exit_held), round_agreement(heads, target, exit_held)
     stats = train_exit_heads(heads, target, exit_train, steps=budget.exit_steps, lr=3e-3, seed=seed,
                              ce_weight=budget.exit_ce)
@@ -239,7 +242,8 @@ def train_exits(target: ModelBundle, draft: ModelBundle, examples: list[Example]
         + "; round verdicts " + ", ".join(f"layer {k}: {untrained_rounds[k]:.1%} -> {trained_rounds[k]:.1%}"
                                           for k in layers))
     return heads, {
-        "training": {**stats, "layers": layers, "rank": heads.rank, "prompts": len(chosen), "seed": seed,
+        "training": {**stats, "layers": layers, "attend": attend, "rank": heads.rank, "prompts": len(chosen),
+                     "seed": seed,
                      "ce_weight": budget.exit_ce, "gamma": budget.exit_gamma},
         "agreement": {"untrained": _named(untrained), "trained": _named(trained),
                       "positions": int(exit_held.target.shape[0]), "rounds_untrained": _named(untrained_rounds),
