@@ -159,7 +159,10 @@ def _exit_training(e: dict) -> str:
         return (f"Exit heads: {e['steps']} steps of KL to the final layer over the target's own answers to "
                 f"{e['prompts']} training frames.")
     rerun = f" Re-run alone: `{e['command']}`." if e.get("command") else ""
-    return (f"Exit heads (rank-{e['rank']} adapters), trained for round verdicts: {e['steps']} steps of KL to the "
+    attend = e.get("attend") or []
+    heads = (f"rank-{e['rank']} adapters; at layer{'s' if len(attend) > 1 else ''} {', '.join(map(str, attend))} "
+             "behind one causal self-attention layer over the sequence" if attend else f"rank-{e['rank']} adapters")
+    return (f"Exit heads ({heads}), trained for round verdicts: {e['steps']} steps of KL to the "
             f"final layer + {e['ce_weight']:g} x cross-entropy to its tokens over the target's own answers to "
             f"{e['prompts']} training frames (seed {e['seed']}), measured on the rounds the draft makes of them "
             f"(γ {e['gamma']}).{rerun}")
