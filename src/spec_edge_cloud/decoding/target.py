@@ -132,9 +132,9 @@ class TargetEngine:
             p = self._pass
             if p is None:
                 if self._prefilling is not None and self.heads is not None and layer in self.heads.attend:
-                    seq = self._prefilling
+                    seq = self._prefilling   # the prompt's keys only: no verdict to make
                     hidden = output[0] if isinstance(output, tuple) else output
-                    self.heads.logits(layer, hidden[0], self.parts, seq.seq.cached, seq.exit_cache)
+                    self.heads.attended(layer, hidden[0], seq.seq.cached, seq.exit_cache)
                 return  # a prefill (an attending exit keeps its keys), or a pass of the draft
             if self.pacer is not None:
                 self.pacer.target_layer(p.t0, layer, p.tokens)
@@ -143,19 +143,15 @@ class TargetEngine:
             hidden = output[0] if isinstance(output, tuple) else output
             attend = layer in self.heads.attend
             for row, r in enumerate(p.requests):
-                if not attend and layer not in p.wanted[row]:
-                    continue
                 rows = p.verified(row)
+                states = hidden[row, rows]
                 if attend:  # every fed position's keys go to the row's cache, whether or not it wants the verdict
-                    fed = rows.stop
-                    logits = self.heads.logits(layer, hidden[row, :fed], self.parts, r.seq.seq.cached,
-                                               r.seq.exit_cache)[rows]
-                    if layer not in p.wanted[row]:
-                        continue
-                else:
-                    logits = self.heads.logits(layer, hidden[row, rows], self.parts)
-                p.report(row, layer, verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
-                                             p.starts[row]))
+                    states = self.heads.attended(layer, hidden[row, :rows.stop], r.seq.seq.cached,
+                                                 r.seq.exit_cache)[rows]
+                if layer in p.wanted[row]:
+                    logits = self.heads.head(layer, states, self.parts)
+                    p.report(row, layer, verdict(logits, r.draft, r.draft_probs, r.seq.temperature, r.seq.seed,
+                                                 p.starts[row]))
         return hook
 
 

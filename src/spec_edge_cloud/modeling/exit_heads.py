@@ -121,15 +121,24 @@ class ExitHeads(nn.Module):
 
     def logits(self, layer: int, hidden: torch.Tensor, parts: DecoderParts, start: int = 0,
                cache: "ExitCache | None" = None) -> torch.Tensor:
-        """The exit's logits from layer `layer`'s states. An attending exit reads whole sequences
-        (`hidden` [rows, T, hidden] from position 0), or one sequence's states at positions start..
-        with its `cache`; an adapter alone reads any shape of states."""
+        """The exit's logits from layer `layer`'s states: `attended`, then `head`."""
+        return self.head(layer, self.attended(layer, hidden, start, cache), parts)
+
+    def attended(self, layer: int, hidden: torch.Tensor, start: int = 0,
+                 cache: "ExitCache | None" = None) -> torch.Tensor:
+        """Layer `layer`'s states after its exit's attention (unchanged where the exit does not
+        attend). An attending exit reads whole sequences (`hidden` [rows, T, hidden] from position
+        0), or one sequence's states at positions start.. with its `cache`, where it writes their keys."""
+        h = hidden.to(self.adapters[str(layer)].linear.weight.dtype)  # float32 heads train on a bfloat16 model
+        if layer not in self.attend:
+            return h
+        kv = cache.kv[layer] if cache is not None else None
+        return self.attention[str(layer)](h if h.dim() == 3 else h[None], start, kv).view(h.shape)
+
+    def head(self, layer: int, states: torch.Tensor, parts: DecoderParts) -> torch.Tensor:
+        """The adapter, the final norm and lm_head on (attended) states of any shape."""
         adapter = self.adapters[str(layer)]
-        h = hidden.to(adapter.linear.weight.dtype)  # float32 heads train on a bfloat16 model
-        if layer in self.attend:
-            kv = cache.kv[layer] if cache is not None else None
-            h = self.attention[str(layer)](h if h.dim() == 3 else h[None], start, kv).view(h.shape)
-        out = adapter(h)
+        out = adapter(states.to(adapter.linear.weight.dtype))
         return parts.lm_head(parts.norm(out.to(parts.lm_head.weight.dtype)))
 
     def new_cache(self, device: torch.device, dtype: torch.dtype) -> "ExitCache | None":

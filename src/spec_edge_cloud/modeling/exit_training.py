@@ -43,16 +43,13 @@ class TeacherBatch:
     rounds: list[tuple[int, int]] = field(default_factory=list)  # [start, end) positions of each drafted round
     normed: bool = False              # target holds the final norm's output: logits = lm_head(target)
     sequences: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # attending layer -> [len, hidden] each
-    spans: list[tuple[int, int]] = field(default_factory=list)  # per prompt: first answer row in its sequence, n
-    _starts: list[int] = field(default_factory=list, repr=False)  # rows_of's running sums
+    # per prompt: (its first answer position in its sequence, its first row in `target`, answer length)
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
 
     def rows_of(self, prompt: int) -> slice:
         """Prompt `prompt`'s answer positions among `target`'s rows."""
-        if len(self._starts) != len(self.spans) + 1:
-            self._starts = [0]
-            for _, n in self.spans:
-                self._starts.append(self._starts[-1] + n)
-        return slice(self._starts[prompt], self._starts[prompt + 1])
+        _, row, n = self.spans[prompt]
+        return slice(row, row + n)
 
     @property
     def positions(self) -> int:
@@ -60,13 +57,10 @@ class TeacherBatch:
 
     def first(self, n: int) -> "TeacherBatch":
         """The first `n` positions (and the rounds that lie within them), stored as these are."""
-        kept, end = 0, 0
-        while kept < len(self.spans) and end + self.spans[kept][1] <= n:
-            end += self.spans[kept][1]
-            kept += 1
+        kept = [s for s in self.spans if s[1] + s[2] <= n]
         return TeacherBatch({k: v[:n] for k, v in self.hidden.items()}, self.target[:n],
                             [r for r in self.rounds if r[1] <= n], self.normed,
-                            {k: v[:kept] for k, v in self.sequences.items()}, self.spans[:kept])
+                            {k: v[:len(kept)] for k, v in self.sequences.items()}, kept)
 
     def logits(self, parts: DecoderParts, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """The final layer's logits (float32) at `rows`."""
@@ -136,7 +130,7 @@ def teacher_data(bundle: ModelBundle, prompts: list[Prompt], layers: list[int], 
             hidden[k].append(captured[k][0, sl].float())
         for k in attend:
             sequences[k].append(captured[k][0, :sl.stop].float())
-        spans.append((sl.start, n))
+        spans.append((sl.start, offset, n))
         if draft is not None:   # the draft's proposal after each prefix of the target's answer
             proposed = draft.model(input_ids=ids, **_vision_kw(draft, prompt, ids)).logits[0, sl].argmax(-1)
             rounds += [(offset + a, offset + b) for a, b in draft_rounds(answer, proposed.tolist(), gamma)]
@@ -161,7 +155,7 @@ def _sequence_logits(heads: ExitHeads, layer: int, data: TeacherBatch, prompts: 
     for j, x in enumerate(seqs):
         batch[j, :len(x)] = x.to(device)
     logits = heads.logits(layer, batch, parts)
-    return torch.cat([logits[j, a:a + n] for j, (a, n) in enumerate(data.spans[i] for i in prompts)])
+    return torch.cat([logits[j, a:a + n] for j, (a, _, n) in enumerate(data.spans[i] for i in prompts)])
 
 
 def _agrees(heads: ExitHeads, bundle: ModelBundle, data: TeacherBatch, chunk: int = 2048) -> dict[int, torch.Tensor]:
