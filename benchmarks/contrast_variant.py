@@ -38,7 +38,7 @@ def main() -> None:
     p.add_argument("--every-goal", action=argparse.BooleanOptionalAction, default=Budget.every_goal,
                    help="each look-alike view also under the instruction to go to each other object of its room")
     p.add_argument("--steps", type=int, default=Budget.contrast_steps, help="target steps of the stage")
-    p.add_argument("--draft-steps", type=int, default=Budget.draft_contrast_steps)
+    p.add_argument("--draft-steps", type=int, default=Budget.draft_steps)
     p.add_argument("--episodes", type=int, default=Budget.sim_episodes, help="held-out rooms of the figures")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -48,7 +48,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {text}", flush=True)
 
     budget = replace(Budget(), close_views=args.close_views, contrast_repeat=args.repeat, every_goal=args.every_goal,
-                     contrast_steps=args.steps, draft_contrast_steps=args.draft_steps, sim_episodes=args.episodes)
+                     contrast_steps=args.steps, draft_steps=args.draft_steps, sim_episodes=args.episodes)
     report = train_family(args.out, args.work, args.seed, budget, log=log, resume=args.resume)
     cards.vlm_cards(report.target_dir, report.draft_dir, report.figures,
                     f"python benchmarks/contrast_variant.py --resume {args.resume} --out {args.out} --seed {args.seed}"

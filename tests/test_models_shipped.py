@@ -63,7 +63,7 @@ def test_shipped_pair_loads_with_one_vocabulary_and_trained_exits(engine, draft)
     assert engine.heads is not None and engine.heads.trained and engine.heads.layers == [2, 4, 6]
     assert engine.parts.num_layers == 8
     t_cfg, d_cfg = target.model.config.text_config, draft.model.config.text_config
-    assert d_cfg.num_hidden_layers <= 2 and d_cfg.hidden_size < t_cfg.hidden_size  # 1-2 layers, narrower
+    assert d_cfg.num_hidden_layers == 4 < t_cfg.num_hidden_layers  # cut from the target: its first 3 layers + last
     frame = np.zeros((128, 128, 3), np.uint8)  # a head-camera frame: both see the same 16 image tokens
     assert target.image_token_count(target.vision_inputs(frame)) == draft.image_token_count(draft.vision_inputs(frame))
     assert target.vision_inputs(frame)["image_grid_thw"].tolist() == [[1, IMAGE_SIZE // 14, IMAGE_SIZE // 14]]

@@ -35,7 +35,7 @@ def _examples(n: int) -> list[Example]:
 
 
 def test_family_tokenizer_covers_the_task_language_one_token_per_word():
-    bundle = family.new_vlm(family.DRAFT_SHAPE, family.family_tokenizer(task_words()), seed=0)
+    bundle = family.new_vlm(family.TARGET_SHAPE, family.family_tokenizer(task_words()), seed=0)
     text = "purple cylinder ahead right . turn right 35 . walk 2.4 . strafe left 0.3 . stop ."
     ids = bundle.tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) == len(text.split()) and bundle.tokenizer.unk_token_id not in ids
@@ -71,6 +71,21 @@ def test_lm_training_learns_image_conditioned_answers_and_distillation_follows_t
     assert kl() < 0.5 * start
     with pytest.raises(ValueError, match="teacher"):
         train(student, data, TrainConfig(steps=1, kd_weight=0.5), log=lambda s: None)
+
+
+def test_a_vlm_draft_cut_from_the_target_keeps_its_vision_tower_first_layers_and_last_and_answers_an_image():
+    target = family.new_vlm(family.TARGET_SHAPE, family.family_tokenizer(task_words()), seed=0)
+    draft = ModelBundle(layer_draft.cut_draft(target.model, keep=2), target.tokenizer, target.image_processor)
+    parts, tparts = decoder_parts(draft.model), decoder_parts(target.model)
+    assert parts.num_layers == 3 == draft.model.config.text_config.num_hidden_layers
+    for mine, theirs in ((0, 0), (1, 1), (2, tparts.num_layers - 1)):
+        assert torch.equal(parts.layers[mine].mlp.up_proj.weight, tparts.layers[theirs].mlp.up_proj.weight)
+    visual, tvisual = draft.model.model.visual.state_dict(), target.model.model.visual.state_dict()
+    assert visual.keys() == tvisual.keys() and all(torch.equal(visual[k], tvisual[k]) for k in visual)
+    batch = EncodedExamples(draft, _examples(2)).batch([0, 1])
+    with torch.no_grad():
+        logits = answer_logits(draft.model, batch)
+    assert logits.shape == (batch.targets.numel(), len(target.tokenizer)) and torch.isfinite(logits).all()
 
 
 def test_layer_draft_is_cut_from_the_target_trained_by_kl_and_rebuilt_from_its_stored_layer(tmp_path):
@@ -197,6 +212,11 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "task success" in (out / "target" / "README.md").read_text()
     assert "VLM pair saved" in capsys.readouterr().out
     assert card["training"]["target"]["contrast"]["examples"] >= 1
+    # the draft is cut from the trained target (its first layer and its last) and keeps its vision tower
+    assert decoder_parts(draft.model).num_layers == 2 == card["shapes"]["draft"]["layers"]
+    assert card["training"]["draft"]["keep"] == 1
+    assert "first 1 layer(s) and its last" in (out / "draft" / "README.md").read_text()
+    assert draft.model.config.vision_config.depth == target.model.config.vision_config.depth
     assert card["training"]["target"]["contrast"]["close_examples"] >= 1   # the quick budget takes the options
     assert card["training"]["target"]["contrast"]["repeat"] == 2
     assert "each look-alike view counted 2 times" in (out / "target" / "README.md").read_text()
@@ -221,7 +241,7 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     assert "already went through the contrast stage" in capsys.readouterr().err
     # a pair from before the stage existed (its card without it): the earlier stages' record is carried over
     before = json.loads((out / "target" / "card.json").read_text())
-    del before["training"]["target"]["contrast"], before["training"]["draft"]["contrast"]
+    del before["training"]["target"]["contrast"]
     (out / "target" / "card.json").write_text(json.dumps(before))
     # (in bfloat16, issue 13's `train --device/--dtype`: mixed precision, weights saved in float32)
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),
@@ -232,7 +252,7 @@ def test_train_cli_quick_runs_end_to_end(tmp_path, capsys):
     again = resumed_card["training"]
     assert again["resumed_from"] == str(out) and "resumed from" in capsys.readouterr().out
     assert again["target"]["dagger"] == card["training"]["target"]["dagger"]
-    assert again["draft"]["steps"] == card["training"]["draft"]["steps"] and again["draft"]["contrast"]["steps"] == 2
+    assert again["draft"] == {**card["training"]["draft"], "seconds": again["draft"]["seconds"]}
     assert again["target"]["contrast"]["steps"] == 2 and "--resume" in (resumed / "target" / "README.md").read_text()
     # a target trained with another budget (the shipped one) cannot resume the quick recipe
     assert cli.main(["train", "--only", "vlm", "--quick", "--out", str(resumed), "--work", str(tmp_path / "work"),

@@ -37,8 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="tiny budget: checks the pipeline, not the models")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", type=Path, default=None,
-                   help="a models directory whose target and draft went through the stages before the "
-                        "contrast stage with this --seed: train from there on (VLM only)")
+                   help="a models directory whose target went through the stages before the contrast "
+                        "stage with this --seed: train from there on (VLM only)")
     add_placement_arguments(p)
 
 

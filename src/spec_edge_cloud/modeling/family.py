@@ -5,8 +5,9 @@ serve them serve real checkpoints unchanged. They share one word-level tokenizer
 processor fixed to IMAGE_SIZE x IMAGE_SIZE (16 image tokens), so a prompt the draft encodes on the
 robot is token for token the prompt the target verifies in the cloud.
 
-The target is deep enough for early exits to matter; the draft is a fraction of its cost per token
-(two narrow decoder layers, one narrow vision layer) and learns from the target by distillation.
+The target is deep enough for early exits to matter. The draft is cut from the trained target (its
+first layers and its last, the same vision tower: layer_draft.cut_draft) and distilled toward it, so
+the robot runs a fraction of the target's decoder on what the target's own vision tower sees.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class VLMShape:
 
 
 TARGET_SHAPE = VLMShape(layers=8, hidden=128, vision_depth=2, vision_width=64)
-DRAFT_SHAPE = VLMShape(layers=2, hidden=96, vision_depth=1, vision_width=48)
 
 
 def family_tokenizer(words: list[str]):

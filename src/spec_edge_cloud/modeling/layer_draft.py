@@ -7,7 +7,9 @@ trained by KL to the target's final distribution, turns them into a plain Huggin
 of keep+1 layers that the draft engine runs like any other.
 
 Only the trained layer is stored (`draft_layer.safetensors` + `draft.json`, a few MB); the full draft
-directory is rebuilt from the target's weights wherever the target is (`build_draft_dir`).
+directory is rebuilt from the target's weights wherever the target is (`build_draft_dir`). The
+embedded VLM family cuts its draft the same way (training/vlm_family.py) and then trains every
+weight of it, vision tower included; that draft is small and stored whole.
 """
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ def cut_draft(target: torch.nn.Module, keep: int) -> torch.nn.Module:
     if not 1 <= keep < len(layers):
         raise ValueError(f"keep must be in 1..{len(layers) - 1}, got {keep}")
     config = copy.deepcopy(target.config)
-    config.num_hidden_layers = keep + 1
+    text = config.get_text_config()   # the config itself for an LM, its decoder's for a VLM
+    text.num_hidden_layers = keep + 1
+    if getattr(text, "layer_types", None) is not None:
+        text.layer_types = text.layer_types[:keep] + text.layer_types[-1:]
     draft = type(target)(config)
     state = {k: v for k, v in target.state_dict().items() if ".layers." not in k}
     state.update(_layer_state(target, range(keep), 0))

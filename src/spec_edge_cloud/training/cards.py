@@ -107,9 +107,8 @@ target's own answers to held-out frames, {ex['positions']} positions): {_layers(
 Seed {t['seed']}, {t['seconds']} s on the CPU it ran on (two shared cores). Target: {t['target']['steps']} AdamW steps of
 {t['target']['batch']} examples, LM loss on the answer tokens; then one round of DAgger: the target drove
 {dg['episodes']} more training rooms (reaching the goal in {_pct(dg['model_success_rate'])}) while the expert labelled
-{dg['examples']} of the views it met, and it trained {dg['steps']} more steps on expert + DAgger views. Draft
-(on the same views): {t['draft']['steps']} steps, loss
-{1 - t['draft']['kd_weight']:.1f} x LM + {t['draft']['kd_weight']:.1f} x KL(target || draft) on the target's logits.{_contrast(t)}
+{dg['examples']} of the views it met, and it trained {dg['steps']} more steps on expert + DAgger views.{_contrast(t)}
+{_draft_training(t['draft'])}
 {_exit_training(t['exits'])} Reproduce: `{command}` (all figures: card.json).
 
 ## Prompt
@@ -128,8 +127,9 @@ and image processor.
 
 Qwen2VLForConditionalGeneration, {ds['layers']} decoder layer(s) of width {ds['hidden']}, vision tower of depth
 {ds['vision_depth']} and width {ds['vision_width']}; {sh['draft_parameters'] / 1e6:.2f}M parameters
-({sh['draft_parameters'] / sh['target_parameters']:.0%} of the target). Same tokenizer and image processor as `../target`,
-distilled from it so that its drafts are accepted.
+({sh['draft_parameters'] / sh['target_parameters']:.0%} of the target), cut from `../target`: its first
+{t['draft']['keep']} layer(s) and its last, its vision tower, embeddings and head, then distilled toward it
+so that its drafts are accepted. Same tokenizer and image processor as `../target`.
 
 {common}""")
     write_json(target_dir, figures)
@@ -173,12 +173,17 @@ def _contrast(t: dict) -> str:
     c = t["target"].get("contrast")
     if c is None:
         return ""
-    resumed = (f" This run resumed from `{t['resumed_from']}` (the pair after the DAgger stage and the draft's "
-               "distillation, same seed) and its seconds count from there.") if t.get("resumed_from") else ""
+    resumed = (f" This run resumed from `{t['resumed_from']}` (the target after the DAgger stage, same seed) and "
+               "its seconds count from there.") if t.get("resumed_from") else ""
     return (f" Then the contrast stage: {c['examples']} views from {c['rooms']} rooms whose distractors share the "
             f"goal's colour or shape, the robot placed facing each object near and far, each with the expert's "
-            f"answer{_close(c)}; {c['steps']} more steps on expert + contrast views, and the draft {t['draft']['contrast']['steps']} "
-            f"more steps of the same loss toward the new target.{resumed}")
+            f"answer{_close(c)}; {c['steps']} more steps on expert + contrast views.{resumed}")
+
+
+def _draft_training(d: dict) -> str:
+    return (f"Draft: cut from the trained target (its first {d['keep']} layer(s) and its last, its vision tower, "
+            f"embeddings and head), then {d['steps']} steps on the target's last views, loss "
+            f"{1 - d['kd_weight']:.1f} x LM + {d['kd_weight']:.1f} x KL(target || draft) on the target's logits.")
 
 
 def _close(c: dict) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,6 +23,7 @@ from spec_edge_cloud.modeling import family
 from spec_edge_cloud.modeling.bundle import ModelBundle, load_bundle
 from spec_edge_cloud.modeling.exit_heads import ExitHeads, attend_positions, default_exit_layers
 from spec_edge_cloud.modeling.exit_training import agreement, round_agreement, teacher_data, train_exit_heads
+from spec_edge_cloud.modeling.layer_draft import cut_draft
 from spec_edge_cloud.modeling.layers import decoder_parts
 from spec_edge_cloud.modeling.placement import CPU_FP32, Placement, autocast
 from spec_edge_cloud.modeling.vlm_training import (EncodedExamples, Example, TrainConfig, greedy_answers,
@@ -45,11 +46,11 @@ class Budget:
     dagger_timeout_s: float = 40.0  # sim time per DAgger room
     contrast_rooms: int = 400       # rooms with look-alike distractors, one view facing each object
     contrast_steps: int = 2400      # then the target trains on expert + contrast views
-    draft_contrast_steps: int = 2000  # and the draft follows it there (KL to the new target)
     close_views: bool = True        # the contrast stage also trains on close views (sim_dataset.generate_close)
     contrast_repeat: int = 1        # the stage's look-alike views count this many times beside the expert's
     every_goal: bool = True         # each look-alike view also under the instruction to go to each other object
-    draft_steps: int = 1500
+    draft_keep: int = 3             # the draft: the trained target's first layers and its last (layer_draft.cut_draft)
+    draft_steps: int = 2000         # distilled toward it on the contrast stage's views (KL to its logits)
     exit_steps: int = 1500
     exit_prompts: int = 2500        # training frames the exit heads learn from (the target's own answers)
     exit_rank: int = 512            # the adapters' hidden width (a rank-32 head underfits the round verdicts)
@@ -65,8 +66,8 @@ class Budget:
     @classmethod
     def quick(cls) -> "Budget":
         return cls(episodes=2, target_steps=3, dagger_episodes=1, dagger_steps=2, dagger_timeout_s=2.0,
-                   contrast_rooms=1, contrast_steps=2, draft_contrast_steps=2, close_views=True, contrast_repeat=2,
-                   every_goal=True, draft_steps=3,
+                   contrast_rooms=1, contrast_steps=2, close_views=True, contrast_repeat=2,
+                   every_goal=True, draft_keep=1, draft_steps=3,
                    exit_steps=3, exit_prompts=4, exit_rank=8, heldout_episodes=1, spec_frames=2,
                    sim_episodes=1, sim_timeout_s=2.0, batch=4)
 
@@ -129,9 +130,11 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
     the saved models are then evaluated on the CPU in float32, as their cards have always been.
 
     The target learns in three stages: the expert's views, one DAgger round, then the contrast views
-    (look-alike rooms); the draft is distilled from it after the second stage and follows it through
-    the third. `resume`: a models directory whose target and draft went through the first two stages
-    with this seed and budget (their card.json says so); training starts at the contrast stage from them."""
+    (look-alike rooms). The draft is then cut from the trained target (its first layers and its last,
+    the vision tower, embeddings and head: layer_draft.cut_draft), so it starts from what the target
+    sees, and is distilled toward it on the contrast stage's views. `resume`: a models directory whose
+    target went through the first two stages with this seed and budget (its card.json says so);
+    training starts at the contrast stage from it."""
     if budget.contrast_repeat < 1:
         raise ValueError(f"contrast_repeat must be >= 1, got {budget.contrast_repeat}")
     torch.manual_seed(seed)
@@ -167,16 +170,9 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
             target_stats["dagger"] = {**dagger_stats, **train(
                 target, data, TrainConfig(steps=budget.dagger_steps, batch=budget.batch, lr=1e-3, seed=seed + 2),
                 log=lambda s: log("target (DAgger) " + s))}
-
-            draft = family.new_vlm(family.DRAFT_SHAPE, tokenizer, seed + 1)
-            draft.model.to(placement.device)
-            log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, distilled from the target's logits")
-            draft_stats = train(draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=3e-3,
-                                                         seed=seed + 1, kd_weight=0.8, temperature=1.0),
-                                teacher=teacher_logits(target, data), log=lambda s: log("draft " + s))
         else:
-            target, draft, target_stats, draft_stats = resumed_pair(resume, seed, budget, placement)
-            log(f"target and draft: resumed from {resume} after the DAgger stage and the draft's distillation")
+            target, target_stats = resumed_target(resume, seed, budget, placement)
+            log(f"target: resumed from {resume} after the DAgger stage")
 
         rooms = contrast_rooms(seed, budget)
         if set(rooms) & held_rooms:
@@ -191,10 +187,14 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
                                     **({"every_goal": True} if budget.every_goal else {}), **train(
             target, data, TrainConfig(steps=budget.contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 3),
             log=lambda s: log("target (contrast) " + s))}
-        draft_stats["contrast"] = train(
-            draft, data, TrainConfig(steps=budget.draft_contrast_steps, batch=budget.batch, lr=1e-3, seed=seed + 4,
+
+        draft = ModelBundle(cut_draft(target.model, budget.draft_keep), tokenizer, target.image_processor)
+        log(f"draft: {family.parameter_count(draft) / 1e6:.2f}M parameters, the target's first {budget.draft_keep} "
+            "layers and its last, distilled from its logits")
+        draft_stats = {"keep": budget.draft_keep, **train(
+            draft, data, TrainConfig(steps=budget.draft_steps, batch=budget.batch, lr=1e-3, seed=seed + 4,
                                      kd_weight=0.8, temperature=1.0),
-            teacher=teacher_logits(target, data), log=lambda s: log("draft (contrast) " + s))
+            teacher=teacher_logits(target, data), log=lambda s: log("draft " + s))}
 
         heads, exits = train_exits(target, draft, examples, held, budget, seed, log)
 
@@ -211,7 +211,8 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
             r["episode"] for r in records}), "dataset": str(data_dir), "target": target_stats, "draft": draft_stats,
         "exits": exits["training"],
     }
-    figures["shapes"] = {"target": family.TARGET_SHAPE.to_dict(), "draft": family.DRAFT_SHAPE.to_dict(),
+    figures["shapes"] = {"target": family.TARGET_SHAPE.to_dict(),
+                         "draft": replace(family.TARGET_SHAPE, layers=budget.draft_keep + 1).to_dict(),
                          "image_size": family.IMAGE_SIZE, "vocabulary": len(tokenizer),
                          "target_parameters": family.parameter_count(target),
                          "draft_parameters": family.parameter_count(draft)}
@@ -295,32 +296,27 @@ def save_exits(heads: ExitHeads, exits: dict, target_dir: Path) -> None:
                round_agreement=a["rounds_trained"], **exits["training"])
 
 
-def resumed_pair(directory: Path, seed: int, budget: Budget,
-                 placement: Placement) -> tuple[ModelBundle, ModelBundle, dict, dict]:
-    """A saved pair (`directory`/target, `directory`/draft) to continue at the contrast stage, and
-    their earlier stages' statistics, after checking from the card that it went through them with
-    this seed and budget (the shipped pair before the contrast stage existed did)."""
+def resumed_target(directory: Path, seed: int, budget: Budget, placement: Placement) -> tuple[ModelBundle, dict]:
+    """A saved target (`directory`/target) to continue at the contrast stage, and its earlier stages'
+    statistics, after checking from the card that it went through them with this seed and budget
+    (the shipped pair before the contrast stage existed did)."""
     card = directory / "target" / "card.json"
     if not card.is_file():
-        raise ValueError(f"{card} not found: nothing says how this pair was trained")
+        raise ValueError(f"{card} not found: nothing says how this target was trained")
     training = json.loads(card.read_text()).get("training", {})
-    stats, draft_stats = training.get("target", {}), training.get("draft", {})
+    stats = training.get("target", {})
     dagger_stats = stats.get("dagger", {})
     done = (training.get("seed"), training.get("episodes"), stats.get("steps"), dagger_stats.get("episodes"),
-            dagger_stats.get("steps"), draft_stats.get("steps"))
-    wanted = (seed, budget.episodes, budget.target_steps, budget.dagger_episodes, budget.dagger_steps,
-              budget.draft_steps)
+            dagger_stats.get("steps"))
+    wanted = (seed, budget.episodes, budget.target_steps, budget.dagger_episodes, budget.dagger_steps)
     if done != wanted:
-        raise ValueError(f"{directory} was trained with (seed, episodes, steps, DAgger rooms, DAgger steps, draft steps)"
+        raise ValueError(f"{directory} was trained with (seed, episodes, steps, DAgger rooms, DAgger steps)"
                          f" = {done}, not {wanted}: it cannot resume this recipe")
     if "contrast" in stats:
         raise ValueError(f"{directory} already went through the contrast stage: it cannot resume this recipe")
-    pair = []
-    for name in ("target", "draft"):
-        bundle = load_bundle(directory / name, placement)
-        bundle.model.float()   # the weights train in float32 whatever the forward passes run in
-        pair.append(bundle)
-    return pair[0], pair[1], stats, draft_stats
+    target = load_bundle(directory / "target", placement)
+    target.model.float()   # the weights train in float32 whatever the forward passes run in
+    return target, stats
 
 
 def speculation(target_dir: Path, draft_dir: Path, held: list[Example], budget: Budget, seed: int, log: Log,
