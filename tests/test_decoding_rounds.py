@@ -135,3 +135,33 @@ def test_the_client_waits_through_messages_that_change_nothing():
         finally:
             link.close()
         assert resp.tokens == ref and resp.verified, mode
+
+
+def test_closing_an_inprocess_link_wakes_a_response_waiting_on_the_cloud():
+    """A robot node that stops closes its link while a round waits on the cloud: the wait ends at
+    once (as over ZeroMQ), not at the round's deadline, and nothing more can be sent."""
+    import threading
+    import time
+
+    import pytest
+
+    target, draft = pair("llama", 3)
+    link = InProcessLink(VerifierService(TargetEngine(target, ExitHeads([2], target.hidden_size, 4))), rtt_s=8.0)
+    config = DecodeConfig(mode="spec-ee-pre", max_new_tokens=4, deadline_s=30.0)
+    errors = []
+
+    def respond() -> None:
+        try:
+            SpecClient(draft, link, config).generate(draft.encode("w4 w9 w1"))
+        except RuntimeError as e:   # what the closed link says to the round that follows
+            errors.append(str(e))
+    worker = threading.Thread(target=respond)
+    worker.start()
+    time.sleep(0.5)   # the first message is still on its way up (4 s one way)
+    start = time.monotonic()
+    link.close()
+    worker.join(5.0)
+    assert not worker.is_alive() and time.monotonic() - start < 3.0
+    assert errors == ["link is closed"]
+    with pytest.raises(RuntimeError, match="closed"):
+        link.send(Pong(0.0))

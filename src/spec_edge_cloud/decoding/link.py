@@ -38,6 +38,13 @@ class _DelayLine:
         self._heap: list = []
         self._count = itertools.count()
         self._cv = threading.Condition()
+        self._closed = False
+
+    def close(self) -> None:
+        """Wake every waiting `get`; from now on it returns None at once."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
 
     def put(self, item: object) -> None:
         with self._cv:
@@ -47,7 +54,7 @@ class _DelayLine:
     def get(self, timeout: float | None) -> object | None:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            while True:
+            while not self._closed:
                 now = time.monotonic()
                 if self._heap and self._heap[0][0] <= now:
                     return heapq.heappop(self._heap)[2]
@@ -58,6 +65,7 @@ class _DelayLine:
                         return None
                     wait = left if wait is None else min(wait, left)
                 self._cv.wait(wait)
+            return None
 
 
 class InProcessLink:
@@ -71,16 +79,21 @@ class InProcessLink:
         self._thread.start()
 
     def send(self, msg: object) -> None:
+        if self._closed.is_set():
+            raise RuntimeError("link is closed")   # as the ZeroMQ link
         if isinstance(msg, Start) and isinstance(msg.image, bytes):  # the prompt's JPEG: the service takes pixels
             msg = msgspec.structs.replace(msg, image=jpeg.decode(msg.image))
         self._up.put(msg)
 
     def recv(self, timeout: float) -> object | None:
+        """The next reply; None after `timeout`, and at once after `close()` (a robot node that is
+        stopping does not wait out a round's deadline, as with the ZeroMQ link)."""
         return self._down.get(timeout)
 
     def close(self) -> None:
         self._closed.set()
-        self._up.put(None)
+        self._up.put(None)    # the service still takes what was sent before (a session's END frees its slot)
+        self._down.close()
         self._thread.join(timeout=5)
 
     def _serve(self) -> None:
