@@ -2,6 +2,11 @@
 and the client that drives it with real models."""
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
+
 from decoding_fixtures import pair, target_alone
 from spec_edge_cloud.decoding.client import SpecClient
 from spec_edge_cloud.decoding.link import InProcessLink
@@ -140,11 +145,6 @@ def test_the_client_waits_through_messages_that_change_nothing():
 def test_closing_an_inprocess_link_wakes_a_response_waiting_on_the_cloud():
     """A robot node that stops closes its link while a round waits on the cloud: the wait ends at
     once (as over ZeroMQ), not at the round's deadline, and nothing more can be sent."""
-    import threading
-    import time
-
-    import pytest
-
     target, draft = pair("llama", 3)
     link = InProcessLink(VerifierService(TargetEngine(target, ExitHeads([2], target.hidden_size, 4))), rtt_s=8.0)
     config = DecodeConfig(mode="spec-ee-pre", max_new_tokens=4, deadline_s=30.0)

@@ -181,6 +181,7 @@ def _contrast(t: dict) -> str:
 
 
 def _draft_training(d: dict) -> str:
+    """How the draft was made: cut from the trained target, then distilled toward it."""
     return (f"Draft: cut from the trained target (its first {d['keep']} layer(s) and its last, its vision tower, "
             f"embeddings and head), then {d['steps']} steps on the target's last views, loss "
             f"{1 - d['kd_weight']:.1f} x LM + {d['kd_weight']:.1f} x KL(target || draft) on the target's logits.")

@@ -212,7 +212,7 @@ def train_family(out: Path, work: Path, seed: int, budget: Budget = Budget(), da
         "exits": exits["training"],
     }
     figures["shapes"] = {"target": family.TARGET_SHAPE.to_dict(),
-                         "draft": replace(family.TARGET_SHAPE, layers=budget.draft_keep + 1).to_dict(),
+                         "draft": replace(family.TARGET_SHAPE, layers=decoder_parts(draft.model).num_layers).to_dict(),
                          "image_size": family.IMAGE_SIZE, "vocabulary": len(tokenizer),
                          "target_parameters": family.parameter_count(target),
                          "draft_parameters": family.parameter_count(draft)}
