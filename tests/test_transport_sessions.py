@@ -195,15 +195,35 @@ def test_a_refused_draft_leaves_its_round_number_for_the_corrected_one(started):
     assert again is not None and again.round == 1
 
 
-def test_a_repeated_draft_gets_the_same_final_and_is_verified_once(started):
+def test_a_draft_repeated_while_queued_is_dropped_and_after_its_final_is_answered_from_memory(engine):
+    """Driven turn by turn, so "queued" is certain: the copy that arrives while the first waits is
+    dropped (its FINAL is coming), the copy after the FINAL gets the same FINAL again, unverified."""
+    service = VerifierService(engine)
+    out: list = []
+    draft = DraftRequest("s", 0, len(PROMPT), [7, 8], exit_layers=[])
+    service.submit("robot", "robot", Start("s", PROMPT), out.append)
+    service.submit("robot", "robot", draft, out.append)
+    service.submit("robot", "robot", draft, out.append)
+    while service.run_once():
+        pass
+    finals = [m for m in out if isinstance(m, Final)]
+    assert len(finals) == 1
+    service.submit("robot", "robot", draft, out.append)
+    while service.run_once():
+        pass
+    again = [m for m in out if isinstance(m, Final)]
+    assert again == finals * 2
+    assert sum(service.scheduler.batches.values()) == 1, service.scheduler.batches  # the one verifying pass
+
+
+def test_a_repeated_draft_over_the_socket_gets_the_same_final_and_is_verified_once(started):
     server, p = started
     draft = DraftRequest("s", 0, len(PROMPT), [7, 8], exit_layers=[])
     p.send(draft)
-    p.send(draft)                         # while the first is queued: dropped, its FINAL is coming
     first = p.until(Final)
-    p.send(draft)                         # after: the FINAL again, from memory
+    p.send(draft)                         # a retry after the FINAL was lost on the way: sent again
     second = p.until(Final)
-    assert first == second
+    assert first is not None and first == second
     assert p.until(Final, 0.3) is None
     assert sum(server.scheduler.batches.values()) == 1, server.scheduler.batches
 
