@@ -22,6 +22,7 @@ from spec_edge_cloud.sim.dataset import episode_seed
 from spec_edge_cloud.sim.world import Go2World
 from spec_edge_cloud.training import prompts, sim_eval
 from spec_edge_cloud.training.data import task_words
+from spec_edge_cloud.training.text_pair import TextBudget
 from spec_edge_cloud.training.vlm_family import Budget, train_family
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
@@ -279,6 +280,13 @@ def test_train_cli_quick_text_pair_records_agreement_on_training_answers_beside_
     assert all(0.0 <= v <= 1.0 for v in exits["agreement_training_answers"].values())
     assert ExitHeads.load(out / "smollm2-exits").meta["agreement_training_answers"] == exits["agreement_training_answers"]
     assert "training prompts' own answers" in (out / "smollm2-exits" / "README.md").read_text()
+    # speculation measured at the fixed draft length and with the draft stopping at a doubtful token
+    card = json.loads((out / "smollm2-draft" / "card.json").read_text())
+    fixed, stopped = card["speculation"], card["speculation_stopped"]
+    assert (fixed["draft_min_confidence"], stopped["draft_min_confidence"]) == (0.0, TextBudget().draft_min_confidence)
+    assert stopped["lossless_mismatches"] == [] and stopped["drafted"] <= fixed["drafted"]
+    readme = (out / "smollm2-draft" / "README.md").read_text()
+    assert f"--draft-min-confidence {stopped['draft_min_confidence']:g}" in readme
 
 
 def test_a_contrast_stage_that_would_drop_its_views_is_refused(tmp_path):

@@ -205,6 +205,18 @@ def _seen(ex: dict) -> str:
             "carry over to new subjects).")
 
 
+def _stopped(figures: dict) -> str:
+    """The same prompts with each draft stopped at its first doubtful token, where a card records it."""
+    spec, stop = figures["speculation"], figures.get("speculation_stopped")
+    if stop is None:
+        return ""
+    return (f"\n- The same, each draft stopping at its first token below probability {stop['draft_min_confidence']:g}"
+            f"\n  (`--draft-min-confidence {stop['draft_min_confidence']:g}`): acceptance {_pct(stop['acceptance'])}, "
+            f"{stop['tokens_per_round']:.2f} tokens per round,\n  {stop['drafted']} tokens drafted "
+            f"({spec['drafted']} at the fixed length); lossless: "
+            f"{'all' if not stop['lossless_mismatches'] else 'NOT ' + str(stop['lossless_mismatches'])}.")
+
+
 def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
     ex, dr, spec, pr = figures["exits"], figures["draft"], figures["speculation"], figures["prompts"]
     body = f"""## Figures (held-out prompts: subjects no training prompt mentions)
@@ -215,7 +227,7 @@ def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) ->
   up to {spec['max_new_tokens']} new tokens, greedy): acceptance {_pct(spec['acceptance'])},
   {spec['tokens_per_round']:.2f} tokens per round; round verdicts of each exit equal to the final one:
   {_layers(spec['exit_verdict_agreement'])}; responses equal token for token to the target alone:
-  {'all' if not spec['lossless_mismatches'] else 'NOT ' + str(spec['lossless_mismatches'])}.
+  {'all' if not spec['lossless_mismatches'] else 'NOT ' + str(spec['lossless_mismatches'])}.{_stopped(figures)}
 
 ## Training
 The target's own answers (up to {pr['broad_tokens']} tokens) to prompts about random words of its vocabulary

@@ -36,8 +36,9 @@ def target_greedy(bundle: ModelBundle, prompt: Prompt, max_new_tokens: int) -> l
 
 
 def speculate(draft: ModelBundle, engine: TargetEngine, prompts: list[Prompt], gamma: int = 4,
-              max_new_tokens: int = 40, check_lossless: bool = True) -> dict:
-    """Aggregate metrics of `spec-ee` responses over `prompts` (exit threshold 0: every exit reports)."""
+              max_new_tokens: int = 40, check_lossless: bool = True, draft_min_confidence: float = 0.0) -> dict:
+    """Aggregate metrics of `spec-ee` responses over `prompts` (exit threshold 0: every exit reports);
+    `draft_min_confidence` > 0: each draft stops at its first token below that probability."""
     totals = defaultdict(int)
     agree, seen = defaultdict(int), defaultdict(int)
     mismatches = []
@@ -48,7 +49,8 @@ def speculate(draft: ModelBundle, engine: TargetEngine, prompts: list[Prompt], g
         link = InProcessLink(VerifierService(engine))
         trace: list = []
         try:
-            config = DecodeConfig(mode="spec-ee", gamma=gamma, max_new_tokens=max_new_tokens, exit_threshold=0.0)
+            config = DecodeConfig(mode="spec-ee", gamma=gamma, max_new_tokens=max_new_tokens, exit_threshold=0.0,
+                                  draft_min_confidence=draft_min_confidence)
             response = SpecClient(draft, link, config).generate(prompt, trace=trace)
         finally:
             link.close()
@@ -70,7 +72,8 @@ def speculate(draft: ModelBundle, engine: TargetEngine, prompts: list[Prompt], g
         if check_lossless and response.tokens != target_greedy(engine.bundle, prompt, max_new_tokens):
             mismatches.append(i)
     return {
-        "responses": len(prompts), "gamma": gamma, "max_new_tokens": max_new_tokens, **totals,
+        "responses": len(prompts), "gamma": gamma, "max_new_tokens": max_new_tokens,
+        "draft_min_confidence": draft_min_confidence, **totals,
         "acceptance": totals["accepted"] / totals["drafted"] if totals["drafted"] else 0.0,
         "tokens_per_round": tokens_per_round(totals["accepted"], totals["rounds"]),
         "exit_verdict_agreement": {str(k): agree[k] / seen[k] for k in sorted(seen)},

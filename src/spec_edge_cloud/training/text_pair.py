@@ -46,6 +46,9 @@ class TextBudget:
     draft_keep: int = 8            # the draft: the target's first 8 layers + 1 trained layer
     draft_steps: int = 400
     spec_prompts: int = 12
+    # a draft that agrees with the target on about 4 tokens in 10 wastes most of a fixed-length round:
+    # stopped at its first token below this probability, it drafts half as many for as many accepted
+    draft_min_confidence: float = 0.2
 
     @classmethod
     def quick(cls) -> "TextBudget":
@@ -143,10 +146,14 @@ def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), 
 
     draft_dir, target_dir, exits_dir = pair_dirs(models)
     engine = TargetEngine(load_bundle(target_dir), load_or_init_exit_heads(exits_dir, parts, target.hidden_size))
-    spec = spec_eval.speculate(load_bundle(draft_dir), engine, held_prompts[: budget.spec_prompts], gamma=4,
-                               max_new_tokens=budget.max_new_tokens)
-    log(f"smollm2 speculation: acceptance {spec['acceptance']:.1%}, {spec['tokens_per_round']:.2f} tokens/round, "
-        f"lossless mismatches {spec['lossless_mismatches']}")
+    draft_bundle = load_bundle(draft_dir)
+    spec, stopped = (spec_eval.speculate(draft_bundle, engine, held_prompts[: budget.spec_prompts], gamma=4,
+                                         max_new_tokens=budget.max_new_tokens, draft_min_confidence=c)
+                     for c in (0.0, budget.draft_min_confidence))
+    for s in (spec, stopped):
+        log(f"smollm2 speculation (draft stops below {s['draft_min_confidence']:g}): acceptance {s['acceptance']:.1%}, "
+            f"{s['tokens_per_round']:.2f} tokens/round, {s['drafted']} drafted, "
+            f"lossless mismatches {s['lossless_mismatches']}")
     return {
         "target": {"name": "SmolLM2-135M-Instruct", "source": smollm2.GGUF_FILE, "layers": parts.num_layers,
                    "parameters": sum(p.numel() for p in target.model.parameters())},
@@ -163,5 +170,6 @@ def train_text_pair(models: Path, seed: int, budget: TextBudget = TextBudget(), 
                     "temperature": budget.temperature, "positions": positions, "heldout": len(held_prompts),
                     "max_new_tokens": budget.max_new_tokens},
         "speculation": spec,
+        "speculation_stopped": stopped,
         "training": {"seed": seed, "seconds": round(train_seconds)},
     }
