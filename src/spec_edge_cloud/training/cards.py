@@ -205,6 +205,11 @@ def _seen(ex: dict) -> str:
             "carry over to new subjects).")
 
 
+def _lossless(spec: dict) -> str:
+    """Which of a speculation run's responses were not the target's own, in a text card's words."""
+    return "all" if not spec["lossless_mismatches"] else "NOT " + str(spec["lossless_mismatches"])
+
+
 def _stopped(figures: dict) -> str:
     """The same prompts with each draft stopped at its first doubtful token, where a card records it."""
     spec, stop = figures["speculation"], figures.get("speculation_stopped")
@@ -213,8 +218,7 @@ def _stopped(figures: dict) -> str:
     return (f"\n- The same, each draft stopping at its first token below probability {stop['draft_min_confidence']:g}"
             f"\n  (`--draft-min-confidence {stop['draft_min_confidence']:g}`): acceptance {_pct(stop['acceptance'])}, "
             f"{stop['tokens_per_round']:.2f} tokens per round,\n  {stop['drafted']} tokens drafted "
-            f"({spec['drafted']} at the fixed length); lossless: "
-            f"{'all' if not stop['lossless_mismatches'] else 'NOT ' + str(stop['lossless_mismatches'])}.")
+            f"({spec['drafted']} at the fixed length); lossless: {_lossless(stop)}.")
 
 
 def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) -> None:
@@ -227,7 +231,7 @@ def text_cards(exits_dir: Path, draft_dir: Path, figures: dict, command: str) ->
   up to {spec['max_new_tokens']} new tokens, greedy): acceptance {_pct(spec['acceptance'])},
   {spec['tokens_per_round']:.2f} tokens per round; round verdicts of each exit equal to the final one:
   {_layers(spec['exit_verdict_agreement'])}; responses equal token for token to the target alone:
-  {'all' if not spec['lossless_mismatches'] else 'NOT ' + str(spec['lossless_mismatches'])}.{_stopped(figures)}
+  {_lossless(spec)}.{_stopped(figures)}
 
 ## Training
 The target's own answers (up to {pr['broad_tokens']} tokens) to prompts about random words of its vocabulary
